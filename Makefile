@@ -1,0 +1,71 @@
+# popd: `make` builds ./popd; `make check` runs every test; `make demo` shows
+# a session; `make install` honours DESTDIR and PREFIX. SANITIZE=1 builds
+# and tests with AddressSanitizer and UndefinedBehaviorSanitizer.
+
+CXX      ?= g++
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SANITIZE ?=
+
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor \
+            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -I.
+LDFLAGS  += -pie -Wl,-z,relro,-z,now
+LIBS     = -lpam -llockfile -lcrypto
+
+ifeq ($(SANITIZE),1)
+BUILD     = build/sanitize
+CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=address,undefined
+POPD      = $(BUILD)/popd
+else
+BUILD     = build/release
+POPD      = popd
+endif
+
+LIB_SOURCES  = options.c++ $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++)
+TEST_SOURCES = $(wildcard tests/*.c++)
+LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
+TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
+DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(BUILD)/popd.d
+
+all: $(POPD)
+
+$(POPD): $(BUILD)/popd.o $(BUILD)/libpopd.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/libpopd.a: $(LIB_OBJECTS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/unit-tests: $(TEST_OBJECTS) $(BUILD)/libpopd.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/%.o: %.c++
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(DEPS)
+
+# Debian packages the build and the tests need; installed when missing.
+deps:
+	@tests/install-deps
+
+check: deps
+	$(MAKE) $(POPD) $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+	python3 tests/e2e.py $(POPD)
+
+demo: deps
+	$(MAKE) popd
+	@tests/demo.sh ./popd
+
+install: popd
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/etc/xinetd.d
+	install -m 755 popd $(DESTDIR)$(PREFIX)/sbin/popd
+	install -m 644 man/popd.8 $(DESTDIR)$(PREFIX)/share/man/man8/popd.8
+	install -m 644 xinetd.d/popd $(DESTDIR)/etc/xinetd.d/popd
+
+clean:
+	rm -rf build popd
+
+.PHONY: all deps check demo install clean

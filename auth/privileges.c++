@@ -1,0 +1,47 @@
+#include "auth/privileges.h"
+
+#include <grp.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "io/file.h"
+
+namespace popd::auth {
+
+bool running_as_root() { return ::geteuid() == 0; }
+
+bool set_user_groups(const passwd& user, std::string& error) {
+  if (!running_as_root()) return true;
+  if (::initgroups(user.pw_name, user.pw_gid) == 0) return true;
+  error = "initgroups: " + io::error_text(errno);
+  return false;
+}
+
+bool become_user(const passwd& user, std::string& error) {
+  if (running_as_root()) {
+    if (user.pw_uid == 0) {
+      error = "refusing to run a session as root";
+      return false;
+    }
+    if (::setgid(user.pw_gid) != 0 || ::setuid(user.pw_uid) != 0) {
+      error = "cannot switch to the user: " + io::error_text(errno);
+      return false;
+    }
+    if (::setuid(0) == 0 || ::seteuid(0) == 0) {
+      error = "root could be regained after the switch";
+      return false;
+    }
+    if (::getgid() != user.pw_gid || ::getegid() != user.pw_gid) {
+      error = "group ids do not match the user";
+      return false;
+    }
+  }
+  if (::getuid() != user.pw_uid || ::geteuid() != user.pw_uid) {
+    error = "popd runs as another user and can only serve that one";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace popd::auth

@@ -1,0 +1,104 @@
+#include "io/connection.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "params.h"
+
+namespace popd::io {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto tick_interval = std::chrono::seconds(60);
+
+Connection::Connection(int in, int out, std::chrono::seconds idle_timeout)
+    : in_(in), out_(out), idle_timeout_(idle_timeout), last_tick_(Clock::now()) {
+  struct stat st;
+  out_is_socket_ = ::fstat(out, &st) == 0 && S_ISSOCK(st.st_mode);
+  buffer_.reserve(params::output_buffer);
+}
+
+void Connection::tick_if_due() {
+  if (tick_ && Clock::now() - last_tick_ >= tick_interval) {
+    last_tick_ = Clock::now();
+    tick_();
+  }
+}
+
+bool Connection::wait(int fd, short events) {
+  auto deadline = Clock::now() + idle_timeout_;
+  for (;;) {
+    tick_if_due();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::min<std::chrono::milliseconds>(left, tick_interval).count()));
+    if (n > 0) return true;  // ready, or an error the next call will report
+    if (n < 0 && errno != EINTR) return true;
+  }
+}
+
+Connection::ReadResult Connection::read(std::string& data) {
+  data.resize(params::input_block);
+  for (;;) {
+    if (!wait(in_, POLLIN)) {
+      data.clear();
+      return ReadResult::timeout;
+    }
+    ssize_t n = ::read(in_, data.data(), data.size());
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      data.clear();
+      return ReadResult::end;
+    }
+    data.resize(n);
+    return ReadResult::data;
+  }
+}
+
+void Connection::write(std::string_view bytes) {
+  if (failed_) return;
+  buffer_.append(bytes);
+  if (buffer_.size() >= params::output_buffer) flush();
+}
+
+bool Connection::flush() {
+  std::string_view pending = buffer_;
+  while (!failed_ && !pending.empty()) {
+    // On a socket, never block in write: a client that stops reading must
+    // not hold the session (and the mailbox lock) beyond the idle timeout.
+    ssize_t n = out_is_socket_ ? ::send(out_, pending.data(), pending.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
+                               : ::write(out_, pending.data(), pending.size());
+    if (n >= 0) {
+      pending.remove_prefix(n);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait(out_, POLLOUT)) failed_ = true;
+    } else if (errno != EINTR) {
+      failed_ = true;
+    }
+  }
+  buffer_.clear();
+  return !failed_;
+}
+
+std::string Connection::peer_address() const {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getpeername(in_, reinterpret_cast<sockaddr*>(&address), &length) != 0) return {};
+  char text[INET6_ADDRSTRLEN] = {};
+  if (address.ss_family == AF_INET)
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&address)->sin_addr, text, sizeof text);
+  else if (address.ss_family == AF_INET6)
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&address)->sin6_addr, text, sizeof text);
+  else if (address.ss_family == AF_UNIX)
+    return "local";
+  return text;
+}
+
+}  // namespace popd::io

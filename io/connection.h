@@ -1,0 +1,48 @@
+// The client connection on two file descriptors (standard input and output
+// under inetd and systemd): reads with the idle timeout, buffered writes
+// that give up on a client that stops reading.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "protocol/maildrop.h"
+
+namespace popd::io {
+
+class Connection final : public protocol::Output {
+ public:
+  Connection(int in, int out, std::chrono::seconds idle_timeout);
+
+  enum class ReadResult { data, end, timeout };
+  // Replaces `data` with what the client sent next.
+  ReadResult read(std::string& data);
+
+  void write(std::string_view bytes) override;
+  // Writes what is buffered; false once the client is gone or stuck.
+  bool flush();
+  bool failed() const { return failed_; }
+
+  // Called at least once a minute while the connection waits.
+  void on_tick(std::function<void()> tick) { tick_ = std::move(tick); }
+
+  // The peer's address if `in` is a socket, else empty.
+  std::string peer_address() const;
+
+ private:
+  // Waits for `events` on fd up to the idle timeout; false on timeout.
+  bool wait(int fd, short events);
+  void tick_if_due();
+
+  int in_, out_;
+  bool out_is_socket_;
+  std::chrono::seconds idle_timeout_;
+  std::string buffer_;
+  bool failed_ = false;
+  std::function<void()> tick_;
+  std::chrono::steady_clock::time_point last_tick_;
+};
+
+}  // namespace popd::io

@@ -1,0 +1,309 @@
+#include "mailbox/commit.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "io/fd.h"
+#include "io/file.h"
+#include "mailbox/digest.h"
+#include "params.h"
+
+namespace popd::mailbox {
+namespace {
+
+// Journal layout (host byte order; it never leaves the host):
+//   Header, the original bytes of [begin, kept_end), SHA-256 of both;
+//   later, once the rewrite is durable, a Trailer.
+constexpr char header_magic[16] = "popd-journal-1\n";
+constexpr char trailer_magic[16] = "popd-rewritten\n";
+
+struct Header {
+  char magic[16];
+  std::uint64_t device, inode;
+  std::uint64_t begin;     // first byte rewritten
+  std::uint64_t kept_end;  // end of the rewritten data: the new file size
+  std::uint64_t end;       // the file size before the rewrite
+};
+
+struct Trailer {
+  char magic[16];
+  std::uint64_t kept_end, end;
+  Digest::Value stale;  // SHA-256 of [kept_end, end) before the truncate
+  Digest::Value check;  // SHA-256 of the fields above
+};
+
+std::uint64_t trailer_offset(const Header& header) {
+  return sizeof header + (header.kept_end - header.begin) + sizeof(Digest::Value);
+}
+
+std::string_view bytes_of(const auto& value) {
+  return {reinterpret_cast<const char*>(&value), sizeof value};
+}
+
+// Termination signals wait until the commit is over; SIGKILL is what the
+// journal is for.
+class SignalsDeferred {
+ public:
+  SignalsDeferred() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int signal : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE}) sigaddset(&set, signal);
+    sigprocmask(SIG_BLOCK, &set, &saved_);
+  }
+  ~SignalsDeferred() { sigprocmask(SIG_SETMASK, &saved_, nullptr); }
+
+ private:
+  sigset_t saved_;
+};
+
+bool fail(std::string& error, std::string_view what) {
+  error = std::string(what) + ": " + io::error_text(errno);
+  return false;
+}
+
+// Hashes [begin, end) of fd.
+bool hash_range(int fd, std::uint64_t begin, std::uint64_t end, Digest::Value& value) {
+  Digest digest;
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = begin; at < end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), end - at);
+    if (!io::pread_all(fd, buffer.data(), n, at)) return false;
+    digest.update(std::string_view(buffer.data(), n));
+    at += n;
+  }
+  value = digest.finish();
+  return true;
+}
+
+// Copies [from, from + length) to `to` <= from, front to back, so that no
+// byte is overwritten before it was read.
+bool move_down(int fd, std::uint64_t from, std::uint64_t to, std::uint64_t length, std::string& buffer) {
+  for (std::uint64_t done = 0; done < length;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
+    if (!io::pread_all(fd, buffer.data(), n, from + done)) return false;
+    if (!io::pwrite_all(fd, std::string_view(buffer.data(), n), to + done)) return false;
+    done += n;
+  }
+  return true;
+}
+
+// Writes the journal under a temporary name and renames it into place.
+bool write_journal(int fd, const Header& header, const std::string& journal, io::UniqueFd& out,
+                   std::string& error) {
+  std::string temporary = journal + ".new";
+  ::unlink(temporary.c_str());
+  out.reset(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) return fail(error, "cannot create recovery journal " + temporary);
+  Digest digest;
+  digest.update(bytes_of(header));
+  bool ok = io::write_all(out.get(), bytes_of(header));
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = header.begin; ok && at < header.kept_end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
+    std::string_view chunk(buffer.data(), n);
+    ok = io::pread_all(fd, buffer.data(), n, at) && io::write_all(out.get(), chunk);
+    digest.update(chunk);
+    at += n;
+  }
+  ok = ok && io::write_all(out.get(), bytes_of(digest.finish())) && ::fsync(out.get()) == 0 &&
+       ::rename(temporary.c_str(), journal.c_str()) == 0 && io::sync_directory_of(journal);
+  if (!ok) {
+    fail(error, "cannot write recovery journal " + journal);
+    ::unlink(temporary.c_str());
+    out.reset();
+  }
+  return ok;
+}
+
+// Puts the journal's original bytes back: the file is then as it was.
+bool restore(int fd, int journal_fd, const Header& header) {
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = header.begin; at < header.kept_end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
+    if (!io::pread_all(journal_fd, buffer.data(), n, sizeof header + (at - header.begin))) return false;
+    if (!io::pwrite_all(fd, std::string_view(buffer.data(), n), at)) return false;
+    at += n;
+  }
+  return ::fsync(fd) == 0;
+}
+
+bool remove_journal(const std::string& journal) {
+  return ::unlink(journal.c_str()) == 0 && io::sync_directory_of(journal);
+}
+
+bool rewrite(int fd, const std::vector<Range>& removed, std::uint64_t end) {
+  std::string buffer(params::read_block, '\0');
+  std::uint64_t to = removed.front().begin;
+  for (std::size_t i = 0; i < removed.size(); ++i) {
+    std::uint64_t from = removed[i].end;
+    std::uint64_t until = i + 1 < removed.size() ? removed[i + 1].begin : end;
+    if (!move_down(fd, from, to, until - from, buffer)) return false;
+    to += until - from;
+  }
+  return ::fsync(fd) == 0;
+}
+
+bool mark_rewritten(int fd, int journal_fd, const Header& header) {
+  Trailer trailer{};
+  std::memcpy(trailer.magic, trailer_magic, sizeof trailer.magic);
+  trailer.kept_end = header.kept_end;
+  trailer.end = header.end;
+  if (!hash_range(fd, header.kept_end, header.end, trailer.stale)) return false;
+  trailer.check = sha256(bytes_of(trailer).substr(0, offsetof(Trailer, check)));
+  return io::pwrite_all(journal_fd, bytes_of(trailer), trailer_offset(header)) &&
+         ::fsync(journal_fd) == 0;
+}
+
+bool void_trailer(int journal_fd, const Header& header) {
+  Trailer zero{};
+  return io::pwrite_all(journal_fd, bytes_of(zero), trailer_offset(header)) && ::fsync(journal_fd) == 0;
+}
+
+bool remove_ranges_unsafe(int fd, const std::vector<Range>& removed, const std::string& journal,
+                          std::string& error) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return fail(error, "cannot stat mailbox");
+  std::uint64_t end = st.st_size;
+  if (removed.back().end > end) {
+    error = "mailbox shrank during the session";
+    return false;
+  }
+  std::uint64_t removed_bytes = 0;
+  for (const Range& range : removed) removed_bytes += range.end - range.begin;
+  Header header{};
+  std::memcpy(header.magic, header_magic, sizeof header.magic);
+  header.device = st.st_dev;
+  header.inode = st.st_ino;
+  header.begin = removed.front().begin;
+  header.end = end;
+  header.kept_end = end - removed_bytes;
+
+  // Nothing kept after the first removed byte: one truncate does it, and a
+  // truncate is atomic, so no journal is needed.
+  if (header.kept_end == header.begin) {
+    if (::ftruncate(fd, static_cast<off_t>(header.begin)) != 0) return fail(error, "cannot truncate mailbox");
+    if (::fsync(fd) != 0) return fail(error, "cannot sync mailbox");
+    return true;
+  }
+
+  io::UniqueFd journal_fd;
+  if (!write_journal(fd, header, journal, journal_fd, error)) return false;
+  if (!rewrite(fd, removed, end)) {
+    fail(error, "cannot rewrite mailbox");
+    // Undo now if we can; if not, the journal stays for the next session.
+    if (restore(fd, journal_fd.get(), header)) remove_journal(journal);
+    return false;
+  }
+  if (!mark_rewritten(fd, journal_fd.get(), header) ||
+      ::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0) {
+    fail(error, "cannot complete mailbox rewrite");
+    // The trailer may be durable: void it before undoing, or a later
+    // recovery would truncate the restored file. If that fails, leave
+    // everything to recovery, which then completes the commit.
+    if (void_trailer(journal_fd.get(), header) && restore(fd, journal_fd.get(), header))
+      remove_journal(journal);
+    return false;
+  }
+  if (::fsync(fd) != 0) return fail(error, "cannot sync mailbox");  // journal completes it
+  remove_journal(journal);  // if this fails, recovery finds the truncate done
+  return true;
+}
+
+}  // namespace
+
+bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
+                   std::string& error) {
+  if (removed.empty()) return true;
+  SignalsDeferred deferred;
+  return remove_ranges_unsafe(fd, removed, journal, error);
+}
+
+RecoveryResult recover(int fd, const std::string& journal) {
+  io::UniqueFd journal_fd(::open(journal.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  if (!journal_fd) {
+    if (errno == ENOENT) return {};
+    return {false, "cannot open recovery journal " + journal + ": " + io::error_text(errno)};
+  }
+  SignalsDeferred deferred;
+  struct stat journal_st, st;
+  if (::fstat(journal_fd.get(), &journal_st) != 0 || ::fstat(fd, &st) != 0)
+    return {false, "cannot stat recovery journal " + journal + ": " + io::error_text(errno)};
+
+  Header header{};
+  bool complete = io::pread_all(journal_fd.get(), reinterpret_cast<char*>(&header), sizeof header, 0) &&
+                  std::memcmp(header.magic, header_magic, sizeof header.magic) == 0 &&
+                  header.begin <= header.kept_end && header.kept_end <= header.end &&
+                  static_cast<std::uint64_t>(journal_st.st_size) >=
+                      sizeof header + (header.kept_end - header.begin) + sizeof(Digest::Value);
+  if (complete) {
+    // Verify the backup against its checksum.
+    Digest::Value stored{}, computed{};
+    std::uint64_t backup_end = sizeof header + (header.kept_end - header.begin);
+    Digest digest;
+    digest.update(bytes_of(header));
+    std::string buffer(params::read_block, '\0');
+    for (std::uint64_t at = sizeof header; complete && at < backup_end;) {
+      std::size_t n = std::min<std::uint64_t>(buffer.size(), backup_end - at);
+      complete = io::pread_all(journal_fd.get(), buffer.data(), n, at);
+      digest.update(std::string_view(buffer.data(), n));
+      at += n;
+    }
+    computed = digest.finish();
+    complete = complete &&
+               io::pread_all(journal_fd.get(), reinterpret_cast<char*>(stored.data()), stored.size(), backup_end) &&
+               stored == computed;
+  }
+  if (!complete) {
+    // The crash came while the journal was written: the mailbox was not touched yet.
+    if (!remove_journal(journal)) return {false, "cannot remove incomplete journal " + journal};
+    return {true, "removed an incomplete recovery journal; the mailbox was untouched"};
+  }
+  if (header.device != static_cast<std::uint64_t>(st.st_dev) ||
+      header.inode != static_cast<std::uint64_t>(st.st_ino)) {
+    std::string aside = journal + ".orphan." + std::to_string(std::time(nullptr));
+    if (::rename(journal.c_str(), aside.c_str()) != 0) return {false, "cannot set aside journal " + journal};
+    return {true, "recovery journal belongs to another mailbox file; moved to " + aside};
+  }
+
+  Trailer trailer{};
+  bool rewritten = io::pread_all(journal_fd.get(), reinterpret_cast<char*>(&trailer), sizeof trailer,
+                                 trailer_offset(header)) &&
+                   std::memcmp(trailer.magic, trailer_magic, sizeof trailer.magic) == 0 &&
+                   trailer.check == sha256(bytes_of(trailer).substr(0, offsetof(Trailer, check))) &&
+                   trailer.kept_end == header.kept_end && trailer.end == header.end;
+  if (!rewritten) {
+    if (!restore(fd, journal_fd.get(), header) || !remove_journal(journal))
+      return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
+    return {true, "rolled back an interrupted commit; no deletion took effect"};
+  }
+
+  // The rewrite was complete. Was the file truncated yet? If [kept_end, end)
+  // still holds the stale bytes, no.
+  std::uint64_t size = st.st_size;
+  Digest::Value now{};
+  bool truncated = size < header.end || !hash_range(fd, header.kept_end, header.end, now) || now != trailer.stale;
+  if (truncated) {
+    if (!remove_journal(journal)) return {false, "cannot remove recovery journal " + journal};
+    return {true, "completed an interrupted commit"};
+  }
+  if (size == header.end) {
+    if (::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0 || ::fsync(fd) != 0 || !remove_journal(journal))
+      return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+    return {true, "completed an interrupted commit"};
+  }
+  // Mail arrived after the stale bytes: remove them as a commit of their own,
+  // whose journal replaces this one.
+  std::string error;
+  std::vector<Range> stale{{header.kept_end, header.end}};
+  if (!remove_ranges_unsafe(fd, stale, journal, error))
+    return {false, "cannot complete an interrupted commit: " + error};
+  return {true, "completed an interrupted commit; mail delivered since was kept"};
+}
+
+}  // namespace popd::mailbox

@@ -1,0 +1,85 @@
+#include "mailbox/lock.h"
+
+#include <fcntl.h>
+#include <lockfile.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <thread>
+#include <utility>
+
+#include "io/file.h"
+#include "params.h"
+
+namespace popd::mailbox {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Calls `attempt` until it says locked or failed, or the wait is over.
+template <typename Attempt>
+LockStatus retry(Attempt attempt) {
+  auto deadline = Clock::now() + params::lock_wait;
+  for (;;) {
+    LockStatus status = attempt();
+    if (status != LockStatus::busy || Clock::now() >= deadline) return status;
+    std::this_thread::sleep_for(params::lock_retry_interval);
+  }
+}
+
+}  // namespace
+
+DotLock::DotLock(DotLock&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+
+DotLock& DotLock::operator=(DotLock&& other) noexcept {
+  if (this != &other) {
+    release();
+    path_ = std::exchange(other.path_, {});
+  }
+  return *this;
+}
+
+DotLock::~DotLock() { release(); }
+
+LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::string& error) {
+  std::string path = mailbox + ".lock";
+  LockStatus status = retry([&] {
+    // No retries inside liblockfile: its back-off starts at 5 seconds.
+    switch (lockfile_create(path.c_str(), 0, L_PID)) {
+      case L_SUCCESS: return LockStatus::locked;
+      case L_MAXTRYS: return LockStatus::busy;
+      default:
+        error = "cannot create " + path + ": " + io::error_text(errno);
+        return LockStatus::failed;
+    }
+  });
+  if (status == LockStatus::busy) error = path + " is held by another process";
+  if (status == LockStatus::locked) lock.path_ = std::move(path);
+  return status;
+}
+
+void DotLock::refresh() {
+  if (!path_.empty()) lockfile_touch(path_.c_str());
+}
+
+void DotLock::release() {
+  if (!path_.empty()) lockfile_remove(path_.c_str());
+  path_.clear();
+}
+
+LockStatus lock_whole_file(int fd, std::string& error) {
+  LockStatus status = retry([&] {
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    if (::fcntl(fd, F_SETLK, &lock) == 0) return LockStatus::locked;
+    if (errno == EACCES || errno == EAGAIN || errno == EINTR) return LockStatus::busy;
+    error = "cannot lock mailbox: " + io::error_text(errno);
+    return LockStatus::failed;
+  });
+  if (status == LockStatus::busy) error = "mailbox is locked by another process";
+  return status;
+}
+
+}  // namespace popd::mailbox

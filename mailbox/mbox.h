@@ -1,0 +1,71 @@
+// The mbox format: finding messages in a spool and presenting them as the
+// client sees them. Reads through a ByteSource, so it is tested on strings
+// and used on files; memory grows with the number of messages, not their size.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/maildrop.h"
+
+namespace popd::mailbox {
+
+class ByteSource {
+ public:
+  // Reads up to `size` bytes at `offset`; fewer only at the end of the data.
+  // Throws std::system_error when the data cannot be read.
+  virtual std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) = 0;
+  virtual std::uint64_t size() const = 0;
+
+ protected:
+  ~ByteSource() = default;
+};
+
+class StringSource final : public ByteSource {
+ public:
+  explicit StringSource(std::string_view data) : data_(data) {}
+  std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) override;
+  std::uint64_t size() const override { return data_.size(); }
+
+ private:
+  std::string_view data_;
+};
+
+struct NotMbox : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Message {
+  std::uint64_t record_offset = 0;   // its "From " separator line
+  std::uint64_t content_offset = 0;  // first byte after that line
+  std::uint64_t content_length = 0;  // the message, without the separator
+  std::uint64_t size = 0;            // octets sent: CRLF, metadata headers hidden
+  std::array<unsigned char, 16> digest{};
+  std::uint32_t duplicate = 0;  // earlier messages in the mbox with the same digest
+
+  std::string uid() const;
+};
+
+struct Mbox {
+  std::vector<Message> messages;  // what the client sees, in file order
+  // The UW IMAP "FOLDER INTERNAL DATA" pseudo-message, hidden and never deleted.
+  std::optional<Message> internal;
+  std::uint64_t end = 0;  // bytes parsed: the file size when it was read
+
+  // Where the record of messages[i] ends: the next record or the end.
+  std::uint64_t record_end(std::size_t index) const;
+};
+
+// Throws NotMbox when the data does not start with a "From " line.
+Mbox parse(ByteSource& source);
+
+// Sends a message as the client sees it (see protocol::Maildrop::send).
+void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
+          protocol::MessageSink& sink);
+
+}  // namespace popd::mailbox

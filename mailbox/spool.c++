@@ -1,0 +1,142 @@
+#include "mailbox/spool.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "io/file.h"
+#include "mailbox/commit.h"
+
+namespace popd::mailbox {
+
+using Outcome = protocol::Login::Outcome;
+
+std::size_t FileSource::read_at(std::uint64_t offset, char* buffer, std::size_t size) {
+  if (offset >= size_) return 0;
+  size = std::min<std::uint64_t>(size, size_ - offset);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd_, buffer + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "cannot read mailbox");
+    if (n == 0) break;  // shorter than when it was opened
+    done += n;
+  }
+  return done;
+}
+
+Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
+  Opened result;
+  auto refuse = [&result](Outcome outcome, std::string text) {
+    result.outcome = outcome;
+    result.text = std::move(text);
+    return std::move(result);
+  };
+  std::unique_ptr<Spool> spool(new Spool);
+  spool->journal_ = journal;
+  std::string error;
+
+  switch (DotLock::acquire(path, spool->dotlock_, error)) {
+    case LockStatus::locked: break;
+    case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another session");
+    case LockStatus::failed: return refuse(Outcome::temporary, "Cannot lock mailbox: " + error);
+  }
+
+  // O_NONBLOCK: opening a FIFO planted at the path must not hang us.
+  spool->fd_.reset(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!spool->fd_) {
+    if (errno == ENOENT) {  // no mail has come yet: an empty maildrop
+      result.outcome = Outcome::accepted;
+      result.spool = std::move(spool);
+      return result;
+    }
+    if (errno == ELOOP) return refuse(Outcome::forbidden, "Mailbox is a symbolic link");
+    if (errno == EACCES || errno == EPERM) return refuse(Outcome::forbidden, "Mailbox is not accessible");
+    return refuse(Outcome::temporary, "Cannot open mailbox: " + io::error_text(errno));
+  }
+  struct stat st;
+  if (::fstat(spool->fd_.get(), &st) != 0)
+    return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
+  if (!S_ISREG(st.st_mode)) return refuse(Outcome::forbidden, "Mailbox is not a regular file");
+  if (st.st_uid != ::geteuid()) return refuse(Outcome::forbidden, "Mailbox is not owned by the user");
+
+  switch (lock_whole_file(spool->fd_.get(), error)) {
+    case LockStatus::locked: break;
+    case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another process");
+    case LockStatus::failed: return refuse(Outcome::temporary, error);
+  }
+
+  RecoveryResult recovery = recover(spool->fd_.get(), journal);
+  result.recovery = recovery.action;
+  if (!recovery.ok) return refuse(Outcome::temporary, "Mailbox needs recovery that failed");
+
+  try {
+    if (::fstat(spool->fd_.get(), &st) != 0)
+      return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
+    FileSource source(spool->fd_.get(), st.st_size);
+    spool->mbox_ = parse(source);
+  } catch (const NotMbox&) {
+    return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
+  } catch (const std::system_error& e) {
+    return refuse(Outcome::temporary, e.what());
+  }
+  result.outcome = Outcome::accepted;
+  result.spool = std::move(spool);
+  return result;
+}
+
+bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
+  try {
+    FileSource source(fd_.get(), mbox_.end);
+    mailbox::send(source, mbox_.messages[index], body_lines, sink);
+    return true;
+  } catch (const std::system_error&) {
+    return false;
+  }
+}
+
+bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
+  std::vector<Range> removed;
+  for (std::size_t i = 0; i < deleted.size(); ++i) {
+    if (!deleted[i]) continue;
+    Range range{mbox_.messages[i].record_offset, mbox_.record_end(i)};
+    if (!removed.empty() && removed.back().end == range.begin)
+      removed.back().end = range.end;  // adjacent: one range
+    else
+      removed.push_back(range);
+  }
+  if (removed.empty()) return true;
+  return remove_ranges(fd_.get(), removed, journal_, error);
+}
+
+std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home) {
+  std::string path;
+  for (std::size_t i = 0; i < path_template.size(); ++i) {
+    char c = path_template[i];
+    if (c != '%' || i + 1 == path_template.size()) {
+      path += c;
+      continue;
+    }
+    switch (path_template[++i]) {
+      case 'u': path += user; break;
+      case 'h': path += home; break;
+      default: path += path_template[i]; break;  // "%%"
+    }
+  }
+  return path;
+}
+
+bool valid_path_template(std::string_view path_template) {
+  for (std::size_t i = 0; i < path_template.size(); ++i) {
+    if (path_template[i] != '%') continue;
+    if (i + 1 == path_template.size()) return false;
+    char next = path_template[++i];
+    if (next != 'u' && next != 'h' && next != '%') return false;
+  }
+  return !path_template.empty();
+}
+
+}  // namespace popd::mailbox

@@ -1,0 +1,62 @@
+// A user's mbox spool, opened, locked and parsed for one session: the
+// Maildrop the protocol engine works on.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/fd.h"
+#include "mailbox/lock.h"
+#include "mailbox/mbox.h"
+#include "protocol/maildrop.h"
+
+namespace popd::mailbox {
+
+// Reads an open file with pread(2).
+class FileSource final : public ByteSource {
+ public:
+  FileSource(int fd, std::uint64_t size) : fd_(fd), size_(size) {}
+  std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) override;
+  std::uint64_t size() const override { return size_; }
+
+ private:
+  int fd_;
+  std::uint64_t size_;
+};
+
+class Spool final : public protocol::Maildrop {
+ public:
+  struct Opened {
+    protocol::Login::Outcome outcome = protocol::Login::Outcome::temporary;
+    std::string text;               // for the client when not accepted
+    std::unique_ptr<Spool> spool;   // set when accepted
+    std::string recovery;           // what recovery did, for syslog
+  };
+  // Locks, recovers and parses the mailbox at `path` for the calling user.
+  // `journal` is where the recovery journal of this mailbox lives.
+  static Opened open(const std::string& path, const std::string& journal);
+
+  std::size_t count() const override { return mbox_.messages.size(); }
+  std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }
+  std::string uid(std::size_t index) const override { return mbox_.messages[index].uid(); }
+  bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
+            protocol::MessageSink& sink) override;
+  bool commit(const std::vector<bool>& deleted, std::string& error) override;
+  // Call at least every minute: keeps the dotlock fresh.
+  void refresh_lock() { dotlock_.refresh(); }
+
+ private:
+  Spool() = default;
+
+  std::string journal_;
+  DotLock dotlock_;
+  io::UniqueFd fd_;  // closing it releases the fcntl lock
+  Mbox mbox_;
+};
+
+// Expands %u (user name), %h (home directory) and %% in a path template.
+std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home);
+// true if the template has only the sequences expand_path knows.
+bool valid_path_template(std::string_view path_template);
+
+}  // namespace popd::mailbox

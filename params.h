@@ -1,0 +1,47 @@
+// Every tunable limit of popd, with the reason for its value.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace popd::params {
+
+// RFC 2449 section 4: a command line is at most 255 octets including CRLF.
+inline constexpr std::size_t max_command_line = 255;
+
+// RFC 1939 section 3: the idle timer must be at least 10 minutes.
+inline constexpr int default_idle_timeout_seconds = 600;
+
+// Failed logins before the connection is closed: enough for a typo or two,
+// too few for guessing passwords through one connection.
+inline constexpr int max_login_failures = 3;
+
+// Delay before answering a failed login: slows guessing, and the same delay
+// for unknown users and wrong passwords reveals nothing about which it was.
+inline constexpr std::chrono::milliseconds failed_login_delay{2000};
+
+// How long a login waits for the mailbox lock before -ERR [IN-USE]: long
+// enough to ride out a delivery in progress, short enough that a client does
+// not time out.
+inline constexpr std::chrono::milliseconds lock_wait{4000};
+inline constexpr std::chrono::milliseconds lock_retry_interval{250};
+
+// Block size for reading the mailbox and the client: large enough that a
+// 1 GB spool is read with few system calls, small enough to stay in cache.
+inline constexpr std::size_t read_block = 1 << 20;
+
+// Output is buffered up to this size before it is written, so that a
+// multi-line reply costs a few writes, not one per line.
+inline constexpr std::size_t output_buffer = 64 * 1024;
+
+// Input read from the client per read(2).
+inline constexpr std::size_t input_block = 16 * 1024;
+
+// RFC 1939: a unique-id is 1 to 70 characters in 0x21..0x7E.
+inline constexpr std::size_t max_uid_length = 70;
+
+// Never pass a user name longer than this to PAM or syslog; real names are
+// far shorter and a long one is an attack or a mistake.
+inline constexpr std::size_t max_user_name = 128;
+
+}  // namespace popd::params

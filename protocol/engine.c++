@@ -1,0 +1,392 @@
+#include "protocol/engine.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <string.h>  // explicit_bzero
+
+#include "params.h"
+
+namespace popd::protocol {
+namespace {
+
+constexpr std::string_view crlf = "\r\n";
+
+std::string upper(std::string_view word) {
+  std::string result(word);
+  for (char& c : result)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  return result;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Splits off the first space-separated word of `rest`.
+std::string_view next_word(std::string_view& rest) {
+  rest = trim(rest);
+  std::size_t end = 0;
+  while (end < rest.size() && !is_space(rest[end])) ++end;
+  std::string_view word = rest.substr(0, end);
+  rest = trim(rest.substr(end));
+  return word;
+}
+
+// A decimal number without sign; false for anything else or on overflow.
+bool parse_number(std::string_view text, std::uint64_t& value) {
+  if (text.empty()) return false;
+  for (char c : text)
+    if (c < '0' || c > '9') return false;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+// User names go to PAM, syslog and file names: printable, no slash, no
+// leading dash or dot, bounded. Bytes >= 0x80 are allowed for UTF-8 names.
+bool valid_user_name(std::string_view name) {
+  if (name.empty() || name.size() > params::max_user_name) return false;
+  if (name.front() == '-' || name.front() == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return (u > 0x20 && u < 0x7f && c != '/') || u >= 0x80;
+  });
+}
+
+// Writes message lines to the output with RFC 1939 byte-stuffing and CRLF.
+class StuffingSink final : public MessageSink {
+ public:
+  explicit StuffingSink(Output& out) : out_(out) {}
+  void text(std::string_view part) override {
+    if (part.empty()) return;
+    if (at_line_start_ && part.front() == '.') out_.write(".");
+    at_line_start_ = false;
+    out_.write(part);
+  }
+  void end_line() override {
+    out_.write(crlf);
+    at_line_start_ = true;
+  }
+
+ private:
+  Output& out_;
+  bool at_line_start_ = true;
+};
+
+}  // namespace
+
+Engine::Engine(Authenticator& authenticator, Output& output)
+    : authenticator_(authenticator), out_(output) {}
+
+void Engine::ok(std::string_view text) {
+  out_.write(text.empty() ? "+OK" : "+OK ");
+  out_.write(text);
+  out_.write(crlf);
+}
+
+void Engine::err(std::string_view text) {
+  out_.write("-ERR ");
+  out_.write(text);
+  out_.write(crlf);
+}
+
+void Engine::greet() { ok("POP3 server ready"); }
+
+void Engine::receive(std::string_view bytes) {
+  if (closed()) return;
+  while (!bytes.empty()) {
+    if (discarding_long_line_) {
+      auto newline = bytes.find('\n');
+      if (newline == std::string_view::npos) return;
+      bytes.remove_prefix(newline);  // keep the '\n' to end the stored stub
+      discarding_long_line_ = false;
+    }
+    auto newline = bytes.find('\n');
+    auto chunk = bytes.substr(0, newline == std::string_view::npos ? bytes.size() : newline + 1);
+    bytes.remove_prefix(chunk.size());
+    input_.append(chunk);
+    if (input_.back() == '\n') continue;
+    // An unfinished line: keep no more of it than it takes to know it is too
+    // long, so a client cannot make us buffer without end.
+    auto last_newline = input_.rfind('\n');
+    std::size_t line_start = last_newline == std::string::npos ? 0 : last_newline + 1;
+    line_start = std::max(line_start, consumed_);
+    if (input_.size() - line_start > params::max_command_line) {
+      input_.resize(line_start + params::max_command_line + 1);
+      discarding_long_line_ = true;
+    }
+  }
+}
+
+bool Engine::command_waiting() const {
+  return !closed() && input_.find('\n', consumed_) != std::string::npos;
+}
+
+std::string_view Engine::pending_input() const {
+  return std::string_view(input_).substr(consumed_);
+}
+
+void Engine::step() {
+  if (closed()) return;
+  auto newline = input_.find('\n', consumed_);
+  if (newline == std::string::npos) return;
+  std::string_view line(input_.data() + consumed_, newline - consumed_);
+  std::size_t raw_length = line.size() + 1;
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+
+  if (raw_length > params::max_command_line)
+    err("Command line too long");
+  else if (line.find('\0') != std::string_view::npos)
+    err("Command contains a NUL byte");
+  else
+    dispatch(line);
+
+  consumed_ = newline + 1;
+  // Wipe what was answered: it may hold a password.
+  if (consumed_ == input_.size() || consumed_ > 4096) {
+    explicit_bzero(input_.data(), consumed_);
+    input_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+}
+
+void Engine::timed_out() {
+  if (closed()) return;
+  err("Idle timeout, closing connection");
+  state_ = State::closed;
+}
+
+void Engine::dispatch(std::string_view line) {
+  std::string_view args = line;
+  std::string verb = upper(next_word(args));
+  if (verb == "CAPA") return capa();
+  if (verb == "QUIT") return quit();
+  if (state_ == State::authorization)
+    authorization(verb, args);
+  else
+    transaction(verb, args);
+}
+
+void Engine::capa() {
+  ok("Capability list follows");
+  out_.write(
+      "USER\r\n"
+      "TOP\r\n"
+      "UIDL\r\n"
+      "PIPELINING\r\n"
+      "RESP-CODES\r\n"
+      "AUTH-RESP-CODE\r\n"
+      "EXPIRE NEVER\r\n"
+      "IMPLEMENTATION popd\r\n"
+      ".\r\n");
+}
+
+void Engine::authorization(std::string_view verb, std::string_view args) {
+  if (verb == "USER") return user_command(args);
+  if (verb == "PASS") return pass_command(args);
+  static constexpr std::string_view later[] = {"STAT", "LIST", "RETR", "DELE", "NOOP",
+                                                "RSET", "TOP",  "UIDL"};
+  if (std::find(std::begin(later), std::end(later), verb) != std::end(later))
+    return err("Not logged in yet: USER and PASS first");
+  err("Unknown command");
+}
+
+void Engine::user_command(std::string_view args) {
+  std::string_view name = next_word(args);
+  have_user_ = false;
+  if (name.empty() || !args.empty()) return err("Syntax: USER name");
+  if (!valid_user_name(name)) return err("[AUTH] Invalid user name");
+  user_.assign(name);
+  have_user_ = true;
+  ok("Send your password");
+}
+
+void Engine::pass_command(std::string_view args) {
+  if (!have_user_) return err("USER first");
+  have_user_ = false;
+  // RFC 1939 allows spaces in the password: it is the rest of the line after
+  // the single space that follows PASS.
+  if (!args.empty() && is_space(args.front())) args.remove_prefix(1);
+  Login login = authenticator_.login(user_, args);
+  using O = Login::Outcome;
+  switch (login.outcome) {
+    case O::accepted:
+      maildrop_ = login.maildrop;
+      deleted_.assign(maildrop_->count(), false);
+      state_ = State::transaction;
+      rset();  // "+OK maildrop has N messages (M octets)"
+      return;
+    case O::rejected:
+      ++failures_;
+      if (failures_ >= params::max_login_failures) {
+        err("[AUTH] Authentication failed; too many failures, closing connection");
+        state_ = State::closed;
+        return;
+      }
+      err("[AUTH] Authentication failed");
+      break;
+    case O::disabled: err("[AUTH] " + login.text); break;
+    case O::forbidden: err("[SYS/PERM] " + login.text); break;
+    case O::in_use: err("[IN-USE] " + login.text); break;
+    case O::temporary: err("[SYS/TEMP] " + login.text); break;
+  }
+  if (login.close) state_ = State::closed;
+}
+
+void Engine::quit() {
+  if (state_ != State::transaction) {
+    ok("popd signing off");
+    state_ = State::closed;
+    return;
+  }
+  std::uint64_t marked = std::count(deleted_.begin(), deleted_.end(), true);
+  std::string error;
+  if (marked > 0 && !maildrop_->commit(deleted_, error)) {
+    err("[SYS/TEMP] Deletions not committed: " + error);
+  } else {
+    stats_.deleted_messages = marked;
+    ok("popd signing off (" + std::to_string(marked) + " messages deleted)");
+  }
+  state_ = State::closed;
+}
+
+void Engine::transaction(std::string_view verb, std::string_view args) {
+  if (verb == "STAT") return args.empty() ? stat() : err("Syntax: STAT");
+  if (verb == "LIST") return list(args);
+  if (verb == "UIDL") return uidl(args);
+  if (verb == "RETR") return retr(args);
+  if (verb == "TOP") return top(args);
+  if (verb == "DELE") return dele(args);
+  if (verb == "NOOP") return args.empty() ? ok("") : err("Syntax: NOOP");
+  if (verb == "RSET") return args.empty() ? rset() : err("Syntax: RSET");
+  if (verb == "USER" || verb == "PASS") return err("Already logged in");
+  err("Unknown command");
+}
+
+bool Engine::message_number(std::string_view arg, std::size_t& index) {
+  std::uint64_t number = 0;
+  if (!parse_number(arg, number)) {
+    err("Invalid message number: " + std::string(arg.substr(0, 20)));
+    return false;
+  }
+  if (number == 0 || number > deleted_.size()) {
+    err("No such message: " + std::to_string(number) + " (maildrop has " +
+        std::to_string(deleted_.size()) + " messages)");
+    return false;
+  }
+  index = number - 1;
+  if (deleted_[index]) {
+    err("Message " + std::to_string(number) + " already deleted");
+    return false;
+  }
+  return true;
+}
+
+void Engine::stat() {
+  std::uint64_t count = 0, octets = 0;
+  for (std::size_t i = 0; i < deleted_.size(); ++i)
+    if (!deleted_[i]) ++count, octets += maildrop_->size(i);
+  ok(std::to_string(count) + " " + std::to_string(octets));
+}
+
+void Engine::rset() {
+  std::fill(deleted_.begin(), deleted_.end(), false);
+  std::uint64_t octets = 0;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) octets += maildrop_->size(i);
+  ok("maildrop has " + std::to_string(deleted_.size()) + " messages (" +
+     std::to_string(octets) + " octets)");
+}
+
+void Engine::list(std::string_view args) {
+  std::string_view arg = next_word(args);
+  if (!args.empty()) return err("Syntax: LIST [message]");
+  std::size_t index = 0;
+  if (!arg.empty()) {
+    if (message_number(arg, index))
+      ok(std::to_string(index + 1) + " " + std::to_string(maildrop_->size(index)));
+    return;
+  }
+  ok("scan listing follows");
+  std::string line;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) {
+    if (deleted_[i]) continue;
+    line = std::to_string(i + 1);
+    line += ' ';
+    line += std::to_string(maildrop_->size(i));
+    line += crlf;
+    out_.write(line);
+  }
+  out_.write(".\r\n");
+}
+
+void Engine::uidl(std::string_view args) {
+  std::string_view arg = next_word(args);
+  if (!args.empty()) return err("Syntax: UIDL [message]");
+  std::size_t index = 0;
+  if (!arg.empty()) {
+    if (message_number(arg, index)) ok(std::to_string(index + 1) + " " + maildrop_->uid(index));
+    return;
+  }
+  ok("unique-id listing follows");
+  std::string line;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) {
+    if (deleted_[i]) continue;
+    line = std::to_string(i + 1);
+    line += ' ';
+    line += maildrop_->uid(i);
+    line += crlf;
+    out_.write(line);
+  }
+  out_.write(".\r\n");
+}
+
+void Engine::retr(std::string_view args) {
+  std::string_view arg = next_word(args);
+  if (arg.empty() || !args.empty()) return err("Syntax: RETR message");
+  std::size_t index = 0;
+  if (!message_number(arg, index)) return;
+  std::uint64_t size = maildrop_->size(index);
+  ok(std::to_string(size) + " octets");
+  send_message(index, std::nullopt);
+  if (closed()) return;
+  ++stats_.retrieved_messages;
+  stats_.retrieved_bytes += size;
+}
+
+void Engine::top(std::string_view args) {
+  std::string_view arg = next_word(args);
+  std::string_view lines_arg = next_word(args);
+  if (arg.empty() || lines_arg.empty() || !args.empty()) return err("Syntax: TOP message lines");
+  std::uint64_t lines = 0;
+  if (!parse_number(lines_arg, lines)) return err("Invalid number of lines");
+  std::size_t index = 0;
+  if (!message_number(arg, index)) return;
+  ok("top of message follows");
+  send_message(index, lines);
+}
+
+void Engine::send_message(std::size_t index, std::optional<std::uint64_t> body_lines) {
+  StuffingSink sink(out_);
+  if (!maildrop_->send(index, body_lines, sink)) {
+    // The multi-line reply cannot be completed truthfully: end the session
+    // without committing, so the client sees a broken reply, not a short one.
+    state_ = State::closed;
+    return;
+  }
+  out_.write(".\r\n");
+}
+
+void Engine::dele(std::string_view args) {
+  std::string_view arg = next_word(args);
+  if (arg.empty() || !args.empty()) return err("Syntax: DELE message");
+  std::size_t index = 0;
+  if (!message_number(arg, index)) return;
+  deleted_[index] = true;
+  ok("message " + std::to_string(index + 1) + " deleted");
+}
+
+}  // namespace popd::protocol

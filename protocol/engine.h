@@ -1,0 +1,81 @@
+// The POP3 protocol engine (RFC 1939, 2449): client bytes in, reply bytes
+// out. It makes no system calls, so it is tested on byte strings.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/maildrop.h"
+
+namespace popd::protocol {
+
+// What the session has done, for the log line at its end.
+struct SessionStats {
+  std::uint64_t retrieved_messages = 0;
+  std::uint64_t retrieved_bytes = 0;
+  std::uint64_t deleted_messages = 0;  // only counted once committed
+};
+
+class Engine {
+ public:
+  enum class State { authorization, transaction, closed };
+
+  Engine(Authenticator& authenticator, Output& output);
+
+  void greet();
+  // Appends client bytes to the input buffer.
+  void receive(std::string_view bytes);
+  // True when a complete command line is waiting in the input buffer.
+  bool command_waiting() const;
+  // Answers the next complete command line, if any.
+  void step();
+  // The client was idle for too long: end without committing.
+  void timed_out();
+
+  State state() const { return state_; }
+  bool closed() const { return state_ == State::closed; }
+  const std::string& user() const { return user_; }
+  const SessionStats& stats() const { return stats_; }
+  // Input received but not yet answered (handed on when the process changes).
+  std::string_view pending_input() const;
+
+ private:
+  void dispatch(std::string_view line);
+  void authorization(std::string_view verb, std::string_view args);
+  void transaction(std::string_view verb, std::string_view args);
+  void capa();
+  void user_command(std::string_view args);
+  void pass_command(std::string_view args);
+  void quit();
+  void stat();
+  void list(std::string_view args);
+  void uidl(std::string_view args);
+  void retr(std::string_view args);
+  void top(std::string_view args);
+  void dele(std::string_view args);
+  void rset();
+  void send_message(std::size_t index, std::optional<std::uint64_t> body_lines);
+  // Parses a message number argument; on error replies and returns false.
+  bool message_number(std::string_view arg, std::size_t& index);
+
+  void ok(std::string_view text);
+  void err(std::string_view text);
+
+  Authenticator& authenticator_;
+  Output& out_;
+  State state_ = State::authorization;
+  std::string input_;
+  std::size_t consumed_ = 0;
+  bool discarding_long_line_ = false;
+  std::string user_;
+  bool have_user_ = false;
+  int failures_ = 0;
+  Maildrop* maildrop_ = nullptr;
+  std::vector<bool> deleted_;
+  SessionStats stats_;
+};
+
+}  // namespace popd::protocol

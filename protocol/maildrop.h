@@ -1,0 +1,79 @@
+// What the protocol engine needs from the world: a maildrop to work on once
+// logged in, and an authenticator that checks credentials and opens it. The
+// engine makes no system calls; implementations of these interfaces do.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popd::protocol {
+
+// Receives a message as lines of text without line terminators. A long line
+// may arrive in several parts; end_line() closes each line.
+class MessageSink {
+ public:
+  virtual void text(std::string_view part) = 0;
+  virtual void end_line() = 0;
+
+ protected:
+  ~MessageSink() = default;
+};
+
+// A locked maildrop. Messages are numbered 0..count()-1 here; the engine
+// presents them to the client as 1..count().
+class Maildrop {
+ public:
+  virtual ~Maildrop() = default;
+  virtual std::size_t count() const = 0;
+  // Octets the message occupies on the wire with CRLF line endings, before
+  // byte-stuffing: what RETR sends and what the client stores.
+  virtual std::uint64_t size(std::size_t index) const = 0;
+  virtual std::string uid(std::size_t index) const = 0;
+  // Sends the whole message, or with body_lines, its header, the empty line
+  // and that many lines of the body. false: it could not be read in full,
+  // the reply is broken and the session must end.
+  virtual bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
+                    MessageSink& sink) = 0;
+  // Removes the messages marked true, durably. On failure the maildrop is
+  // unchanged (or recoverable to that) and `error` says why.
+  virtual bool commit(const std::vector<bool>& deleted, std::string& error) = 0;
+};
+
+struct Login {
+  enum class Outcome {
+    accepted,     // maildrop is set; the session enters TRANSACTION
+    rejected,     // unknown user or wrong password: [AUTH], counts as a failure
+    disabled,     // account expired or locked: [AUTH]
+    forbidden,    // not allowed here (policy, mailbox permissions): [SYS/PERM]
+    in_use,       // maildrop locked by another session: [IN-USE]
+    temporary,    // server-side trouble that may pass: [SYS/TEMP]
+  };
+  Outcome outcome = Outcome::rejected;
+  std::string text;             // human-readable detail for the reply
+  Maildrop* maildrop = nullptr; // set when accepted
+  bool close = false;           // the connection cannot go on after this
+};
+
+class Authenticator {
+ public:
+  virtual Login login(std::string_view user, std::string_view password) = 0;
+
+ protected:
+  ~Authenticator() = default;
+};
+
+// Where replies go. The engine writes whole replies; the caller buffers and
+// decides when to flush.
+class Output {
+ public:
+  virtual void write(std::string_view bytes) = 0;
+
+ protected:
+  ~Output() = default;
+};
+
+}  // namespace popd::protocol

@@ -1,0 +1,111 @@
+#include "server/login.h"
+
+#include <pwd.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "auth/pam.h"
+#include "auth/privileges.h"
+#include "params.h"
+
+namespace popd::server {
+
+using protocol::Login;
+using Outcome = Login::Outcome;
+
+namespace {
+
+const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
+
+// Waits for the session child, then lets the PAM transaction close the
+// session as root. Never returns.
+[[noreturn]] void supervise(pid_t child, std::unique_ptr<auth::PamTransaction> pam) {
+  // The child owns the connection now; our copies would keep it open.
+  ::close(STDIN_FILENO);
+  ::close(STDOUT_FILENO);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  pam.reset();
+  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+}  // namespace
+
+Login SystemLogin::login(std::string_view user_name, std::string_view password) {
+  std::string user(user_name);
+  auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
+  auto fail = [&](Outcome outcome, std::string text, const char* why) {
+    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s: %s", user.c_str(), or_unknown(peer_), why);
+    std::this_thread::sleep_for(options_.failure_delay);
+    return Login{outcome, std::move(text)};
+  };
+
+  int status = pam->authenticate(password);
+  if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
+      status == PAM_CRED_INSUFFICIENT)
+    return fail(Outcome::rejected, "", pam->error().c_str());
+  if (status != PAM_SUCCESS)
+    return fail(Outcome::temporary, "Authentication is unavailable, try again later", pam->error().c_str());
+  status = pam->check_account();
+  if (status != PAM_SUCCESS)
+    return fail(Outcome::disabled, "Account is expired, locked or not permitted", pam->error().c_str());
+
+  std::string mapped = pam->user();
+  ::passwd* account = ::getpwnam(mapped.empty() ? user.c_str() : mapped.c_str());
+  if (!account) return fail(Outcome::forbidden, "No such system account", "no passwd entry");
+  if (!auth::running_as_root() && account->pw_uid != ::getuid())
+    return fail(Outcome::forbidden, "This server serves only the user it runs as", "not the invoking user");
+
+  std::string error;
+  if (!auth::set_user_groups(*account, error)) {
+    syslog(LOG_ERR, "login: user=%s: %s", user.c_str(), error.c_str());
+    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+  }
+  if (pam->open_session() != PAM_SUCCESS) {
+    syslog(LOG_ERR, "login: user=%s: PAM session: %s", user.c_str(), pam->error().c_str());
+    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+  }
+  user_ = account->pw_name;
+  syslog(LOG_INFO, "login: user=%s rhost=%s", user_.c_str(), or_unknown(peer_));
+
+  pid_t child = ::fork();
+  if (child < 0) {
+    syslog(LOG_ERR, "login: user=%s: fork: %s", user_.c_str(), std::strerror(errno));
+    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+  }
+  if (child > 0) supervise(child, std::move(pam));
+  pam->abandon();
+  return start_session(*account);
+}
+
+Login SystemLogin::start_session(const ::passwd& account) {
+  std::string error;
+  if (!auth::become_user(account, error)) {
+    syslog(LOG_ERR, "session: user=%s: %s", user_.c_str(), error.c_str());
+    return Login{Outcome::forbidden, "Cannot switch to the user", nullptr, true};
+  }
+  std::string mailbox = mailbox::expand_path(options_.mailbox, account.pw_name, account.pw_dir);
+  std::string journal = mailbox::expand_path(options_.journal, account.pw_name, account.pw_dir);
+  auto opened = mailbox::Spool::open(mailbox, journal);
+  if (!opened.recovery.empty())
+    syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "recovery: user=%s mailbox=%s: %s",
+           user_.c_str(), mailbox.c_str(), opened.recovery.c_str());
+  if (opened.outcome != Outcome::accepted) {
+    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", user_.c_str(), mailbox.c_str(), opened.text.c_str());
+    return Login{opened.outcome, opened.text, nullptr, true};
+  }
+  spool_ = std::move(opened.spool);
+  return Login{Outcome::accepted, "", spool_.get()};
+}
+
+void SystemLogin::tick() {
+  if (spool_) spool_->refresh_lock();
+}
+
+}  // namespace popd::server

@@ -1,0 +1,39 @@
+// Logging a user in: PAM, the privilege switch and opening the maildrop.
+// The protocol engine sees only the Authenticator interface.
+#pragma once
+
+#include <pwd.h>
+
+#include <memory>
+#include <string>
+
+#include "mailbox/spool.h"
+#include "options.h"
+#include "protocol/maildrop.h"
+
+namespace popd::server {
+
+class SystemLogin final : public protocol::Authenticator {
+ public:
+  SystemLogin(const Options& options, std::string peer) : options_(options), peer_(std::move(peer)) {}
+
+  // On success this returns in a child process that runs as the user; the
+  // parent stays behind to close the PAM session and never returns.
+  protocol::Login login(std::string_view user, std::string_view password) override;
+
+  bool logged_in() const { return spool_ != nullptr; }
+  const std::string& user() const { return user_; }
+  const std::string& peer() const { return peer_; }
+  // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
+  void tick();
+
+ private:
+  protocol::Login start_session(const ::passwd& account);
+
+  const Options& options_;
+  std::string peer_;
+  std::string user_;
+  std::unique_ptr<mailbox::Spool> spool_;
+};
+
+}  // namespace popd::server

@@ -1,0 +1,63 @@
+#include "server/session.h"
+
+#include <signal.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "io/connection.h"
+#include "protocol/engine.h"
+#include "server/login.h"
+
+namespace popd::server {
+
+namespace {
+
+void log_end(const SystemLogin& login, const protocol::SessionStats& stats, const char* how) {
+  syslog(LOG_INFO, "session end: user=%s rhost=%s retrieved=%llu messages/%llu bytes deleted=%llu: %s",
+         login.user().c_str(), login.peer().empty() ? "local" : login.peer().c_str(),
+         static_cast<unsigned long long>(stats.retrieved_messages),
+         static_cast<unsigned long long>(stats.retrieved_bytes),
+         static_cast<unsigned long long>(stats.deleted_messages), how);
+}
+
+}  // namespace
+
+int serve(const Options& options) {
+  ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
+  ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+
+  io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
+  SystemLogin login(options, connection.peer_address());
+  protocol::Engine engine(login, connection);
+  connection.on_tick([&login] { login.tick(); });
+
+  engine.greet();
+  const char* how = "quit";
+  std::string data;
+  while (!engine.closed()) {
+    // Answer every complete command, then flush once: pipelined commands
+    // share writes, and nothing is held back while the client waits.
+    while (engine.command_waiting() && !connection.failed()) engine.step();
+    if (engine.closed()) break;
+    if (!connection.flush()) {
+      how = "connection lost, nothing committed";
+      break;
+    }
+    auto result = connection.read(data);
+    if (result == io::Connection::ReadResult::timeout) {
+      engine.timed_out();
+      how = "idle timeout, nothing committed";
+      break;
+    }
+    if (result == io::Connection::ReadResult::end) {
+      how = "connection closed without QUIT, nothing committed";
+      break;
+    }
+    engine.receive(data);
+  }
+  connection.flush();
+  if (login.logged_in()) log_end(login, engine.stats(), how);
+  return 0;
+}
+
+}  // namespace popd::server
