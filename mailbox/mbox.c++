@@ -228,8 +228,9 @@ class Parser {
   void start(Piece& piece) {
     current_ = Message{};
     current_.record_offset = piece.offset;
-    digest_.update(piece.data);
-    while (!piece.ends_line && scanner_.next(piece)) digest_.update(piece.data);
+    digest_.update(content(piece));
+    while (!piece.ends_line && scanner_.next(piece)) digest_.update(content(piece));
+    digest_.update("\n");
     current_.content_offset = piece.offset + piece.data.size();
     open_ = true;
     in_header_ = true;

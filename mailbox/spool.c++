@@ -54,6 +54,7 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
       return result;
     }
     if (errno == ELOOP) return refuse(Outcome::forbidden, "Mailbox is a symbolic link");
+    if (errno == EISDIR) return refuse(Outcome::forbidden, "Mailbox is not a regular file");
     if (errno == EACCES || errno == EPERM) return refuse(Outcome::forbidden, "Mailbox is not accessible");
     return refuse(Outcome::temporary, "Cannot open mailbox: " + io::error_text(errno));
   }

@@ -161,8 +161,11 @@ void Engine::timed_out() {
 }
 
 void Engine::dispatch(std::string_view line) {
-  std::string_view args = line;
-  std::string verb = upper(next_word(args));
+  // Arguments keep their spaces: a password may begin or end with one.
+  std::size_t verb_end = 0;
+  while (verb_end < line.size() && !is_space(line[verb_end])) ++verb_end;
+  std::string verb = upper(line.substr(0, verb_end));
+  std::string_view args = line.substr(verb_end);
   if (verb == "CAPA") return capa();
   if (verb == "QUIT") return quit();
   if (state_ == State::authorization)

@@ -1,0 +1,128 @@
+// Committing deletions on real files.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "io/fd.h"
+#include "mailbox/commit.h"
+
+using namespace popd::mailbox;
+using popd::io::UniqueFd;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char name[] = "/tmp/popd-test-XXXXXX";
+    REQUIRE(::mkdtemp(name));
+    path = name;
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+ino_t inode(const std::string& path) {
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_ino;
+}
+
+std::string data_of(int blocks) {
+  std::string data;
+  for (int i = 0; i < blocks; ++i) data += std::string(1000, static_cast<char>('a' + i % 26));
+  return data;
+}
+
+}  // namespace
+
+TEST_CASE("remove_ranges keeps everything else, byte for byte, and the inode") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(10);
+  struct Case {
+    std::vector<Range> removed;
+    std::string expected;
+  };
+  std::vector<Case> cases = {
+      {{{0, 1000}}, data.substr(1000)},
+      {{{9000, 10000}}, data.substr(0, 9000)},
+      {{{2000, 3000}, {5000, 7000}}, data.substr(0, 2000) + data.substr(3000, 2000) + data.substr(7000)},
+      {{{0, 10000}}, ""},
+      {{{1, 2}, {9998, 9999}}, data.substr(0, 1) + data.substr(2, 9996) + data.substr(9999)},
+  };
+  for (const Case& c : cases) {
+    write_file(mailbox, data);
+    ino_t before = inode(mailbox);
+    UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+    std::string error;
+    CHECK(remove_ranges(fd.get(), c.removed, journal, error));
+    CHECK(error.empty());
+    CHECK(read_file(mailbox) == c.expected);
+    CHECK(inode(mailbox) == before);
+    CHECK(!exists(journal));
+  }
+}
+
+TEST_CASE("bytes the file gained after it was parsed are kept") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(5);
+  write_file(mailbox, data + "TAIL");
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  std::string error;
+  CHECK(remove_ranges(fd.get(), {{4000, 5000}}, journal, error));
+  CHECK(read_file(mailbox) == data.substr(0, 4000) + "TAIL");
+}
+
+TEST_CASE("removing only the end needs no journal; otherwise no journal, no change") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/no/such/dir/journal";
+  std::string data = data_of(5);
+  write_file(mailbox, data);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  std::string error;
+  CHECK(!remove_ranges(fd.get(), {{1000, 2000}}, journal, error));
+  CHECK(error.find("journal") != std::string::npos);
+  CHECK(read_file(mailbox) == data);
+  CHECK(remove_ranges(fd.get(), {{3000, 5000}}, journal, error));
+  CHECK(read_file(mailbox) == data.substr(0, 3000));
+}
+
+TEST_CASE("recovery: nothing to do, an incomplete journal, a journal of another file") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(3);
+  write_file(mailbox, data);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+
+  RecoveryResult none = recover(fd.get(), journal);
+  CHECK(none.ok);
+  CHECK(none.action.empty());
+
+  write_file(journal, "popd-journal-1\ntruncated garbage");
+  RecoveryResult partial = recover(fd.get(), journal);
+  CHECK(partial.ok);
+  CHECK(partial.action.find("incomplete") != std::string::npos);
+  CHECK(!exists(journal));
+  CHECK(read_file(mailbox) == data);
+}

@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the real popd binary: scripted sessions piped into it,
+and sessions over a real socket under systemd-socket-activate. Real PAM
+through libpam-wrapper's pam_matrix, users through libnss-wrapper, real
+files and real locks. Run as root to test the privilege drop as well.
+
+Usage: tests/e2e.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+"""
+import fcntl
+import os
+import poplib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+POPD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./popd")
+ONLY = sys.argv[2] if len(sys.argv) > 2 else ""
+LIB = "/usr/lib/x86_64-linux-gnu"
+MATRIX = LIB + "/pam_wrapper/pam_matrix.so"
+IS_ROOT = os.geteuid() == 0
+# As root, sessions run as a user that exists only in nss_wrapper's files.
+ALICE_UID = 12345 if IS_ROOT else os.getuid()
+ALICE_GID = 12345 if IS_ROOT else os.getgid()
+BOB_UID = 12346 if IS_ROOT else os.getuid() + 1
+
+
+class Env:
+    """A directory with PAM service files, users and mail spools."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="popd-e2e-")
+        os.chmod(self.dir, 0o755)
+        d = self.dir
+        os.mkdir(d + "/pam")
+        with open(d + "/passdb", "w") as f:
+            f.write("alice:secret:popd\nbob:bobpw:popd\ncarol:carolpw:otherservice\n")
+        for service in ("popd", "other"):
+            with open(d + "/pam/" + service, "w") as f:
+                for kind in ("auth", "account", "password", "session"):
+                    f.write(f"{kind} required {MATRIX} passdb={d}/passdb\n")
+        with open(d + "/passwd", "w") as f:
+            f.write(f"alice:x:{ALICE_UID}:{ALICE_GID}:Alice:{d}/home/alice:/bin/sh\n")
+            f.write(f"bob:x:{BOB_UID}:{BOB_UID}:Bob:{d}/home/bob:/bin/sh\n")
+            f.write(f"carol:x:12347:12347:Carol:{d}/home/carol:/bin/sh\n")
+        with open(d + "/group", "w") as f:
+            f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\n")
+        os.mkdir(d + "/mail")
+        os.chmod(d + "/mail", 0o1777)  # users create their own dotlocks here
+        os.mkdir(d + "/home")
+        for user, uid in (("alice", ALICE_UID), ("bob", BOB_UID)):
+            os.mkdir(f"{d}/home/{user}")
+            if IS_ROOT:
+                os.chown(f"{d}/home/{user}", uid, uid)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def mailbox(self, user="alice"):
+        return f"{self.dir}/mail/{user}"
+
+    def write_mailbox(self, data, user="alice", uid=None):
+        path = self.mailbox(user)
+        with open(path, "wb") as f:
+            f.write(data)
+        if IS_ROOT:
+            uid = ALICE_UID if uid is None and user == "alice" else (uid or BOB_UID)
+            os.chown(path, uid, uid)
+        os.chmod(path, 0o600)
+        return path
+
+    def variables(self):
+        return {
+            "LD_PRELOAD": f"{LIB}/libpam_wrapper.so:{LIB}/libnss_wrapper.so",
+            "PAM_WRAPPER": "1",
+            "PAM_WRAPPER_SERVICE_DIR": self.dir + "/pam",
+            "NSS_WRAPPER_PASSWD": self.dir + "/passwd",
+            "NSS_WRAPPER_GROUP": self.dir + "/group",
+        }
+
+    def command(self, args=(), as_alice=False):
+        cmd = [POPD, "--mailbox", self.dir + "/mail/%u", "--failure-delay", "0.1"] + list(args)
+        if as_alice and IS_ROOT:
+            cmd = ["setpriv", f"--reuid={ALICE_UID}", f"--regid={ALICE_GID}", "--clear-groups"] + cmd
+        return cmd
+
+    def run(self, script, args=(), as_alice=False, timeout=30):
+        env = dict(os.environ, **self.variables())
+        p = subprocess.run(self.command(args, as_alice), input=script.encode() if isinstance(script, str) else script,
+                           capture_output=True, env=env, timeout=timeout)
+        return p.stdout.decode("latin-1"), p.returncode
+
+
+# --- helpers -------------------------------------------------------------
+
+def from_line(i):
+    return f"From sender{i}@example.org Mon Jan  1 00:00:{i % 60:02d} 2024\n"
+
+
+def make_message(i, rng):
+    lines = [f"Subject: message {i}", f"Message-ID: <{i}.{rng.random()}@example.org>", "Status: RO", ""]
+    for _ in range(rng.randrange(0, 30)):
+        lines.append(rng.choice(["text", ".", "..dots", ".", "", ">From quoted", "x" * rng.randrange(1, 2000)]))
+    return "\n".join(lines) + "\n"
+
+
+def make_mbox(count, seed=1):
+    rng = random.Random(seed)
+    messages = [make_message(i, rng) for i in range(count)]
+    records = [from_line(i) + m + "\n" for i, m in enumerate(messages)]
+    return messages, records
+
+
+def client_form(message):
+    """What RETR must deliver: CRLF lines, Status header hidden."""
+    lines = message.split("\n")[:-1]
+    lines = [l for l in lines if not l.startswith("Status:")]
+    return "".join(l + "\r\n" for l in lines)
+
+
+def multiline(transcript, start):
+    """The body of the multi-line reply starting at `start` (after its +OK line), de-stuffed."""
+    body_start = transcript.index("\r\n", start) + 2
+    end = transcript.index("\r\n.\r\n", body_start - 2) + 2 if not transcript.startswith(".\r\n", body_start) else body_start
+    body = transcript[body_start:end]
+    return "".join(l[1:] if l.startswith(".") else l for l in body.splitlines(keepends=True)), end + 3
+
+
+def login(user="alice", password="secret"):
+    return f"USER {user}\r\nPASS {password}\r\n"
+
+
+def stat_of(path):
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_uid, st.st_mode)
+
+
+def check(condition, message="check failed"):
+    if not condition:
+        raise AssertionError(message)
+
+
+def check_equal(got, expected, what=""):
+    if got != expected:
+        raise AssertionError(f"{what}\n  got:      {got!r}\n  expected: {expected!r}")
+
+
+# --- tests ----------------------------------------------------------------
+
+def test_command_line(env):
+    out = subprocess.run([POPD, "--help"], capture_output=True, text=True)
+    check(out.returncode == 0 and "--mailbox" in out.stdout and "--timeout" in out.stdout, "--help")
+    out = subprocess.run([POPD, "--version"], capture_output=True, text=True)
+    check(out.returncode == 0 and out.stdout.startswith("popd "), "--version")
+    for bad in (["--nope"], ["--timeout"], ["--timeout", "0"], ["--timeout", "x"], ["--mailbox", "/a/%x"]):
+        out = subprocess.run([POPD] + bad, capture_output=True, text=True)
+        check(out.returncode == 2 and "Usage:" in out.stderr and out.stdout == "", f"bad option {bad}")
+
+
+def test_scripted_session(env, as_alice=False):
+    messages, records = make_mbox(3)
+    path = env.write_mailbox("".join(records).encode())
+    before = stat_of(path)
+    out, rc = env.run("CAPA\r\n" + login() + "STAT\r\nLIST\r\nUIDL\r\nRETR 2\r\nTOP 1 0\r\nDELE 2\r\nSTAT\r\nQUIT\r\n",
+                      as_alice=as_alice)
+    check_equal(rc, 0, "exit status")
+    check(out.startswith("+OK POP3 server ready\r\n+OK Capability list follows\r\n"), out)
+    sizes = [len(client_form(m)) for m in messages]
+    check(f"+OK maildrop has 3 messages ({sum(sizes)} octets)\r\n" in out, out)
+    check(f"+OK 3 {sum(sizes)}\r\n" in out, out)
+    check(f"+OK scan listing follows\r\n1 {sizes[0]}\r\n2 {sizes[1]}\r\n3 {sizes[2]}\r\n.\r\n" in out, out)
+    retr = out.index(f"+OK {sizes[1]} octets\r\n")
+    body, _ = multiline(out, retr)
+    check_equal(body, client_form(messages[1]), "RETR 2")
+    check(f"+OK 2 {sizes[0] + sizes[2]}\r\n" in out, "STAT after DELE")
+    check(out.endswith("+OK popd signing off (1 messages deleted)\r\n"), out[-200:])
+    check_equal(open(path, "rb").read(), (records[0] + records[2]).encode(), "mailbox after QUIT")
+    check_equal(os.stat(path).st_ino, before[0], "inode")
+
+
+def test_scripted_session_unprivileged(env):
+    if not IS_ROOT:
+        return test_scripted_session(env)
+    test_scripted_session(env, as_alice=True)
+    # Not root: only the invoking user may log in.
+    env.write_mailbox(b"", user="bob")
+    out, _ = env.run(login("bob", "bobpw") + "QUIT\r\n", as_alice=True)
+    check("-ERR [SYS/PERM]" in out, out)
+
+
+def test_retr_is_byte_identical(env):
+    messages, records = make_mbox(60, seed=7)
+    env.write_mailbox("".join(records).encode())
+    script = login() + "".join(f"LIST {i}\r\nRETR {i}\r\n" for i in range(1, 61)) + "QUIT\r\n"
+    out, _ = env.run(script)
+    at = 0
+    for i, message in enumerate(messages, 1):
+        listed = out.index(f"+OK {i} ", at)
+        size = int(out[listed:out.index("\r\n", listed)].split()[2])
+        retr = out.index("+OK", out.index("\r\n", listed))
+        body, at = multiline(out, retr)
+        check_equal(body, client_form(message), f"message {i}")
+        check_equal(size, len(body), f"LIST size of {i}")
+
+
+def test_delete_commits_exactly(env):
+    messages, records = make_mbox(40, seed=3)
+    path = env.write_mailbox("".join(records).encode())
+    inode = os.stat(path).st_ino
+    doomed = [1, 2, 7, 8, 9, 20, 40]
+    out, _ = env.run(login() + "".join(f"DELE {i}\r\n" for i in doomed) + "QUIT\r\n")
+    check(out.endswith(f"({len(doomed)} messages deleted)\r\n"), out[-200:])
+    kept = "".join(r for i, r in enumerate(records, 1) if i not in doomed)
+    check_equal(open(path, "rb").read(), kept.encode(), "mailbox after commit")
+    check_equal(os.stat(path).st_ino, inode, "inode")
+    check(not os.path.exists(env.dir + "/home/alice/.popd-journal"), "journal left behind")
+    check(not os.path.exists(path + ".lock"), "dotlock left behind")
+    # Unique-ids of the survivors did not change.
+    out2, _ = env.run(login() + "UIDL\r\nQUIT\r\n")
+    env.write_mailbox("".join(records).encode())
+    out1, _ = env.run(login() + "UIDL\r\nQUIT\r\n")
+    ids_before = [l.split()[1] for l in multiline(out1, out1.index("+OK unique-id"))[0].splitlines()]
+    ids_after = [l.split()[1] for l in multiline(out2, out2.index("+OK unique-id"))[0].splitlines()]
+    check_equal(ids_after, [u for i, u in enumerate(ids_before, 1) if i not in doomed], "UIDs after deletion")
+    check_equal(len(set(ids_before)), 40, "UIDs unique")
+
+
+def test_delete_all(env):
+    messages, records = make_mbox(5)
+    path = env.write_mailbox("".join(records).encode())
+    out, _ = env.run(login() + "".join(f"DELE {i}\r\n" for i in range(1, 6)) + "QUIT\r\n")
+    check(out.endswith("(5 messages deleted)\r\n"), out)
+    check_equal(os.path.getsize(path), 0, "size after deleting all")
+
+
+def test_nothing_changes_without_quit(env):
+    messages, records = make_mbox(5)
+    path = env.write_mailbox("".join(records).encode())
+    before = stat_of(path)
+    time.sleep(0.01)
+    out, _ = env.run(login() + "RETR 1\r\nDELE 1\r\nDELE 2\r\n")  # then the connection closes
+    check("+OK message 2 deleted" in out, out)
+    check_equal(stat_of(path), before, "mailbox after a dropped connection")
+    check(not os.path.exists(path + ".lock"), "dotlock left behind")
+    # A session without DELE leaves the spool byte-identical, Status headers and all.
+    out, _ = env.run(login() + "STAT\r\nLIST\r\nUIDL\r\nRETR 3\r\nTOP 2 3\r\nQUIT\r\n")
+    check(out.endswith("(0 messages deleted)\r\n"), out)
+    check_equal(stat_of(path), before, "mailbox after a read-only session")
+
+
+def test_idle_timeout(env):
+    messages, records = make_mbox(2)
+    path = env.write_mailbox("".join(records).encode())
+    before = stat_of(path)
+    p = subprocess.Popen(env.command(["--timeout", "1"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=dict(os.environ, **env.variables()))
+    p.stdin.write((login() + "DELE 1\r\n").encode())
+    p.stdin.flush()
+    start = time.time()
+    out = p.stdout.read().decode()
+    p.wait(timeout=10)
+    check(time.time() - start < 8, "timeout took too long")
+    check(out.endswith("-ERR Idle timeout, closing connection\r\n"), out)
+    p.stdin.close()
+    check_equal(stat_of(path), before, "mailbox after timeout")
+    check(not os.path.exists(path + ".lock"), "dotlock left behind")
+
+
+def test_failed_logins(env):
+    env.write_mailbox(b"")
+    start = time.time()
+    out, _ = env.run(login("alice", "wrong") + login("nobody", "secret") + login("alice", "bad") + login() + "STAT\r\n")
+    elapsed = time.time() - start
+    lines = out.split("\r\n")
+    check_equal(lines[2], "-ERR [AUTH] Authentication failed", "wrong password")
+    check_equal(lines[4], "-ERR [AUTH] Authentication failed", "unknown user gets the same reply")
+    check(lines[6].startswith("-ERR [AUTH] Authentication failed; too many failures"), out)
+    check_equal(lines[7:], [""], "connection closed after 3 failures")
+    check(elapsed >= 0.3, "failures are delayed")
+    # The default delay is about two seconds.
+    p = subprocess.run([POPD, "--mailbox", env.dir + "/mail/%u"], input=login("alice", "wrong").encode(),
+                       capture_output=True, env=dict(os.environ, **env.variables()))
+    start = time.time()
+    p = subprocess.run([POPD, "--mailbox", env.dir + "/mail/%u"], input=login("alice", "wrong").encode(),
+                       capture_output=True, env=dict(os.environ, **env.variables()))
+    check(1.5 <= time.time() - start < 5, "default delay")
+    # An account PAM refuses (pam_acct_mgmt) gets [AUTH] too.
+    out, _ = env.run(login("carol", "carolpw"))
+    check("-ERR [AUTH] Account is expired" in out, out)
+
+
+def test_missing_mailbox_is_empty(env):
+    out, _ = env.run(login() + "STAT\r\nLIST\r\nQUIT\r\n")
+    check("+OK maildrop has 0 messages (0 octets)\r\n+OK 0 0\r\n+OK scan listing follows\r\n.\r\n" in out, out)
+    check(not os.path.exists(env.mailbox()), "popd created the mailbox")
+
+
+def test_refused_mailboxes(env):
+    target = env.dir + "/target"
+    open(target, "w").write(from_line(1) + "\nx\n")
+    os.symlink(target, env.mailbox())
+    out, _ = env.run(login() + "STAT\r\n")
+    check("-ERR [SYS/PERM] Mailbox is a symbolic link" in out, out)
+    check(not out.endswith("+OK 1"), out)
+    os.unlink(env.mailbox())
+    os.mkdir(env.mailbox())
+    out, _ = env.run(login() + "STAT\r\n")
+    check("-ERR [SYS/PERM]" in out, out)
+    os.rmdir(env.mailbox())
+    os.mkfifo(env.mailbox(), 0o600)
+    if IS_ROOT:
+        os.chown(env.mailbox(), ALICE_UID, ALICE_GID)
+    out, _ = env.run(login() + "STAT\r\n", timeout=20)
+    check("-ERR [SYS/PERM] Mailbox is not a regular file" in out, out)
+    os.unlink(env.mailbox())
+    env.write_mailbox(b"not an mbox\n")
+    out, _ = env.run(login() + "STAT\r\n")
+    check("-ERR [SYS/PERM] Mailbox is not in mbox format" in out, out)
+    if IS_ROOT:
+        env.write_mailbox((from_line(1) + "\nx\n").encode(), uid=BOB_UID)
+        out, _ = env.run(login() + "STAT\r\n")
+        check("-ERR [SYS/PERM] Mailbox is not owned by the user" in out, out)
+
+
+def test_lock_contention(env):
+    messages, records = make_mbox(3)
+    path = env.write_mailbox("".join(records).encode())
+    before = stat_of(path)
+    # A dotlock held by a live process.
+    with open(path + ".lock", "w") as f:
+        f.write(f"{os.getpid()}\n")
+    start = time.time()
+    out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
+    check("-ERR [IN-USE]" in out, out)
+    check(time.time() - start < 10, "gave up in a few seconds")
+    check_equal(stat_of(path), before, "mailbox untouched")
+    check(os.path.exists(path + ".lock"), "someone else's dotlock removed")
+    os.unlink(path + ".lock")
+    # An fcntl lock held by another process (as procmail and postfix take).
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl,sys,time\nf=open(sys.argv[1],'r+')\n"
+                               "fcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)", path],
+                              stdout=subprocess.PIPE)
+    holder.stdout.readline()
+    try:
+        out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
+        check("-ERR [IN-USE]" in out, out)
+        check(not os.path.exists(path + ".lock"), "dotlock left behind after fcntl failure")
+    finally:
+        holder.kill()
+        holder.wait()
+    check_equal(stat_of(path), before, "mailbox untouched")
+    # A stale dotlock (its process is gone) is taken over.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(path + ".lock", "w") as f:
+        f.write(f"{dead.pid}\n")
+    if IS_ROOT:  # as if left by alice's own crashed session (the directory is sticky)
+        os.chown(path + ".lock", ALICE_UID, ALICE_GID)
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("+OK 3 " in out, out)
+    # While a session runs, the lock is held: a second session waits, then IN-USE.
+    first = subprocess.Popen(env.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=dict(os.environ, **env.variables()))
+    first.stdin.write(login().encode())
+    first.stdin.flush()
+    first.stdout.readline(), first.stdout.readline(), first.stdout.readline()
+    check(os.path.exists(path + ".lock"), "dotlock during the session")
+    out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
+    check("-ERR [IN-USE]" in out, out)
+    first.stdin.write(b"QUIT\r\n")
+    first.stdin.close()
+    first.wait(timeout=10)
+    check(not os.path.exists(path + ".lock"), "dotlock released at QUIT")
+
+
+def test_long_lines_and_junk(env):
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    out, _ = env.run("NOOP " + "x" * 5000 + "\r\n" + login() + "STAT\r\nFOO\r\nRETR 0\r\nRETR 3\r\nRETR 99999999999999999999\r\nQUIT\r\n")
+    lines = out.split("\r\n")
+    check_equal(lines[1], "-ERR Command line too long")
+    check(lines[4].startswith("+OK 2 "), out)
+    check(all(l.startswith("-ERR") for l in lines[5:9]), out)
+    check(lines[9].startswith("+OK"), out)
+
+
+def test_crlf_and_special_spools(env):
+    # A CRLF spool, a last message without a newline, the UW IMAP pseudo-message.
+    data = ("From MAILER-DAEMON Mon Jan  1 00:00:00 2024\r\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\r\n"
+            "X-IMAP: 1 2\r\n\r\ninternal\r\n\r\n"
+            "From a Mon Jan  1 00:00:00 2024\r\nSubject: one\r\nX-UID: 3\r\n\r\n.body\r\n\r\n"
+            "From b Mon Jan  1 00:00:00 2024\r\nSubject: two\r\n\r\nno newline")
+    path = env.write_mailbox(data.encode())
+    out, _ = env.run(login() + "LIST\r\nRETR 1\r\nRETR 2\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n")
+    check("+OK maildrop has 2 messages" in out, out)
+    check("+OK 23 octets\r\nSubject: one\r\n\r\n..body\r\n.\r\n" in out, out)
+    check("+OK 28 octets\r\nSubject: two\r\n\r\nno newline\r\n.\r\n" in out, out)
+    check_equal(open(path, "rb").read(), data[:data.index("From a")].encode(), "pseudo-message kept")
+
+
+def test_socket_activation(env):
+    messages, records = make_mbox(4, seed=11)
+    path = env.write_mailbox("".join(records).encode())
+    inode = os.stat(path).st_ino
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{port}"]
+    for k, v in env.variables().items():
+        cmd += ["-E", f"{k}={v}"]
+    server = subprocess.Popen(cmd + env.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        pop = poplib.POP3("127.0.0.1", port, timeout=20)
+        check(pop.getwelcome().startswith(b"+OK"), "welcome")
+        caps = pop.capa()
+        for cap in ("USER", "TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"):
+            check(cap in caps, f"CAPA {cap}")
+        pop.user("alice")
+        pop.pass_("secret")
+        if IS_ROOT:
+            check_session_processes()
+        count, size = pop.stat()
+        check_equal(count, 4, "STAT count")
+        check_equal(size, sum(len(client_form(m)) for m in messages), "STAT size")
+        _, listing, _ = pop.list()
+        check_equal(len(listing), 4, "LIST")
+        _, uids, _ = pop.uidl()
+        check_equal(len(set(u.split()[1] for u in uids)), 4, "UIDL")
+        for i, m in enumerate(messages, 1):
+            _, lines, octets = pop.retr(i)
+            # poplib strips CRLF and undoes byte-stuffing
+            check_equal(b"".join(l + b"\r\n" for l in lines), client_form(m).encode(), f"RETR {i}")
+        pop.dele(1)
+        pop.dele(3)
+        check(pop.quit().startswith(b"+OK"), "QUIT")
+        check_equal(open(path, "rb").read(), (records[1] + records[3]).encode(), "after QUIT")
+        check_equal(os.stat(path).st_ino, inode, "inode")
+        # A dropped connection commits nothing.
+        pop = poplib.POP3("127.0.0.1", port, timeout=20)
+        pop.user("alice")
+        pop.pass_("secret")
+        pop.dele(1)
+        pop.sock.shutdown(socket.SHUT_RDWR)
+        pop.close()
+        for _ in range(50):
+            if not os.path.exists(path + ".lock"):
+                break
+            time.sleep(0.1)
+        check_equal(open(path, "rb").read(), (records[1] + records[3]).encode(), "after a dropped connection")
+        check(not os.path.exists(path + ".lock"), "dotlock after a dropped connection")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def check_session_processes():
+    """As root: the session process runs as alice; its parent keeps root only to close PAM."""
+    found = False
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        if exe != POPD:
+            continue
+        fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
+        uids = fields["Uid"].split()
+        gids = fields["Gid"].split()
+        groups = fields["Groups"].split()
+        if uids[0] != "0":
+            check_equal(uids, [str(ALICE_UID)] * 4, "session uids")
+            check_equal(gids, [str(ALICE_GID)] * 4, "session gids")
+            check("0" not in groups, "session keeps no root group")
+            found = True
+    check(found, "no session process running as the user")
+
+
+TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    passed = failed = 0
+    for test in TESTS:
+        if ONLY and ONLY not in test.__name__:
+            continue
+        env = Env()
+        try:
+            start = time.time()
+            test(env)
+            passed += 1
+            print(f"ok   {test.__name__} ({time.time() - start:.1f}s)")
+        except Exception:
+            failed += 1
+            print(f"FAIL {test.__name__}")
+            traceback.print_exc()
+        finally:
+            env.cleanup()
+    print(f"e2e ({'root' if IS_ROOT else 'unprivileged'}): {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

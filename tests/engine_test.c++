@@ -1,0 +1,296 @@
+// The protocol engine on byte strings, with an in-memory maildrop.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "protocol/engine.h"
+
+using namespace popd::protocol;
+
+namespace {
+
+struct StringOutput final : Output {
+  std::string text;
+  void write(std::string_view bytes) override { text += bytes; }
+};
+
+// Messages are given as lines joined by "\n"; sent with CRLF.
+struct MemoryMaildrop final : Maildrop {
+  std::vector<std::string> messages;
+  std::vector<bool> committed;
+  bool fail_commit = false;
+  bool fail_send = false;
+
+  std::size_t count() const override { return messages.size(); }
+  std::uint64_t size(std::size_t i) const override {
+    std::uint64_t lines = 0;
+    for (char c : messages[i]) lines += c == '\n';
+    return messages[i].size() + lines;
+  }
+  std::string uid(std::size_t i) const override { return "uid" + std::to_string(i + 1); }
+  bool send(std::size_t i, std::optional<std::uint64_t> body_lines, MessageSink& sink) override {
+    if (fail_send) return false;
+    std::string_view rest = messages[i];
+    bool in_body = false;
+    std::uint64_t body = 0;
+    while (!rest.empty()) {
+      auto nl = rest.find('\n');
+      std::string_view line = rest.substr(0, nl);
+      rest.remove_prefix(nl + 1);
+      if (in_body && body_lines && body++ >= *body_lines) break;
+      if (line.empty()) in_body = true;
+      sink.text(line);
+      sink.end_line();
+    }
+    return true;
+  }
+  bool commit(const std::vector<bool>& deleted, std::string& error) override {
+    if (fail_commit) {
+      error = "disk full";
+      return false;
+    }
+    committed = deleted;
+    return true;
+  }
+};
+
+struct FakeAuthenticator final : Authenticator {
+  Maildrop* maildrop = nullptr;
+  Login::Outcome outcome_for_good_password = Login::Outcome::accepted;
+  int calls = 0;
+  std::string last_password;
+  Login login(std::string_view user, std::string_view password) override {
+    ++calls;
+    last_password = password;
+    if (user != "alice" || password != "secret") return {Login::Outcome::rejected};
+    if (outcome_for_good_password != Login::Outcome::accepted)
+      return {outcome_for_good_password, "nope", nullptr, true};
+    return {Login::Outcome::accepted, "", maildrop};
+  }
+};
+
+struct Fixture {
+  MemoryMaildrop drop;
+  FakeAuthenticator auth;
+  StringOutput out;
+  Engine engine{auth, out};
+
+  Fixture() {
+    drop.messages = {"Subject: one\n\nbody 1\n.dot line\n", "Subject: two\n\nline a\nline b\nline c\n"};
+    auth.maildrop = &drop;
+    engine.greet();
+    out.text.clear();
+  }
+  // Sends the bytes and answers every complete command.
+  std::string talk(std::string_view bytes) {
+    out.text.clear();
+    engine.receive(bytes);
+    while (engine.command_waiting()) engine.step();
+    return out.text;
+  }
+  void login() { REQUIRE(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop has 2") != std::string::npos); }
+};
+
+}  // namespace
+
+TEST_CASE("greeting has no APOP timestamp") {
+  MemoryMaildrop drop;
+  FakeAuthenticator auth;
+  StringOutput out;
+  Engine engine(auth, out);
+  engine.greet();
+  CHECK(out.text == "+OK POP3 server ready\r\n");
+  CHECK(out.text.find('<') == std::string::npos);
+}
+
+TEST_CASE("CAPA lists the required capabilities in both states") {
+  Fixture f;
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) f.login();
+    std::string reply = f.talk("CAPA\r\n");
+    CHECK(reply.starts_with("+OK"));
+    for (const char* cap : {"\r\nUSER\r\n", "\r\nTOP\r\n", "\r\nUIDL\r\n", "\r\nPIPELINING\r\n",
+                            "\r\nRESP-CODES\r\n", "\r\nAUTH-RESP-CODE\r\n"})
+      CHECK(reply.find(cap) != std::string::npos);
+    CHECK(reply.ends_with("\r\n.\r\n"));
+  }
+}
+
+TEST_CASE("login, STAT, LIST, UIDL") {
+  Fixture f;
+  f.login();
+  CHECK(f.talk("STAT\r\n") == "+OK 2 75\r\n");
+  CHECK(f.talk("LIST\r\n") == "+OK scan listing follows\r\n1 35\r\n2 40\r\n.\r\n");
+  CHECK(f.talk("LIST 2\r\n") == "+OK 2 40\r\n");
+  CHECK(f.talk("UIDL\r\n") == "+OK unique-id listing follows\r\n1 uid1\r\n2 uid2\r\n.\r\n");
+  CHECK(f.talk("UIDL 1\r\n") == "+OK 1 uid1\r\n");
+}
+
+TEST_CASE("RETR byte-stuffs and ends with a dot line; TOP limits body lines") {
+  Fixture f;
+  f.login();
+  CHECK(f.talk("RETR 1\r\n") == "+OK 35 octets\r\nSubject: one\r\n\r\nbody 1\r\n..dot line\r\n.\r\n");
+  CHECK(f.talk("TOP 2 1\r\n") == "+OK top of message follows\r\nSubject: two\r\n\r\nline a\r\n.\r\n");
+  CHECK(f.talk("TOP 2 0\r\n") == "+OK top of message follows\r\nSubject: two\r\n\r\n.\r\n");
+  CHECK(f.talk("TOP 2 x\r\n").starts_with("-ERR"));
+  CHECK(f.talk("TOP 2\r\n").starts_with("-ERR"));
+}
+
+TEST_CASE("commands are case-insensitive and bare LF works") {
+  Fixture f;
+  CHECK(f.talk("user alice\npass secret\n").find("+OK maildrop") != std::string::npos);
+  CHECK(f.talk("stat\n") == "+OK 2 75\r\n");
+  CHECK(f.talk("NoOp\r\n") == "+OK\r\n");
+}
+
+TEST_CASE("bad message numbers get -ERR") {
+  Fixture f;
+  f.login();
+  for (const char* command : {"RETR 0\r\n", "RETR -1\r\n", "RETR x\r\n", "RETR 3\r\n", "RETR 1x\r\n",
+                              "RETR 99999999999999999999999\r\n", "RETR +1\r\n", "DELE 0\r\n", "LIST 3\r\n",
+                              "UIDL 0\r\n", "TOP 0 1\r\n", "RETR\r\n", "RETR 1 2\r\n"}) {
+    CAPTURE(command);
+    CHECK(f.talk(command).starts_with("-ERR "));
+  }
+  CHECK(f.talk("RETR 3\r\n") == "-ERR No such message: 3 (maildrop has 2 messages)\r\n");
+  CHECK(f.talk("STAT\r\n") == "+OK 2 75\r\n");  // the session goes on
+}
+
+TEST_CASE("DELE hides a message; RSET brings it back; QUIT commits") {
+  Fixture f;
+  f.login();
+  CHECK(f.talk("DELE 1\r\n") == "+OK message 1 deleted\r\n");
+  CHECK(f.talk("DELE 1\r\n") == "-ERR Message 1 already deleted\r\n");
+  CHECK(f.talk("RETR 1\r\n") == "-ERR Message 1 already deleted\r\n");
+  CHECK(f.talk("STAT\r\n") == "+OK 1 40\r\n");
+  CHECK(f.talk("LIST\r\n") == "+OK scan listing follows\r\n2 40\r\n.\r\n");
+  CHECK(f.talk("UIDL\r\n") == "+OK unique-id listing follows\r\n2 uid2\r\n.\r\n");
+  CHECK(f.talk("RSET\r\n") == "+OK maildrop has 2 messages (75 octets)\r\n");
+  CHECK(f.talk("STAT\r\n") == "+OK 2 75\r\n");
+  f.talk("DELE 2\r\n");
+  CHECK(f.talk("QUIT\r\n") == "+OK popd signing off (1 messages deleted)\r\n");
+  CHECK(f.drop.committed == std::vector<bool>{false, true});
+  CHECK(f.engine.closed());
+  CHECK(f.engine.stats().deleted_messages == 1);
+}
+
+TEST_CASE("QUIT without DELE commits nothing; a failed commit is -ERR [SYS/TEMP]") {
+  Fixture f;
+  f.login();
+  CHECK(f.talk("QUIT\r\n").starts_with("+OK"));
+  CHECK(f.drop.committed.empty());
+
+  Fixture g;
+  g.login();
+  g.drop.fail_commit = true;
+  g.talk("DELE 1\r\n");
+  CHECK(g.talk("QUIT\r\n") == "-ERR [SYS/TEMP] Deletions not committed: disk full\r\n");
+  CHECK(g.engine.closed());
+  CHECK(g.engine.stats().deleted_messages == 0);
+}
+
+TEST_CASE("a timeout or a closed connection commits nothing") {
+  Fixture f;
+  f.login();
+  f.talk("DELE 1\r\n");
+  f.engine.timed_out();
+  CHECK(f.out.text.find("-ERR") != std::string::npos);
+  CHECK(f.engine.closed());
+  CHECK(f.drop.committed.empty());
+}
+
+TEST_CASE("AUTHORIZATION state: order and failures") {
+  Fixture f;
+  CHECK(f.talk("STAT\r\n").starts_with("-ERR"));
+  CHECK(f.talk("PASS secret\r\n") == "-ERR USER first\r\n");
+  CHECK(f.auth.calls == 0);
+  CHECK(f.talk("USER\r\n").starts_with("-ERR"));
+  CHECK(f.talk("USER a/b\r\n").starts_with("-ERR"));
+  CHECK(f.talk("USER alice\r\n") == "+OK Send your password\r\n");
+  CHECK(f.talk("PASS wrong\r\n") == "-ERR [AUTH] Authentication failed\r\n");
+  CHECK(f.talk("PASS secret\r\n") == "-ERR USER first\r\n");  // USER again after a failure
+  f.talk("USER bob\r\n");
+  CHECK(f.talk("PASS secret\r\n") == "-ERR [AUTH] Authentication failed\r\n");
+  CHECK(!f.engine.closed());
+  f.talk("USER alice\r\n");
+  CHECK(f.talk("PASS nope\r\n").starts_with("-ERR [AUTH] Authentication failed; too many failures"));
+  CHECK(f.engine.closed());
+  CHECK(f.talk("USER alice\r\nPASS secret\r\n").empty());
+}
+
+TEST_CASE("the password is the rest of the line and may hold spaces") {
+  Fixture f;
+  f.talk("USER alice\r\n");
+  f.talk("PASS se cret \r\n");
+  CHECK(f.auth.last_password == "se cret ");
+}
+
+TEST_CASE("response codes for refused logins") {
+  using O = Login::Outcome;
+  struct Case {
+    O outcome;
+    const char* code;
+  };
+  for (Case c : {Case{O::disabled, "-ERR [AUTH] nope"}, Case{O::forbidden, "-ERR [SYS/PERM] nope"},
+                 Case{O::in_use, "-ERR [IN-USE] nope"}, Case{O::temporary, "-ERR [SYS/TEMP] nope"}}) {
+    Fixture f;
+    f.auth.outcome_for_good_password = c.outcome;
+    CHECK(f.talk("USER alice\r\nPASS secret\r\n") == std::string("+OK Send your password\r\n") + c.code + "\r\n");
+    CHECK(f.engine.closed());
+  }
+}
+
+TEST_CASE("over-long lines get -ERR and the session goes on") {
+  Fixture f;
+  std::string long_line = "USER " + std::string(300, 'a') + "\r\n";
+  CHECK(f.talk(long_line) == "-ERR Command line too long\r\n");
+  // Sent in pieces, and far longer than any buffer should hold.
+  f.out.text.clear();
+  for (int i = 0; i < 1000; ++i) f.engine.receive(std::string(1000, 'x'));
+  f.engine.receive("\r\nNOOP\r\n");
+  while (f.engine.command_waiting()) f.engine.step();
+  CHECK(f.out.text == "-ERR Command line too long\r\n-ERR Not logged in yet: USER and PASS first\r\n");
+  CHECK(f.engine.pending_input().size() < 300);
+  // 255 octets with CRLF is still fine.
+  std::string exact = "NOOP" + std::string(249, ' ') + "\r\n";
+  REQUIRE(exact.size() == 255);
+  CHECK(f.talk(exact) == "-ERR Not logged in yet: USER and PASS first\r\n");
+}
+
+TEST_CASE("pipelined commands are answered in order") {
+  Fixture f;
+  std::string reply = f.talk("USER alice\r\nPASS secret\r\nSTAT\r\nDELE 1\r\nSTAT\r\nQUIT\r\n");
+  CHECK(reply ==
+        "+OK Send your password\r\n+OK maildrop has 2 messages (75 octets)\r\n+OK 2 75\r\n"
+        "+OK message 1 deleted\r\n+OK 1 40\r\n+OK popd signing off (1 messages deleted)\r\n");
+}
+
+TEST_CASE("a command split across reads waits for its end") {
+  Fixture f;
+  f.engine.receive("NO");
+  CHECK(!f.engine.command_waiting());
+  f.engine.receive("OP\r");
+  CHECK(!f.engine.command_waiting());
+  f.engine.receive("\n");
+  CHECK(f.engine.command_waiting());
+}
+
+TEST_CASE("a message that cannot be read ends the session without commit") {
+  Fixture f;
+  f.login();
+  f.talk("DELE 2\r\n");
+  f.drop.fail_send = true;
+  f.talk("RETR 1\r\n");
+  CHECK(f.engine.closed());
+  CHECK(f.drop.committed.empty());
+}
+
+TEST_CASE("NUL bytes and unknown commands") {
+  Fixture f;
+  CHECK(f.talk(std::string("USER al\0ice\r\n", 13)).starts_with("-ERR"));
+  CHECK(f.talk("XYZZY\r\n") == "-ERR Unknown command\r\n");
+  f.login();
+  CHECK(f.talk("USER alice\r\n").starts_with("-ERR"));
+  CHECK(f.talk("STAT x\r\n").starts_with("-ERR"));
+}

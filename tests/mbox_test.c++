@@ -1,0 +1,246 @@
+// The mbox parser and message presentation, on strings.
+#include <doctest/doctest.h>
+
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "mailbox/mbox.h"
+
+using namespace popd::mailbox;
+
+namespace {
+
+struct CollectSink final : popd::protocol::MessageSink {
+  std::string out;
+  void text(std::string_view part) override { out += part; }
+  void end_line() override { out += "\r\n"; }
+};
+
+Mbox parse_string(const std::string& data) {
+  StringSource source(data);
+  return parse(source);
+}
+
+std::string sent(const std::string& data, const Message& message,
+                 std::optional<std::uint64_t> body_lines = std::nullopt) {
+  StringSource source(data);
+  CollectSink sink;
+  send(source, message, body_lines, sink);
+  return sink.out;
+}
+
+// What the client must receive for a message as delivered: CRLF lines, the
+// metadata headers (and their continuation lines) left out of the header.
+std::string expected_form(std::string_view message) {
+  std::string out;
+  bool in_header = true, hidden = false;
+  while (!message.empty()) {
+    auto nl = message.find('\n');
+    std::string_view line = message.substr(0, nl);
+    message.remove_prefix(nl == std::string_view::npos ? message.size() : nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (in_header && line.empty()) in_header = false;
+    if (in_header) {
+      if (line.front() != ' ' && line.front() != '\t') {
+        std::string name(line.substr(0, line.find(':')));
+        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        hidden = name == "status" || name == "x-status" || name == "x-keywords" || name == "x-uid" ||
+                 name == "x-imap" || name == "x-imapbase";
+      }
+      if (hidden) continue;
+    }
+    out += line;
+    out += "\r\n";
+  }
+  return out;
+}
+
+// A random message as an MDA would deliver it (ends with a newline; body
+// lines "From " after an empty line are quoted), with LF or CRLF.
+std::string random_message(std::mt19937& random, bool crlf) {
+  std::string eol = crlf ? "\r\n" : "\n";
+  auto pick = [&](int n) { return static_cast<int>(random() % n); };
+  std::string message;
+  static const char* headers[] = {"Subject: hello", "Status: RO", "X-UID: 7", "X-Keywords: a",
+                                  "Received: from x", "\tby y", "X-Status: A", "Message-ID: <m@x>",
+                                  "From: someone", "X-IMAPbase: 1 2", "To: you"};
+  int header_count = 1 + pick(6);
+  for (int i = 0; i < header_count; ++i) message += std::string(headers[pick(11)]) + eol;
+  message += "Date: " + std::to_string(random()) + eol;
+  if (pick(10) == 0) return message;  // header only
+  message += eol;
+  static const char* lines[] = {"text", ".", "..", ".leading dot", "", "From inside", ">From quoted",
+                                "a longer line of body text", "\t", " "};
+  int body_count = pick(12);
+  bool previous_empty = true;  // the line that ends the header
+  for (int i = 0; i < body_count; ++i) {
+    std::string line = lines[pick(10)];
+    if (previous_empty && line.starts_with("From ")) line = ">" + line;
+    if (pick(50) == 0) line = std::string(1 + pick(3000), 'x');
+    message += line + eol;
+    previous_empty = line.empty();
+  }
+  return message;
+}
+
+}  // namespace
+
+TEST_CASE("random mailboxes: every message comes back as delivered, sizes match") {
+  std::mt19937 random(12345);
+  for (int round = 0; round < 300; ++round) {
+    bool crlf = round % 3 == 0;
+    std::string eol = crlf ? "\r\n" : "\n";
+    std::vector<std::string> messages;
+    std::string mbox;
+    int count = static_cast<int>(random() % 20);
+    for (int i = 0; i < count; ++i) {
+      messages.push_back(random_message(random, crlf));
+      mbox += "From sender@example.org Mon Jan  1 00:00:0" + std::to_string(i % 10) + " 2024" + eol;
+      mbox += messages.back() + eol;
+    }
+    Mbox box = parse_string(mbox);
+    REQUIRE(box.messages.size() == messages.size());
+    CHECK(!box.internal);
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      std::string got = sent(mbox, box.messages[i]);
+      CHECK(got == expected_form(messages[i]));
+      CHECK(box.messages[i].size == got.size());
+    }
+  }
+}
+
+TEST_CASE("the separator rule: From after an empty line starts a message") {
+  std::string data =
+      "From a Mon Jan  1 00:00:00 2024\nSubject: 1\n\nbody\nFrom not a separator\n\n"
+      "From b Mon Jan  1 00:00:00 2024\nSubject: 2\n\nlast\n";
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == 2);
+  CHECK(sent(data, box.messages[0]) == "Subject: 1\r\n\r\nbody\r\nFrom not a separator\r\n");
+  CHECK(sent(data, box.messages[1]) == "Subject: 2\r\n\r\nlast\r\n");
+  CHECK(box.messages[1].record_offset == data.find("From b"));
+  CHECK(box.record_end(0) == box.messages[1].record_offset);
+  CHECK(box.record_end(1) == data.size());
+}
+
+TEST_CASE("a last message without a final newline is sent with one") {
+  std::string data = "From a Mon Jan  1 00:00:00 2024\nSubject: x\n\nno newline";
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == 1);
+  CHECK(sent(data, box.messages[0]) == "Subject: x\r\n\r\nno newline\r\n");
+  CHECK(box.messages[0].size == 26);
+}
+
+TEST_CASE("empty and blank-only files") {
+  CHECK(parse_string("").messages.empty());
+  CHECK(parse_string("\n\n").messages.empty());
+  CHECK_THROWS_AS(parse_string("Subject: no From line\n\nbody\n"), NotMbox);
+  CHECK_THROWS_AS(parse_string("garbage"), NotMbox);
+}
+
+TEST_CASE("mboxcl2: a trusted Content-Length keeps an unquoted From line in its message") {
+  std::string body = "line\n\nFrom inside the body\nmore\n";
+  std::string data = "From a Mon Jan  1 00:00:00 2024\nContent-Length: " + std::to_string(body.size()) +
+                     "\nSubject: cl\n\n" + body + "\nFrom b Mon Jan  1 00:00:00 2024\nSubject: 2\n\nx\n";
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == 2);
+  std::string first = sent(data, box.messages[0]);
+  CHECK(first == "Content-Length: " + std::to_string(body.size()) +
+                     "\r\nSubject: cl\r\n\r\nline\r\n\r\nFrom inside the body\r\nmore\r\n");
+  CHECK(box.messages[0].size == first.size());
+  CHECK(sent(data, box.messages[1]) == "Subject: 2\r\n\r\nx\r\n");
+
+  SUBCASE("at the end of the file") {
+    std::string tail = "From a Mon Jan  1 00:00:00 2024\nContent-Length: 10\n\n\nFrom x\nab\n";
+    Mbox one = parse_string(tail);
+    REQUIRE(one.messages.size() == 1);
+    CHECK(sent(tail, one.messages[0]) == "Content-Length: 10\r\n\r\n\r\nFrom x\r\nab\r\n");
+  }
+  SUBCASE("a wrong Content-Length is ignored") {
+    std::string wrong = "From a Mon Jan  1 00:00:00 2024\nContent-Length: 3\n\nbody\n\n"
+                        "From b Mon Jan  1 00:00:00 2024\n\nx\n";
+    Mbox two = parse_string(wrong);
+    REQUIRE(two.messages.size() == 2);
+    CHECK(sent(wrong, two.messages[0]) == "Content-Length: 3\r\n\r\nbody\r\n");
+  }
+  SUBCASE("a Content-Length past the end is ignored") {
+    std::string wrong = "From a Mon Jan  1 00:00:00 2024\nContent-Length: 99999\n\nbody\n";
+    CHECK(parse_string(wrong).messages.size() == 1);
+  }
+}
+
+TEST_CASE("metadata headers are hidden and not counted; continuation lines too") {
+  std::string data =
+      "From a Mon Jan  1 00:00:00 2024\nSubject: s\nX-Keywords: one\n two\nSTATUS: RO\n"
+      "X-UID: 5\nTo: t\n\nStatus: in the body stays\n";
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == 1);
+  std::string got = sent(data, box.messages[0]);
+  CHECK(got == "Subject: s\r\nTo: t\r\n\r\nStatus: in the body stays\r\n");
+  CHECK(box.messages[0].size == got.size());
+}
+
+TEST_CASE("the UW IMAP pseudo-message is hidden") {
+  std::string data =
+      "From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nDate: x\n"
+      "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1 2\n\ninternal\n\n"
+      "From a Mon Jan  1 00:00:00 2024\nSubject: real\n\nhi\n";
+  Mbox box = parse_string(data);
+  REQUIRE(box.internal);
+  REQUIRE(box.messages.size() == 1);
+  CHECK(sent(data, box.messages[0]) == "Subject: real\r\n\r\nhi\r\n");
+  CHECK(box.internal->record_offset == 0);
+  CHECK(box.messages[0].record_offset == data.find("From a"));
+}
+
+TEST_CASE("TOP: header, empty line and n body lines") {
+  std::string data = "From a Mon Jan  1 00:00:00 2024\nSubject: s\nStatus: O\n\n1\n2\n3\n";
+  Mbox box = parse_string(data);
+  CHECK(sent(data, box.messages[0], 0) == "Subject: s\r\n\r\n");
+  CHECK(sent(data, box.messages[0], 2) == "Subject: s\r\n\r\n1\r\n2\r\n");
+  CHECK(sent(data, box.messages[0], 99) == "Subject: s\r\n\r\n1\r\n2\r\n3\r\n");
+}
+
+TEST_CASE("lines longer than the read buffer") {
+  std::string huge(3 * 1024 * 1024 + 7, 'y');
+  huge[1024 * 1024 - 1] = '\r';  // a bare CR at a buffer boundary stays
+  std::string data = "From a Mon Jan  1 00:00:00 2024\r\nSubject: big\r\n\r\n" + huge + "\r\nend\r\n";
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == 1);
+  std::string got = sent(data, box.messages[0]);
+  CHECK(got == "Subject: big\r\n\r\n" + huge + "\r\nend\r\n");
+  CHECK(box.messages[0].size == got.size());
+}
+
+TEST_CASE("unique-ids: stable, distinct for identical copies, unaffected by other changes") {
+  std::string a = "From x Mon Jan  1 00:00:00 2024\nSubject: a\nMessage-ID: <a@x>\n\nA\n\n";
+  std::string b = "From x Mon Jan  1 00:00:01 2024\nSubject: b\nMessage-ID: <b@x>\n\nB\n\n";
+  std::string c = "From x Mon Jan  1 00:00:02 2024\nSubject: c\n\nC\n\n";
+  auto ids = [](const std::string& data) {
+    std::vector<std::string> result;
+    for (const Message& m : parse_string(data).messages) result.push_back(m.uid());
+    return result;
+  };
+  auto abc = ids(a + b + c);
+  REQUIRE(abc.size() == 3);
+  CHECK(std::set<std::string>(abc.begin(), abc.end()).size() == 3);
+  for (const auto& id : abc) {
+    CHECK(id.size() <= 70);
+    for (char ch : id) CHECK((ch > 0x20 && ch < 0x7f));
+  }
+  CHECK(ids(a + b + c) == abc);                                         // the same across sessions
+  CHECK(ids(b + c) == std::vector<std::string>{abc[1], abc[2]});       // a deleted
+  CHECK(ids(a + c) == std::vector<std::string>{abc[0], abc[2]});       // b deleted
+  CHECK(ids(a + b + c + a).at(0) == abc[0]);                           // new mail
+  auto twice = ids(a + a + b);
+  CHECK(twice[0] != twice[1]);  // identical copies
+  CHECK(twice[0] == abc[0]);
+  CHECK(twice[2] == abc[1]);
+  // Metadata an IMAP server adds later does not change the id.
+  std::string a_seen = "From x Mon Jan  1 00:00:00 2024\nSubject: a\nMessage-ID: <a@x>\nStatus: RO\nX-UID: 3\n\nA\n\n";
+  CHECK(ids(a_seen + b).at(0) == abc[0]);
+  // CRLF spool: same ids as LF.
+  std::string a_crlf = "From x Mon Jan  1 00:00:00 2024\r\nSubject: a\r\nMessage-ID: <a@x>\r\n\r\nA\r\n\r\n";
+  CHECK(ids(a_crlf).at(0) == abc[0]);
+}
