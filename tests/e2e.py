@@ -324,6 +324,9 @@ def test_refused_mailboxes(env):
     if IS_ROOT:
         env.write_mailbox((from_line(1) + "\nx\n").encode(), uid=BOB_UID)
         out, _ = env.run(login() + "STAT\r\n")
+        check("-ERR [SYS/PERM] Mailbox is not accessible" in out, out)
+        os.chmod(env.mailbox(), 0o666)  # open to alice, but not hers
+        out, _ = env.run(login() + "STAT\r\n")
         check("-ERR [SYS/PERM] Mailbox is not owned by the user" in out, out)
 
 
