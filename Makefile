@@ -53,17 +53,24 @@ deps:
 check: deps
 	$(MAKE) $(POPD) $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
-	python3 tests/e2e.py $(POPD)
+	tests/run-e2e.sh $(POPD)
 
 demo: deps
 	$(MAKE) popd
-	@tests/demo.sh ./popd
+	@demo/run.sh ./popd
 
+# The PAM service file is installed only if there is none: it is the
+# administrator's once it exists.
 install: popd
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)/etc/xinetd.d
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)/etc/xinetd.d $(DESTDIR)/etc/pam.d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 popd $(DESTDIR)$(PREFIX)/sbin/popd
 	install -m 644 man/popd.8 $(DESTDIR)$(PREFIX)/share/man/man8/popd.8
-	install -m 644 xinetd.d/popd $(DESTDIR)/etc/xinetd.d/popd
+	sed 's|/usr/local/sbin/popd|$(PREFIX)/sbin/popd|' xinetd.d/popd >$(DESTDIR)/etc/xinetd.d/popd
+	sed 's|/usr/local/sbin/popd|$(PREFIX)/sbin/popd|' systemd/popd@.service \
+	  >$(DESTDIR)$(PREFIX)/lib/systemd/system/popd@.service
+	install -m 644 systemd/popd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/popd.socket
+	[ -e $(DESTDIR)/etc/pam.d/popd ] || install -m 644 pam.d/popd $(DESTDIR)/etc/pam.d/popd
 
 clean:
 	rm -rf build popd

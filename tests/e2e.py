@@ -50,6 +50,10 @@ class Env:
             f.write(f"carol:x:12347:12347:Carol:{d}/home/carol:/bin/sh\n")
         with open(d + "/group", "w") as f:
             f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\n")
+        # pam_wrapper's copies of its modules: here, not in /tmp, where a
+        # session that switched users could not remove them.
+        os.mkdir(d + "/pam-runtime")
+        os.chmod(d + "/pam-runtime", 0o1777)
         os.mkdir(d + "/mail")
         os.chmod(d + "/mail", 0o1777)  # users create their own dotlocks here
         os.mkdir(d + "/home")
@@ -81,6 +85,13 @@ class Env:
             "PAM_WRAPPER_SERVICE_DIR": self.dir + "/pam",
             "NSS_WRAPPER_PASSWD": self.dir + "/passwd",
             "NSS_WRAPPER_GROUP": self.dir + "/group",
+            "PAM_WRAPPER_RUNTIME_DIR": self.dir + "/pam-runtime",
+            # RTLD_DEEPBIND, which the wrappers use by default, and the
+            # sanitizer runtimes exclude each other. pam_wrapper 1.1.4 reads
+            # the uid_wrapper name of the switch.
+            "PAM_WRAPPER_DISABLE_DEEPBIND": "1",
+            "UID_WRAPPER_DISABLE_DEEPBIND": "1",
+            "NSS_WRAPPER_DISABLE_DEEPBIND": "1",
         }
 
     def command(self, args=(), as_alice=False):
@@ -415,7 +426,9 @@ def test_socket_activation(env):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{port}"]
-    for k, v in env.variables().items():
+    passed = dict(env.variables())
+    passed.update({k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
+    for k, v in passed.items():
         cmd += ["-E", f"{k}={v}"]
     server = subprocess.Popen(cmd + env.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Runs the end-to-end tests against the given popd binary as the current
+# user and, when that is root, once more as an unprivileged user (nobody),
+# so that both the privilege drop and the plain-user mode are exercised.
+set -e
+popd=$(realpath "$1")
+here=$(dirname "$0")
+# Sanitizer runtimes must tolerate the cwrap libraries preloaded before them.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-verify_asan_link_order=0:detect_leaks=1}"
+/usr/bin/python3 "$here/e2e.py" "$popd"
+if [ "$(id -u)" = 0 ]; then
+  dir=$(mktemp -d /tmp/popd-e2e-unprivileged.XXXXXX)
+  trap 'rm -rf "$dir"' EXIT
+  cp "$popd" "$here/e2e.py" "$dir/"
+  chmod -R a+rX "$dir"
+  (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
+fi
