@@ -506,6 +506,37 @@ def check_session_processes():
     check(found, "no session process running as the user")
 
 
+def test_syslog(env):
+    """Login successes and failures and session ends reach syslog (facility mail), never a password."""
+    if not IS_ROOT or os.path.exists("/dev/log"):
+        print("     (skipped: needs root and no syslog daemon owning /dev/log)")
+        return
+    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log.bind("/dev/log")
+    try:
+        messages, records = make_mbox(3)
+        env.write_mailbox("".join(records).encode())
+        env.run(login("alice", "wrongpassword") + login() + "RETR 1\r\nDELE 2\r\nQUIT\r\n")
+        log.settimeout(2)
+        lines = []
+        try:
+            while True:
+                lines.append(log.recv(4096).decode(errors="replace"))
+        except socket.timeout:
+            pass
+        text = "\n".join(lines)
+        mail_facility = [l for l in lines if l.startswith("<2")]  # LOG_MAIL is 2 << 3: <16>..<23>
+        check(len(mail_facility) == len(lines) and lines, text)
+        check("login failed: user=alice rhost=local" in text, text)
+        check("login: user=alice rhost=local" in text, text)
+        size = len(client_form(messages[0]))
+        check(f"session end: user=alice rhost=local retrieved=1 messages/{size} bytes deleted=1: quit" in text, text)
+        check("wrongpassword" not in text and "secret" not in text, "a password reached syslog")
+    finally:
+        log.close()
+        os.unlink("/dev/log")
+
+
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
 
 
