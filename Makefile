@@ -24,7 +24,7 @@ POPD      = popd
 endif
 
 LIB_SOURCES  = options.c++ $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++)
-TEST_SOURCES = $(wildcard tests/*.c++)
+TEST_SOURCES = $(wildcard tests/*.c++)  # tests/faults/ is a preload shim, not a unit test
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
 DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(BUILD)/popd.d
@@ -40,6 +40,12 @@ $(BUILD)/libpopd.a: $(LIB_OBJECTS)
 $(BUILD)/unit-tests: $(TEST_OBJECTS) $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# The fault-injection shim for the crash tests, never sanitized: it is
+# preloaded into popd.
+$(BUILD)/libfaults.so: tests/faults/shim.c++
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -fPIC -shared -o $@ $< -ldl
+
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
@@ -51,9 +57,9 @@ deps:
 	@tests/install-deps
 
 check: deps
-	$(MAKE) $(POPD) $(BUILD)/unit-tests
+	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so
 	$(BUILD)/unit-tests
-	tests/run-e2e.sh $(POPD)
+	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so
 
 demo: deps
 	$(MAKE) popd

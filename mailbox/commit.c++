@@ -137,6 +137,7 @@ bool remove_journal(const std::string& journal) {
   return ::unlink(journal.c_str()) == 0 && io::sync_directory_of(journal);
 }
 
+// Moves the kept bytes down over the removed ranges.
 bool rewrite(int fd, const std::vector<Range>& removed, std::uint64_t end) {
   std::string buffer(params::read_block, '\0');
   std::uint64_t to = removed.front().begin;
@@ -160,13 +161,21 @@ bool mark_rewritten(int fd, int journal_fd, const Header& header) {
          ::fsync(journal_fd) == 0;
 }
 
-bool void_trailer(int journal_fd, const Header& header) {
-  Trailer zero{};
-  return io::pwrite_all(journal_fd, bytes_of(zero), trailer_offset(header)) && ::fsync(journal_fd) == 0;
+// Puts the original bytes back (idempotent) and drops the journal. Mail
+// appended after the original end is not touched.
+RecoveryResult roll_back(int fd, int journal_fd, const Header& header, const std::string& journal) {
+  if (!restore(fd, journal_fd, header) || !remove_journal(journal))
+    return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
+  return {true, "rolled back an interrupted commit; no deletion took effect"};
 }
 
-bool remove_ranges_unsafe(int fd, const std::vector<Range>& removed, const std::string& journal,
-                          std::string& error) {
+
+}  // namespace
+
+bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
+                   std::string& error) {
+  if (removed.empty()) return true;
+  SignalsDeferred deferred;
   struct stat st;
   if (::fstat(fd, &st) != 0) return fail(error, "cannot stat mailbox");
   std::uint64_t end = st.st_size;
@@ -194,34 +203,21 @@ bool remove_ranges_unsafe(int fd, const std::vector<Range>& removed, const std::
 
   io::UniqueFd journal_fd;
   if (!write_journal(fd, header, journal, journal_fd, error)) return false;
-  if (!rewrite(fd, removed, end)) {
+  if (!rewrite(fd, removed, end) || !mark_rewritten(fd, journal_fd.get(), header) ||
+      ::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0) {
     fail(error, "cannot rewrite mailbox");
-    // Undo now if we can; if not, the journal stays for the next session.
+    // Undo now; if that fails, the journal stays and the next session
+    // rolls back, since the truncate did not happen.
     if (restore(fd, journal_fd.get(), header)) remove_journal(journal);
     return false;
   }
-  if (!mark_rewritten(fd, journal_fd.get(), header) ||
-      ::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0) {
-    fail(error, "cannot complete mailbox rewrite");
-    // The trailer may be durable: void it before undoing, or a later
-    // recovery would truncate the restored file. If that fails, leave
-    // everything to recovery, which then completes the commit.
-    if (void_trailer(journal_fd.get(), header) && restore(fd, journal_fd.get(), header))
-      remove_journal(journal);
-    return false;
+  if (::fsync(fd) != 0) {
+    // The stale bytes are gone and cannot be put back: the journal stays,
+    // and the next session completes the commit.
+    return fail(error, "deletions may have taken effect, but the disk did not confirm them");
   }
-  if (::fsync(fd) != 0) return fail(error, "cannot sync mailbox");  // journal completes it
   remove_journal(journal);  // if this fails, recovery finds the truncate done
   return true;
-}
-
-}  // namespace
-
-bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
-                   std::string& error) {
-  if (removed.empty()) return true;
-  SignalsDeferred deferred;
-  return remove_ranges_unsafe(fd, removed, journal, error);
 }
 
 RecoveryResult recover(int fd, const std::string& journal) {
@@ -260,9 +256,10 @@ RecoveryResult recover(int fd, const std::string& journal) {
                stored == computed;
   }
   if (!complete) {
-    // The crash came while the journal was written: the mailbox was not touched yet.
-    if (!remove_journal(journal)) return {false, "cannot remove incomplete journal " + journal};
-    return {true, "removed an incomplete recovery journal; the mailbox was untouched"};
+    // A journal gets its name only once it is durable, so this one was
+    // damaged afterwards. Without it a half-rewritten mailbox cannot be
+    // repaired: touch nothing and let an administrator look.
+    return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
   }
   if (header.device != static_cast<std::uint64_t>(st.st_dev) ||
       header.inode != static_cast<std::uint64_t>(st.st_ino)) {
@@ -277,33 +274,21 @@ RecoveryResult recover(int fd, const std::string& journal) {
                    std::memcmp(trailer.magic, trailer_magic, sizeof trailer.magic) == 0 &&
                    trailer.check == sha256(bytes_of(trailer).substr(0, offsetof(Trailer, check))) &&
                    trailer.kept_end == header.kept_end && trailer.end == header.end;
-  if (!rewritten) {
-    if (!restore(fd, journal_fd.get(), header) || !remove_journal(journal))
-      return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
-    return {true, "rolled back an interrupted commit; no deletion took effect"};
-  }
+  if (!rewritten) return roll_back(fd, journal_fd.get(), header, journal);
 
-  // The rewrite was complete. Was the file truncated yet? If [kept_end, end)
-  // still holds the stale bytes, no.
-  std::uint64_t size = st.st_size;
-  Digest::Value now{};
-  bool truncated = size < header.end || !hash_range(fd, header.kept_end, header.end, now) || now != trailer.stale;
-  if (truncated) {
-    if (!remove_journal(journal)) return {false, "cannot remove recovery journal " + journal};
-    return {true, "completed an interrupted commit"};
+  // Before the truncate, rolling back is always possible and is what a
+  // failed QUIT promised; after it, the commit is complete. The truncate
+  // happened if [kept_end, end) no longer holds the stale bytes.
+  bool truncated = static_cast<std::uint64_t>(st.st_size) < header.end;
+  if (!truncated) {
+    Digest::Value now{};
+    if (!hash_range(fd, header.kept_end, header.end, now))
+      return {false, "cannot read mailbox: " + io::error_text(errno)};
+    truncated = now != trailer.stale;
   }
-  if (size == header.end) {
-    if (::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0 || ::fsync(fd) != 0 || !remove_journal(journal))
-      return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
-    return {true, "completed an interrupted commit"};
-  }
-  // Mail arrived after the stale bytes: remove them as a commit of their own,
-  // whose journal replaces this one.
-  std::string error;
-  std::vector<Range> stale{{header.kept_end, header.end}};
-  if (!remove_ranges_unsafe(fd, stale, journal, error))
-    return {false, "cannot complete an interrupted commit: " + error};
-  return {true, "completed an interrupted commit; mail delivered since was kept"};
+  if (!truncated) return roll_back(fd, journal_fd.get(), header, journal);
+  if (!remove_journal(journal)) return {false, "cannot remove recovery journal " + journal};
+  return {true, "completed an interrupted commit"};
 }
 
 }  // namespace popd::mailbox

@@ -108,7 +108,7 @@ TEST_CASE("removing only the end needs no journal; otherwise no journal, no chan
   CHECK(read_file(mailbox) == data.substr(0, 3000));
 }
 
-TEST_CASE("recovery: nothing to do, an incomplete journal, a journal of another file") {
+TEST_CASE("recovery: nothing to do, a damaged journal") {
   TempDir dir;
   std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
   std::string data = data_of(3);
@@ -119,10 +119,12 @@ TEST_CASE("recovery: nothing to do, an incomplete journal, a journal of another 
   CHECK(none.ok);
   CHECK(none.action.empty());
 
+  // A journal is named only once durable: a damaged one is left for the
+  // administrator, and the mailbox is not used.
   write_file(journal, "popd-journal-1\ntruncated garbage");
-  RecoveryResult partial = recover(fd.get(), journal);
-  CHECK(partial.ok);
-  CHECK(partial.action.find("incomplete") != std::string::npos);
-  CHECK(!exists(journal));
+  RecoveryResult damaged = recover(fd.get(), journal);
+  CHECK(!damaged.ok);
+  CHECK(damaged.action.find("damaged") != std::string::npos);
+  CHECK(exists(journal));
   CHECK(read_file(mailbox) == data);
 }

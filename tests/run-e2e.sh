@@ -1,9 +1,11 @@
 #!/bin/sh
 # Runs the end-to-end tests against the given popd binary as the current
 # user and, when that is root, once more as an unprivileged user (nobody),
-# so that both the privilege drop and the plain-user mode are exercised.
+# so that both the privilege drop and the plain-user mode are exercised;
+# then the crash-safety tests, with the fault-injection shim given second.
 set -e
 popd=$(realpath "$1")
+shim=$(realpath "$2")
 here=$(dirname "$0")
 # Sanitizer runtimes must tolerate the cwrap libraries preloaded before them.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-verify_asan_link_order=0:detect_leaks=1}"
@@ -15,3 +17,4 @@ if [ "$(id -u)" = 0 ]; then
   chmod -R a+rX "$dir"
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
+/usr/bin/python3 "$here/crash.py" "$popd" "$shim"

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Crash-safety tests of the real popd binary (issue: no mail lost, ever).
+
+- kill points: popd is killed (SIGKILL, and a simulated power cut that also
+  loses every write no fsync made durable) at hundreds of distinct points of
+  the commit, through tests/faults/shim.c++; a new session then checks the
+  mailbox byte for byte.
+- full disk: ENOSPC from every write on, or a single EIO, at points across
+  the commit: QUIT says -ERR and the mailbox is as before, or +OK and the
+  deletion is complete.
+- fsync ordering: the order of writes, fsyncs, renames and truncates in a
+  commit follows the journal protocol.
+- concurrent delivery: procmail delivers numbered messages while sessions
+  retrieve and delete; each is seen exactly once.
+
+Usage: tests/crash.py PATH-TO-POPD PATH-TO-LIBFAULTS [TEST-NAME-SUBSTRING]
+"""
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+SHIM = os.path.abspath(sys.argv[2])
+ONLY = sys.argv[3] if len(sys.argv) > 3 else ""
+sys.argv = sys.argv[:2]
+import e2e  # noqa: E402
+from e2e import Env, check, check_equal, login, make_mbox, IS_ROOT  # noqa: E402
+
+MESSAGES = 3000
+
+
+def scenarios():
+    rng = random.Random(42)
+    return {
+        "the first": [1],
+        "a random tenth": sorted(rng.sample(range(1, MESSAGES + 1), MESSAGES // 10)),
+        "all but the last": list(range(1, MESSAGES)),
+    }
+
+
+class Commit:
+    """One scenario: a mailbox, the messages to delete, and the valid outcomes."""
+
+    def __init__(self, env, records, doomed):
+        self.env = env
+        self.original = "".join(records).encode()
+        self.committed = "".join(r for i, r in enumerate(records, 1) if i not in set(doomed)).encode()
+        self.script = login() + "".join(f"DELE {i}\r\n" for i in doomed) + "QUIT\r\n"
+        self.journal = f"{env.dir}/home/alice/.popd-journal"
+        os.makedirs(env.dir + "/faults", exist_ok=True)
+        os.chmod(env.dir + "/faults", 0o1777)  # the shim writes here as the user
+
+    def reset(self):
+        self.env.write_mailbox(self.original)
+        for leftover in (self.journal, self.journal + ".new", self.env.mailbox() + ".lock"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+    def run(self, **faults):
+        variables = {"FAULT_SCOPE": f"{self.env.mailbox()}:{self.env.dir}/home/alice/", "FAULT_CHUNK": "16384"}
+        variables.update({k: str(v) for k, v in faults.items()})
+        preload = self.env.variables()["LD_PRELOAD"] + ":" + SHIM
+        env = dict(os.environ, **self.env.variables(), **variables)
+        env["LD_PRELOAD"] = preload
+        p = subprocess.run(self.env.command(), input=self.script.encode(), capture_output=True, env=env, timeout=120)
+        return p.stdout.decode("latin-1")
+
+    def count_points(self, trace=None):
+        report = self.env.dir + "/faults/points"
+        self.reset()
+        extra = {"FAULT_TRACE": trace} if trace else {}
+        out = self.run(FAULT_REPORT=report, **extra)
+        check(out.rstrip().endswith("messages deleted)"), out[-300:])
+        check_equal(open(self.env.mailbox(), "rb").read(), self.committed, "fault-free commit")
+        return int(open(report).read())
+
+    def state_after_next_session(self):
+        """Runs a fault-free session (which recovers first); returns the mailbox."""
+        out, _ = self.env.run(login() + "STAT\r\nQUIT\r\n")
+        check("+OK maildrop has" in out, "next session: " + out)
+        check(not os.path.exists(self.journal), "journal still there after recovery")
+        return open(self.env.mailbox(), "rb").read()
+
+
+def sample(total, wanted):
+    if total <= wanted:
+        return list(range(1, total + 1))
+    step = total / wanted
+    return sorted({max(1, round(1 + i * step)) for i in range(wanted)} | {total})
+
+
+def test_kill_points(env):
+    messages, records = make_mbox(MESSAGES, seed=5)
+    tried = 0
+    for name, doomed in scenarios().items():
+        commit = Commit(env, records, doomed)
+        points = commit.count_points()
+        chosen = sample(points, 160)
+        outcomes = {"rolled back": 0, "committed": 0}
+        for n, at in enumerate(chosen):
+            commit.reset()
+            mode = "power" if n % 2 else "kill"
+            out = commit.run(FAULT_AT=at, FAULT_MODE=mode)
+            after = commit.state_after_next_session()
+            if "messages deleted)" in out:  # killed after the reply: it must hold
+                check(after == commit.committed, f"{name}: +OK, then killed at point {at}: commit lost")
+            if after == commit.original:
+                outcomes["rolled back"] += 1
+            elif after == commit.committed:
+                outcomes["committed"] += 1
+            else:
+                raise AssertionError(f"{name}: {mode} at point {at} of {points}: mailbox damaged "
+                                     f"({len(after)} bytes; original {len(commit.original)}, "
+                                     f"committed {len(commit.committed)})")
+        tried += len(chosen)
+        print(f"     delete {name}: {len(chosen)} kill points of {points} in the session, "
+              f"{outcomes['rolled back']} rolled back, {outcomes['committed']} committed, 0 damaged")
+    print(f"     kill points tried: {tried}")
+    check(tried >= 300, "fewer than 300 kill points")
+
+
+def test_full_disk(env):
+    messages, records = make_mbox(MESSAGES, seed=6)
+    tried = 0
+    outcomes = {"-ERR, unchanged": 0, "+OK, committed": 0, "unconfirmed": 0}
+    for name, doomed in scenarios().items():
+        commit = Commit(env, records, doomed)
+        points = commit.count_points()
+        for errno_, persist in ((28, 1), (5, 0)):  # ENOSPC from then on; a single EIO
+            for at in sample(points, 25):
+                commit.reset()
+                out = commit.run(FAULT_AT=at, FAULT_MODE="fail", FAULT_ERRNO=errno_, FAULT_PERSIST=persist)
+                quit_reply = out.rstrip().split("\r\n")[-1]
+                after = commit.state_after_next_session()
+                if quit_reply.startswith("-ERR"):
+                    check(quit_reply.startswith("-ERR [SYS/TEMP]"), quit_reply)
+                    # Only when the final fsync after the truncate fails can the
+                    # deletion not be undone; popd says so, and the next session
+                    # completes it.
+                    unconfirmed = "may have taken effect" in quit_reply
+                    expected = commit.committed if unconfirmed else commit.original
+                    check(after == expected, f"{name}: {quit_reply} at point {at}, but the mailbox is neither")
+                    outcomes["unconfirmed" if unconfirmed else "-ERR, unchanged"] += 1
+                else:
+                    check(quit_reply.startswith("+OK"), quit_reply)
+                    check(after == commit.committed, f"{name}: +OK at point {at} but the commit is incomplete")
+                    outcomes["+OK, committed"] += 1
+                tried += 1
+    print(f"     failures injected: {tried}: {outcomes}")
+
+
+def test_fsync_ordering(env):
+    messages, records = make_mbox(MESSAGES, seed=8)
+    commit = Commit(env, records, [5, 6, 100])
+    trace = env.dir + "/faults/trace"
+    commit.count_points(trace)
+    calls = [line.split(" ", 2)[1:] for line in open(trace).read().splitlines()]
+    mailbox, journal, home = env.mailbox(), commit.journal, f"{env.dir}/home/alice"
+
+    def first(pred, start=0):
+        return next(i for i in range(start, len(calls)) if pred(*calls[i]))
+
+    def last(pred):
+        return max(i for i in range(len(calls)) if pred(*calls[i]))
+
+    renamed = first(lambda c, w: c == "rename" and w.endswith("-> " + journal))
+    journal_synced = last(lambda c, w: c == "fsync" and w == journal + ".new")
+    dir_synced = first(lambda c, w: c == "fsync" and w == home, renamed)
+    rewrite_start = first(lambda c, w: c == "pwrite" and w.startswith(mailbox + " "))
+    rewrite_end = last(lambda c, w: c == "pwrite" and w.startswith(mailbox + " "))
+    mailbox_synced = first(lambda c, w: c == "fsync" and w == mailbox, rewrite_end)
+    trailer = first(lambda c, w: c == "pwrite" and w.startswith(journal + " "), rewrite_end)
+    trailer_synced = first(lambda c, w: c == "fsync" and w == journal, trailer)
+    truncated = first(lambda c, w: c == "ftruncate" and w.startswith(mailbox + " "))
+    truncate_synced = first(lambda c, w: c == "fsync" and w == mailbox, truncated)
+    removed = first(lambda c, w: c == "unlink" and w == journal)
+    check(journal_synced < renamed < dir_synced < rewrite_start, "journal durable before the rewrite")
+    check(rewrite_end < mailbox_synced < trailer < trailer_synced < truncated, "rewrite durable before the truncate")
+    check(truncated < truncate_synced < removed, "truncate durable before the journal goes")
+
+
+def test_concurrent_delivery(env):
+    """procmail delivers 1,000 numbered messages while at least 30 sessions retrieve and delete."""
+    env.write_mailbox(b"")
+    rc = env.dir + "/procmailrc"
+    with open(rc, "w") as f:
+        # Dotlock (":0:" makes <mailbox>.lock) plus procmail's kernel locks, as Debian delivers.
+        f.write(f"LOCKSLEEP=1\nLOCKTIMEOUT=0\n:0:\n{env.mailbox()}\n")
+    os.chmod(rc, 0o644)
+    total = 1000
+    stop = threading.Event()
+    delivered = []
+
+    def deliver(numbers):
+        for n in numbers:
+            msg = (f"From sender@example.org Mon Jan  1 00:00:00 2024\nFrom: sender@example.org\n"
+                   f"Subject: number {n}\nMessage-ID: <{n}@test>\n\nbody of {n}\n")
+            cmd = ["procmail", "-m", rc]
+            if IS_ROOT:
+                cmd = ["setpriv", f"--reuid={e2e.ALICE_UID}", f"--regid={e2e.ALICE_GID}", "--clear-groups"] + cmd
+            p = subprocess.run(cmd, input=msg.encode(), capture_output=True)
+            check(p.returncode == 0, f"procmail failed: {p.stderr!r}")
+            delivered.append(n)
+
+    retrieved = []
+    sessions = {"ok": 0, "in-use": 0}
+
+    def fetch():
+        out, _ = env.run(login() + "STAT\r\n")
+        count_line = [l for l in out.split("\r\n") if l.startswith("+OK ") and len(l.split()) == 3]
+        if "[IN-USE]" in out:
+            sessions["in-use"] += 1
+            return
+        count = int(count_line[0].split()[1]) if count_line else 0
+        script = login() + "".join(f"RETR {i}\r\nDELE {i}\r\n" for i in range(1, count + 1)) + "QUIT\r\n"
+        out, _ = env.run(script)
+        if "[IN-USE]" in out:
+            sessions["in-use"] += 1
+            return
+        numbers = [int(l.split()[2]) for l in out.split("\r\n") if l.startswith("Subject: number ")]
+        if out.rstrip().split("\r\n")[-1].startswith("+OK popd signing off"):
+            retrieved.extend(numbers)
+            sessions["ok"] += 1
+
+    def fetch_loop():
+        deadline = time.time() + 600
+        while (not stop.is_set() or sessions["ok"] < 30) and time.time() < deadline:
+            fetch()
+            time.sleep(0.5)  # let deliveries through: procmail sleeps a second on a busy lock
+
+    workers = [threading.Thread(target=deliver, args=(range(k, total + 1, 4),)) for k in range(1, 5)]
+    fetcher = threading.Thread(target=fetch_loop)
+    for t in workers + [fetcher]:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    fetcher.join()
+    out, _ = env.run(login() + "".join(f"RETR {i}\r\n" for i in range(1, total + 1)) + "QUIT\r\n")
+    remaining = [int(l.split()[2]) for l in out.split("\r\n") if l.startswith("Subject: number ")]
+    seen = retrieved + remaining
+    check_equal(len(delivered), total, "deliveries")
+    missing = set(range(1, total + 1)) - set(seen)
+    duplicated = len(seen) - len(set(seen))
+    print(f"     delivered {total} messages with procmail; {sessions['ok']} sessions retrieved and deleted "
+          f"{len(retrieved)}, {len(remaining)} left in the mailbox; {sessions['in-use']} sessions got [IN-USE]; "
+          f"{len(missing)} lost, {duplicated} duplicated")
+    check(not missing, f"lost: {sorted(missing)[:20]}")
+    check_equal(duplicated, 0, "duplicated messages")
+    check(sessions["ok"] >= 30, "fewer than 30 sessions")
+
+
+TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
+
+if __name__ == "__main__":
+    passed = failed = 0
+    for test in TESTS:
+        if ONLY and ONLY not in test.__name__:
+            continue
+        env = Env()
+        try:
+            start = time.time()
+            test(env)
+            passed += 1
+            print(f"ok   {test.__name__} ({time.time() - start:.1f}s)")
+        except Exception:
+            failed += 1
+            print(f"FAIL {test.__name__}")
+            traceback.print_exc()
+        finally:
+            env.cleanup()
+    print(f"crash ({'root' if IS_ROOT else 'unprivileged'}): {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
