@@ -42,12 +42,17 @@ DotLock& DotLock::operator=(DotLock&& other) noexcept {
 
 DotLock::~DotLock() { release(); }
 
-LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::string& error) {
+LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::string& error,
+                            std::string& note) {
   std::string path = mailbox + ".lock";
   LockStatus status = retry([&] {
+    // liblockfile removes a stale lock itself; look first, to log it.
+    bool stale = ::access(path.c_str(), F_OK) == 0 && lockfile_check(path.c_str(), L_PID) != 0;
     // No retries inside liblockfile: its back-off starts at 5 seconds.
     switch (lockfile_create(path.c_str(), 0, L_PID)) {
-      case L_SUCCESS: return LockStatus::locked;
+      case L_SUCCESS:
+        if (stale) note = "took over the stale lock " + path;
+        return LockStatus::locked;
       case L_MAXTRYS: return LockStatus::busy;
       default:
         error = "cannot create " + path + ": " + io::error_text(errno);

@@ -17,8 +17,11 @@ class DotLock {
   DotLock& operator=(DotLock&& other) noexcept;
   ~DotLock();
 
-  // Waits up to params::lock_wait for "<mailbox>.lock".
-  static LockStatus acquire(const std::string& mailbox, DotLock& lock, std::string& error);
+  // Waits up to params::lock_wait for "<mailbox>.lock". A stale lock (its
+  // process is gone, or it is older than 5 minutes without a pid) is taken
+  // over, and `note` says so.
+  static LockStatus acquire(const std::string& mailbox, DotLock& lock, std::string& error,
+                            std::string& note);
   // Keeps the lock fresh: others take a dotlock older than 5 minutes as stale.
   void refresh();
   void release();

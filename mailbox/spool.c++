@@ -39,7 +39,7 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
   spool->journal_ = journal;
   std::string error;
 
-  switch (DotLock::acquire(path, spool->dotlock_, error)) {
+  switch (DotLock::acquire(path, spool->dotlock_, error, result.notes)) {
     case LockStatus::locked: break;
     case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another session");
     case LockStatus::failed: return refuse(Outcome::temporary, "Cannot lock mailbox: " + error);
@@ -71,7 +71,7 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
   }
 
   RecoveryResult recovery = recover(spool->fd_.get(), journal);
-  result.recovery = recovery.action;
+  if (!recovery.action.empty()) result.notes += (result.notes.empty() ? "" : "; ") + recovery.action;
   if (!recovery.ok) return refuse(Outcome::temporary, "Mailbox needs recovery that failed");
 
   try {

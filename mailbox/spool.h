@@ -30,7 +30,7 @@ class Spool final : public protocol::Maildrop {
     protocol::Login::Outcome outcome = protocol::Login::Outcome::temporary;
     std::string text;               // for the client when not accepted
     std::unique_ptr<Spool> spool;   // set when accepted
-    std::string recovery;           // what recovery did, for syslog
+    std::string notes;              // stale lock taken over, recovery done: for syslog
   };
   // Locks, recovers and parses the mailbox at `path` for the calling user.
   // `journal` is where the recovery journal of this mailbox lives.

@@ -93,9 +93,9 @@ Login SystemLogin::start_session(const ::passwd& account) {
   std::string mailbox = mailbox::expand_path(options_.mailbox, account.pw_name, account.pw_dir);
   std::string journal = mailbox::expand_path(options_.journal, account.pw_name, account.pw_dir);
   auto opened = mailbox::Spool::open(mailbox, journal);
-  if (!opened.recovery.empty())
-    syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "recovery: user=%s mailbox=%s: %s",
-           user_.c_str(), mailbox.c_str(), opened.recovery.c_str());
+  if (!opened.notes.empty())
+    syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
+           user_.c_str(), mailbox.c_str(), opened.notes.c_str());
   if (opened.outcome != Outcome::accepted) {
     syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", user_.c_str(), mailbox.c_str(), opened.text.c_str());
     return Login{opened.outcome, opened.text, nullptr, true};

@@ -261,7 +261,7 @@ if __name__ == "__main__":
     for test in TESTS:
         if ONLY and ONLY not in test.__name__:
             continue
-        env = Env()
+        env = Env(debian_spool=True)
         try:
             start = time.time()
             test(env)

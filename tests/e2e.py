@@ -28,12 +28,13 @@ IS_ROOT = os.geteuid() == 0
 ALICE_UID = 12345 if IS_ROOT else os.getuid()
 ALICE_GID = 12345 if IS_ROOT else os.getgid()
 BOB_UID = 12346 if IS_ROOT else os.getuid() + 1
+MAIL_GID = 8  # Debian's "mail" group
 
 
 class Env:
     """A directory with PAM service files, users and mail spools."""
 
-    def __init__(self):
+    def __init__(self, debian_spool=False):
         self.dir = tempfile.mkdtemp(prefix="popd-e2e-")
         os.chmod(self.dir, 0o755)
         d = self.dir
@@ -55,7 +56,13 @@ class Env:
         os.mkdir(d + "/pam-runtime")
         os.chmod(d + "/pam-runtime", 0o1777)
         os.mkdir(d + "/mail")
-        os.chmod(d + "/mail", 0o1777)  # users create their own dotlocks here
+        if debian_spool and IS_ROOT:
+            # As Debian's /var/mail: root:mail 2775. Users cannot create
+            # dotlocks here; liblockfile's setgid helper dotlockfile can.
+            os.chown(d + "/mail", 0, MAIL_GID)
+            os.chmod(d + "/mail", 0o2775)
+        else:
+            os.chmod(d + "/mail", 0o1777)  # users create their own dotlocks here
         os.mkdir(d + "/home")
         for user, uid in (("alice", ALICE_UID), ("bob", BOB_UID)):
             os.mkdir(f"{d}/home/{user}")
@@ -393,6 +400,44 @@ def test_lock_contention(env):
     check(not os.path.exists(path + ".lock"), "dotlock released at QUIT")
 
 
+def test_debian_spool(env):
+    """/var/mail as Debian has it (root:mail 2775): the session, running as the
+    user without the mail group, locks through liblockfile's setgid helper."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    env.cleanup()
+    env.__init__(debian_spool=True)
+    messages, records = make_mbox(4)
+    path = env.write_mailbox("".join(records).encode())
+    os.chown(path, ALICE_UID, MAIL_GID)  # as MDAs create spools
+    check_equal(os.stat(env.dir + "/mail").st_mode & 0o7777, 0o2775, "spool directory mode")
+    p = subprocess.Popen(env.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=dict(os.environ, **env.variables()))
+    p.stdin.write((login() + "STAT\r\n").encode())
+    p.stdin.flush()
+    for _ in range(4):
+        p.stdout.readline()
+    check(os.path.exists(path + ".lock"), "no dotlock during the session")
+    check_session_processes()
+    p.stdin.write(b"DELE 1\r\nQUIT\r\n")
+    p.stdin.close()
+    out = p.stdout.read().decode()
+    p.wait(timeout=10)
+    check(out.endswith("(1 messages deleted)\r\n"), out)
+    check(not os.path.exists(path + ".lock"), "dotlock left behind")
+    check_equal(open(path, "rb").read(), "".join(records[1:]).encode(), "mailbox after QUIT")
+    # A stale lock left in the spool by a crashed session is taken over.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(path + ".lock", "w") as f:
+        f.write(f"{dead.pid}\n")
+    os.chown(path + ".lock", ALICE_UID, MAIL_GID)
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("+OK 3 " in out, out)
+    check(not os.path.exists(path + ".lock"), "stale dotlock left behind")
+
+
 def test_long_lines_and_junk(env):
     messages, records = make_mbox(2)
     env.write_mailbox("".join(records).encode())
@@ -502,6 +547,7 @@ def check_session_processes():
             check_equal(uids, [str(ALICE_UID)] * 4, "session uids")
             check_equal(gids, [str(ALICE_GID)] * 4, "session gids")
             check("0" not in groups, "session keeps no root group")
+            check(str(MAIL_GID) not in groups + gids, "session keeps no mail group")
             found = True
     check(found, "no session process running as the user")
 
@@ -515,7 +561,12 @@ def test_syslog(env):
     log.bind("/dev/log")
     try:
         messages, records = make_mbox(3)
-        env.write_mailbox("".join(records).encode())
+        path = env.write_mailbox("".join(records).encode())
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with open(path + ".lock", "w") as f:  # left by a crashed session
+            f.write(f"{dead.pid}\n")
+        os.chown(path + ".lock", ALICE_UID, ALICE_GID)
         env.run(login("alice", "wrongpassword") + login() + "RETR 1\r\nDELE 2\r\nQUIT\r\n")
         log.settimeout(2)
         lines = []
@@ -529,6 +580,7 @@ def test_syslog(env):
         check(len(mail_facility) == len(lines) and lines, text)
         check("login failed: user=alice rhost=local" in text, text)
         check("login: user=alice rhost=local" in text, text)
+        check(f"took over the stale lock {path}.lock" in text, text)
         size = len(client_form(messages[0]))
         check(f"session end: user=alice rhost=local retrieved=1 messages/{size} bytes deleted=1: quit" in text, text)
         check("wrongpassword" not in text and "secret" not in text, "a password reached syslog")
