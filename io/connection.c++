@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,6 +17,18 @@ namespace popd::io {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto tick_interval = std::chrono::seconds(60);
+
+namespace {
+volatile sig_atomic_t stop_requested = 0;
+void request_stop(int) { stop_requested = 1; }
+}  // namespace
+
+void Connection::stop_on_termination_signals() {
+  struct sigaction action {};
+  action.sa_handler = request_stop;  // no SA_RESTART: poll returns EINTR
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGTERM, SIGHUP, SIGINT}) sigaction(signal, &action, nullptr);
+}
 
 Connection::Connection(int in, int out, std::chrono::seconds idle_timeout)
     : in_(in), out_(out), idle_timeout_(idle_timeout), last_tick_(Clock::now()) {
@@ -34,6 +47,7 @@ void Connection::tick_if_due() {
 bool Connection::wait(int fd, short events) {
   auto deadline = Clock::now() + idle_timeout_;
   for (;;) {
+    if (stop_requested) return false;
     tick_if_due();
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
@@ -49,7 +63,7 @@ Connection::ReadResult Connection::read(std::string& data) {
   for (;;) {
     if (!wait(in_, POLLIN)) {
       data.clear();
-      return ReadResult::timeout;
+      return stop_requested ? ReadResult::stopped : ReadResult::timeout;
     }
     ssize_t n = ::read(in_, data.data(), data.size());
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;

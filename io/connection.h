@@ -16,7 +16,7 @@ class Connection final : public protocol::Output {
  public:
   Connection(int in, int out, std::chrono::seconds idle_timeout);
 
-  enum class ReadResult { data, end, timeout };
+  enum class ReadResult { data, end, timeout, stopped };
   // Replaces `data` with what the client sent next.
   ReadResult read(std::string& data);
 
@@ -31,8 +31,14 @@ class Connection final : public protocol::Output {
   // The peer's address if `in` is a socket, else empty.
   std::string peer_address() const;
 
+  // Makes SIGTERM, SIGHUP and SIGINT end the waiting (read gives `stopped`,
+  // a blocked write fails), so that the session ends through its normal
+  // path and releases its locks.
+  static void stop_on_termination_signals();
+
  private:
-  // Waits for `events` on fd up to the idle timeout; false on timeout.
+  // Waits for `events` on fd up to the idle timeout; false on timeout or
+  // when a termination signal came.
   bool wait(int fd, short events);
   void tick_if_due();
 

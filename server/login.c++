@@ -1,6 +1,7 @@
 #include "server/login.h"
 
 #include <pwd.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -28,6 +29,9 @@ const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" 
   // The child owns the connection now; our copies would keep it open.
   ::close(STDIN_FILENO);
   ::close(STDOUT_FILENO);
+  // A service manager signals the whole group: the child ends its session
+  // cleanly, and we must outlive it to close the PAM session.
+  for (int signal : {SIGTERM, SIGHUP, SIGINT}) ::signal(signal, SIG_IGN);
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }

@@ -24,6 +24,7 @@ void log_end(const SystemLogin& login, const protocol::SessionStats& stats, cons
 
 int serve(const Options& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
+  io::Connection::stop_on_termination_signals();
   ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 
   io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
@@ -47,6 +48,10 @@ int serve(const Options& options) {
     if (result == io::Connection::ReadResult::timeout) {
       engine.timed_out();
       how = "idle timeout, nothing committed";
+      break;
+    }
+    if (result == io::Connection::ReadResult::stopped) {
+      how = "stopped by a signal, nothing committed";
       break;
     }
     if (result == io::Connection::ReadResult::end) {

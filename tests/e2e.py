@@ -289,6 +289,25 @@ def test_idle_timeout(env):
     check(not os.path.exists(path + ".lock"), "dotlock left behind")
 
 
+def test_termination_signal(env):
+    """SIGTERM to the session's process group (as systemd stops a unit):
+    nothing is committed, both locks are released, the processes exit."""
+    messages, records = make_mbox(3)
+    path = env.write_mailbox("".join(records).encode())
+    before = stat_of(path)
+    p = subprocess.Popen(env.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=dict(os.environ, **env.variables()), start_new_session=True)
+    p.stdin.write((login() + "DELE 1\r\n").encode())
+    p.stdin.flush()
+    for _ in range(4):
+        p.stdout.readline()
+    check(os.path.exists(path + ".lock"), "no dotlock during the session")
+    os.killpg(p.pid, signal.SIGTERM)
+    p.wait(timeout=10)
+    check_equal(stat_of(path), before, "mailbox after SIGTERM")
+    check(not os.path.exists(path + ".lock"), "dotlock left behind after SIGTERM")
+
+
 def test_failed_logins(env):
     env.write_mailbox(b"")
     start = time.time()
@@ -477,12 +496,16 @@ def test_socket_activation(env):
         cmd += ["-E", f"{k}={v}"]
     server = subprocess.Popen(cmd + env.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        # Wait until the port is taken. Not by connecting: that would start
+        # a popd whose pam_wrapper could race with the session's for its
+        # runtime directory.
+        for _ in range(200):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    break
+            time.sleep(0.05)
         pop = poplib.POP3("127.0.0.1", port, timeout=20)
         check(pop.getwelcome().startswith(b"+OK"), "welcome")
         caps = pop.capa()

@@ -63,10 +63,16 @@ struct FakeAuthenticator final : Authenticator {
   Login login(std::string_view user, std::string_view password) override {
     ++calls;
     last_password = password;
-    if (user != "alice" || password != "secret") return {Login::Outcome::rejected};
-    if (outcome_for_good_password != Login::Outcome::accepted)
-      return {outcome_for_good_password, "nope", nullptr, true};
-    return {Login::Outcome::accepted, "", maildrop};
+    Login result;
+    if (user != "alice" || password != "secret") return result;  // rejected
+    result.outcome = outcome_for_good_password;
+    if (result.outcome != Login::Outcome::accepted) {
+      result.text = "nope";
+      result.close = true;
+      return result;
+    }
+    result.maildrop = maildrop;
+    return result;
   }
 };
 
