@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.abspath(sys.argv[2])
@@ -282,24 +281,6 @@ def test_concurrent_delivery(env):
     check(sessions["ok"] >= 30, "fewer than 30 sessions")
 
 
-TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
-
 if __name__ == "__main__":
-    passed = failed = 0
-    for test in TESTS:
-        if ONLY and ONLY not in test.__name__:
-            continue
-        env = Env(debian_spool=True)
-        try:
-            start = time.time()
-            test(env)
-            passed += 1
-            print(f"ok   {test.__name__} ({time.time() - start:.1f}s)")
-        except Exception:
-            failed += 1
-            print(f"FAIL {test.__name__}")
-            traceback.print_exc()
-        finally:
-            env.cleanup()
-    print(f"crash ({'root' if IS_ROOT else 'unprivileged'}): {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "crash", ONLY,
+                  debian_spool=True)

@@ -612,15 +612,13 @@ def test_syslog(env):
         os.unlink("/dev/log")
 
 
-TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
-
-
-def main():
+def run_tests(tests, label, only="", debian_spool=False):
+    """Runs each test in a fresh Env; prints one line each and a summary."""
     passed = failed = 0
-    for test in TESTS:
-        if ONLY and ONLY not in test.__name__:
+    for test in tests:
+        if only and only not in test.__name__:
             continue
-        env = Env()
+        env = Env(debian_spool)
         try:
             start = time.time()
             test(env)
@@ -632,9 +630,9 @@ def main():
             traceback.print_exc()
         finally:
             env.cleanup()
-    print(f"e2e ({'root' if IS_ROOT else 'unprivileged'}): {passed} passed, {failed} failed")
+    print(f"{label} ({'root' if IS_ROOT else 'unprivileged'}): {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
-    main()
+    run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "e2e", ONLY)
