@@ -9,6 +9,11 @@ namespace popd::params {
 // RFC 2449 section 4: a command line is at most 255 octets including CRLF.
 inline constexpr std::size_t max_command_line = 255;
 
+// RFC 5034 lifts the 255-octet limit for the client's SASL responses: a
+// PLAIN response carries a user name and password in base64. 2 KiB holds
+// any sane pair and still bounds what one line may make us buffer.
+inline constexpr std::size_t max_sasl_line = 2048;
+
 // RFC 1939 section 3: the idle timer must be at least 10 minutes.
 inline constexpr int default_idle_timeout_seconds = 600;
 

@@ -4,8 +4,10 @@
 #include <charconv>
 #include <cstring>
 #include <string.h>  // explicit_bzero
+#include <utility>
 
 #include "params.h"
+#include "protocol/base64.h"
 
 namespace popd::protocol {
 namespace {
@@ -79,8 +81,8 @@ class StuffingSink final : public MessageSink {
 
 }  // namespace
 
-Engine::Engine(Authenticator& authenticator, Output& output)
-    : authenticator_(authenticator), out_(output) {}
+Engine::Engine(Authenticator& authenticator, Output& output, Features features)
+    : authenticator_(authenticator), out_(output), features_(features) {}
 
 void Engine::ok(std::string_view text) {
   out_.write(text.empty() ? "+OK" : "+OK ");
@@ -115,16 +117,28 @@ void Engine::receive(std::string_view bytes) {
     auto last_newline = input_.rfind('\n');
     std::size_t line_start = last_newline == std::string::npos ? 0 : last_newline + 1;
     line_start = std::max(line_start, consumed_);
-    if (input_.size() - line_start > params::max_command_line) {
-      input_.resize(line_start + params::max_command_line + 1);
+    constexpr std::size_t longest = std::max(params::max_command_line, params::max_sasl_line);
+    if (input_.size() - line_start > longest) {
+      input_.resize(line_start + longest + 1);
       discarding_long_line_ = true;
     }
   }
 }
 
 bool Engine::command_waiting() const {
-  return !closed() && input_.find('\n', consumed_) != std::string::npos;
+  return !closed() && !tls_requested_ && input_.find('\n', consumed_) != std::string::npos;
 }
+
+bool Engine::take_tls_request() { return std::exchange(tls_requested_, false); }
+
+void Engine::discard_pending_input() {
+  explicit_bzero(input_.data(), input_.size());
+  input_.clear();
+  consumed_ = 0;
+  discarding_long_line_ = false;
+}
+
+void Engine::tls_started() { features_.tls_active = true; }
 
 std::string_view Engine::pending_input() const {
   return std::string_view(input_).substr(consumed_);
@@ -138,10 +152,13 @@ void Engine::step() {
   std::size_t raw_length = line.size() + 1;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
 
-  if (raw_length > params::max_command_line)
+  bool sasl = std::exchange(awaiting_sasl_response_, false);
+  if (raw_length > (sasl ? params::max_sasl_line : params::max_command_line))
     err("Command line too long");
   else if (line.find('\0') != std::string_view::npos)
     err("Command contains a NUL byte");
+  else if (sasl)
+    sasl_response(line);
   else
     dispatch(line);
 
@@ -176,8 +193,11 @@ void Engine::dispatch(std::string_view line) {
 
 void Engine::capa() {
   ok("Capability list follows");
+  // Listed in both states, as RFC 2449 allows; not while --require-tls
+  // still refuses them.
+  if (!(features_.require_tls && !features_.tls_active)) out_.write("USER\r\nSASL PLAIN\r\n");
+  if (state_ == State::authorization && features_.stls && !features_.tls_active) out_.write("STLS\r\n");
   out_.write(
-      "USER\r\n"
       "TOP\r\n"
       "UIDL\r\n"
       "PIPELINING\r\n"
@@ -189,8 +209,13 @@ void Engine::capa() {
 }
 
 void Engine::authorization(std::string_view verb, std::string_view args) {
-  if (verb == "USER") return user_command(args);
-  if (verb == "PASS") return pass_command(args);
+  if (verb == "STLS") return args.empty() ? stls_command() : err("Syntax: STLS");
+  if (verb == "USER" || verb == "PASS" || verb == "AUTH") {
+    if (plaintext_refused()) return;
+    if (verb == "USER") return user_command(args);
+    if (verb == "PASS") return pass_command(args);
+    return auth_command(args);
+  }
   static constexpr std::string_view later[] = {"STAT", "LIST", "RETR", "DELE", "NOOP",
                                                 "RSET", "TOP",  "UIDL"};
   if (std::find(std::begin(later), std::end(later), verb) != std::end(later))
@@ -208,13 +233,83 @@ void Engine::user_command(std::string_view args) {
   ok("Send your password");
 }
 
+bool Engine::plaintext_refused() {
+  if (!features_.require_tls || features_.tls_active) return false;
+  err("[AUTH] TLS is required first: use STLS");
+  return true;
+}
+
+void Engine::stls_command() {
+  if (features_.tls_active) return err("TLS is already active");
+  if (!features_.stls) return err("STLS is not available");
+  ok("Begin TLS negotiation");
+  tls_requested_ = true;
+  have_user_ = false;
+}
+
 void Engine::pass_command(std::string_view args) {
   if (!have_user_) return err("USER first");
   have_user_ = false;
   // RFC 1939 allows spaces in the password: it is the rest of the line after
   // the single space that follows PASS.
   if (!args.empty() && is_space(args.front())) args.remove_prefix(1);
-  Login login = authenticator_.login(user_, args);
+  login(user_, args);
+}
+
+// RFC 5034 AUTH: no argument lists the mechanisms; PLAIN with or without
+// an initial response.
+void Engine::auth_command(std::string_view args) {
+  have_user_ = false;
+  std::string_view mechanism = next_word(args);
+  std::string_view initial = next_word(args);
+  if (mechanism.empty()) {
+    ok("Supported mechanisms follow");
+    out_.write("PLAIN\r\n.\r\n");
+    return;
+  }
+  if (upper(mechanism) != "PLAIN") return err("Unsupported authentication mechanism");
+  if (!args.empty()) return err("Syntax: AUTH PLAIN [initial-response]");
+  if (initial.empty()) {
+    out_.write("+ \r\n");
+    awaiting_sasl_response_ = true;
+    return;
+  }
+  sasl_response(initial);
+}
+
+void Engine::sasl_response(std::string_view line) {
+  if (line == "*") return err("Authentication cancelled");
+  // "=" is an empty response (RFC 5034 section 4).
+  auto decoded = line == "=" ? std::optional<std::string>("") : decode_base64(line);
+  if (!decoded) return err("Invalid base64 in the SASL response");
+  sasl_plain(*decoded);
+  explicit_bzero(decoded->data(), decoded->size());
+}
+
+// RFC 4616: authzid NUL authcid NUL passwd.
+void Engine::sasl_plain(std::string_view response) {
+  auto first = response.find('\0');
+  auto second = first == std::string_view::npos ? first : response.find('\0', first + 1);
+  if (second == std::string_view::npos || response.find('\0', second + 1) != std::string_view::npos)
+    return err("Malformed PLAIN response");
+  std::string_view authzid = response.substr(0, first);
+  std::string_view authcid = response.substr(first + 1, second - first - 1);
+  std::string_view password = response.substr(second + 1);
+  if (!valid_user_name(authcid)) return err("[AUTH] Invalid user name");
+  if (!authzid.empty() && authzid != authcid)
+    return login_failed("[AUTH] Authorization identity must be empty or the user's own");
+  login(std::string(authcid), password);
+}
+
+void Engine::login_failed(std::string_view text) {
+  if (++failures_ < params::max_login_failures) return err(text);
+  err(std::string(text) + "; too many failures, closing connection");
+  state_ = State::closed;
+}
+
+void Engine::login(const std::string& user, std::string_view password) {
+  user_ = user;
+  Login login = authenticator_.login(user_, password);
   using O = Login::Outcome;
   switch (login.outcome) {
     case O::accepted:
@@ -223,15 +318,7 @@ void Engine::pass_command(std::string_view args) {
       state_ = State::transaction;
       rset();  // "+OK maildrop has N messages (M octets)"
       return;
-    case O::rejected:
-      ++failures_;
-      if (failures_ >= params::max_login_failures) {
-        err("[AUTH] Authentication failed; too many failures, closing connection");
-        state_ = State::closed;
-        return;
-      }
-      err("[AUTH] Authentication failed");
-      break;
+    case O::rejected: return login_failed("[AUTH] Authentication failed");
     case O::disabled: err("[AUTH] " + login.text); break;
     case O::forbidden: err("[SYS/PERM] " + login.text); break;
     case O::in_use: err("[IN-USE] " + login.text); break;
@@ -266,7 +353,8 @@ void Engine::transaction(std::string_view verb, std::string_view args) {
   if (verb == "DELE") return dele(args);
   if (verb == "NOOP") return args.empty() ? ok("") : err("Syntax: NOOP");
   if (verb == "RSET") return args.empty() ? rset() : err("Syntax: RSET");
-  if (verb == "USER" || verb == "PASS") return err("Already logged in");
+  if (verb == "USER" || verb == "PASS" || verb == "AUTH") return err("Already logged in");
+  if (verb == "STLS") return err("STLS is only allowed before login");
   err("Unknown command");
 }
 

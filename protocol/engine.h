@@ -19,11 +19,18 @@ struct SessionStats {
   std::uint64_t deleted_messages = 0;  // only counted once committed
 };
 
+// What the connection offers around the protocol.
+struct Features {
+  bool stls = false;         // STLS may be offered (a certificate is configured)
+  bool tls_active = false;   // TLS is already up (implicit TLS, or after STLS)
+  bool require_tls = false;  // no USER, PASS or AUTH without TLS
+};
+
 class Engine {
  public:
   enum class State { authorization, transaction, closed };
 
-  Engine(Authenticator& authenticator, Output& output);
+  Engine(Authenticator& authenticator, Output& output, Features features = {});
 
   void greet();
   // Appends client bytes to the input buffer.
@@ -34,6 +41,14 @@ class Engine {
   void step();
   // The client was idle for too long: end without committing.
   void timed_out();
+
+  // After STLS was accepted: true once, and command_waiting() is false until
+  // then. The caller flushes the reply, throws away pending input (a client
+  // may not smuggle plaintext commands past the handshake, CVE-2011-0411),
+  // and calls tls_started() once the handshake succeeded.
+  bool take_tls_request();
+  void discard_pending_input();
+  void tls_started();
 
   State state() const { return state_; }
   bool closed() const { return state_ == State::closed; }
@@ -49,6 +64,14 @@ class Engine {
   void capa();
   void user_command(std::string_view args);
   void pass_command(std::string_view args);
+  void auth_command(std::string_view args);
+  void sasl_response(std::string_view line);
+  void sasl_plain(std::string_view response);
+  void stls_command();
+  bool plaintext_refused();
+  void login(const std::string& user, std::string_view password);
+  // Replies `text` and counts the failure; the last one closes.
+  void login_failed(std::string_view text);
   void quit();
   void stat();
   void list(std::string_view args);
@@ -66,6 +89,9 @@ class Engine {
 
   Authenticator& authenticator_;
   Output& out_;
+  Features features_;
+  bool tls_requested_ = false;
+  bool awaiting_sasl_response_ = false;
   State state_ = State::authorization;
   std::string input_;
   std::size_t consumed_ = 0;

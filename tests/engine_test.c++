@@ -300,3 +300,113 @@ TEST_CASE("NUL bytes and unknown commands") {
   CHECK(f.talk("USER alice\r\n").starts_with("-ERR"));
   CHECK(f.talk("STAT x\r\n").starts_with("-ERR"));
 }
+
+namespace {
+std::string b64(std::string_view raw) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < raw.size(); i += 3) {
+    std::uint32_t group = 0;
+    std::size_t n = std::min<std::size_t>(3, raw.size() - i);
+    for (std::size_t j = 0; j < 3; ++j)
+      group = group << 8 | (j < n ? static_cast<unsigned char>(raw[i + j]) : 0);
+    for (std::size_t j = 0; j < 4; ++j) out += j <= n ? alphabet[group >> (18 - 6 * j) & 63] : '=';
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("AUTH PLAIN with an initial response, and as a continuation") {
+  using namespace std::string_literals;
+  Fixture f;
+  CHECK(f.talk("AUTH\r\n") == "+OK Supported mechanisms follow\r\nPLAIN\r\n.\r\n");
+  CHECK(f.talk("AUTH PLAIN " + b64("\0alice\0secret"s) + "\r\n").starts_with("+OK maildrop has 2"));
+
+  Fixture g;
+  CHECK(g.talk("AUTH PLAIN\r\n") == "+ \r\n");
+  CHECK(g.talk(b64("alice\0alice\0secret"s) + "\r\n").starts_with("+OK maildrop has 2"));
+}
+
+TEST_CASE("AUTH PLAIN: cancel, bad base64, bad authzid, wrong password, unknown mechanism") {
+  using namespace std::string_literals;
+  Fixture f;
+  CHECK(f.talk("AUTH PLAIN\r\n*\r\n") == "+ \r\n-ERR Authentication cancelled\r\n");
+  CHECK(f.talk("AUTH PLAIN !!!!\r\n") == "-ERR Invalid base64 in the SASL response\r\n");
+  CHECK(f.talk("AUTH PLAIN " + b64("alice\0secret"s) + "\r\n") == "-ERR Malformed PLAIN response\r\n");
+  CHECK(f.talk("AUTH CRAM-MD5\r\n") == "-ERR Unsupported authentication mechanism\r\n");
+  CHECK(f.auth.calls == 0);
+  CHECK(f.talk("AUTH PLAIN " + b64("bob\0alice\0secret"s) + "\r\n").starts_with("-ERR [AUTH] Authorization"));
+  CHECK(f.auth.calls == 0);
+  CHECK(f.talk("AUTH PLAIN " + b64("\0alice\0wrong"s) + "\r\n") == "-ERR [AUTH] Authentication failed\r\n");
+  // Third failure, shared with USER/PASS: closed.
+  CHECK(f.talk("USER alice\r\nPASS nope\r\n").find("too many failures") != std::string::npos);
+  CHECK(f.engine.closed());
+}
+
+TEST_CASE("a SASL response may be longer than a command line, within its own limit") {
+  using namespace std::string_literals;
+  Fixture f;
+  std::string response = b64("\0alice\0"s + std::string(600, 'p'));
+  REQUIRE(response.size() > 255);
+  CHECK(f.talk("AUTH PLAIN\r\n" + response + "\r\n") == "+ \r\n-ERR [AUTH] Authentication failed\r\n");
+  CHECK(f.auth.last_password == std::string(600, 'p'));
+  CHECK(f.talk("AUTH PLAIN\r\n" + std::string(3000, 'A') + "\r\n") == "+ \r\n-ERR Command line too long\r\n");
+}
+
+TEST_CASE("STLS: offered once, only before login; nothing after it is executed before the handshake") {
+  MemoryMaildrop drop;
+  FakeAuthenticator auth;
+  auth.maildrop = &drop;
+  StringOutput out;
+  Engine engine(auth, out, Features{.stls = true});
+  auto talk = [&](std::string_view bytes) {
+    out.text.clear();
+    engine.receive(bytes);
+    while (engine.command_waiting()) engine.step();
+    return out.text;
+  };
+  CHECK(talk("CAPA\r\n").find("\r\nSTLS\r\n") != std::string::npos);
+  CHECK(talk("STLS\r\nUSER alice\r\nPASS secret\r\n") == "+OK Begin TLS negotiation\r\n");
+  CHECK(!engine.command_waiting());
+  CHECK(engine.take_tls_request());
+  CHECK(!engine.take_tls_request());
+  engine.discard_pending_input();
+  engine.tls_started();
+  CHECK(talk("") == "");
+  CHECK(auth.calls == 0);  // the injected USER/PASS were never run
+  CHECK(talk("CAPA\r\n").find("STLS") == std::string::npos);
+  CHECK(talk("STLS\r\n") == "-ERR TLS is already active\r\n");
+  CHECK(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop") != std::string::npos);
+  CHECK(talk("STLS\r\n").starts_with("-ERR"));
+
+  Fixture plain;  // no certificate: no STLS
+  CHECK(plain.talk("CAPA\r\n").find("STLS") == std::string::npos);
+  CHECK(plain.talk("STLS\r\n") == "-ERR STLS is not available\r\n");
+}
+
+TEST_CASE("require-tls: no USER, PASS or AUTH before TLS, and CAPA does not offer them") {
+  MemoryMaildrop drop;
+  FakeAuthenticator auth;
+  auth.maildrop = &drop;
+  StringOutput out;
+  Engine engine(auth, out, Features{.stls = true, .require_tls = true});
+  auto talk = [&](std::string_view bytes) {
+    out.text.clear();
+    engine.receive(bytes);
+    while (engine.command_waiting()) engine.step();
+    return out.text;
+  };
+  std::string capa = talk("CAPA\r\n");
+  CHECK(capa.find("USER") == std::string::npos);
+  CHECK(capa.find("SASL") == std::string::npos);
+  CHECK(capa.find("STLS") != std::string::npos);
+  CHECK(talk("USER alice\r\n").starts_with("-ERR [AUTH] TLS is required"));
+  CHECK(talk("PASS secret\r\n").starts_with("-ERR [AUTH] TLS is required"));
+  CHECK(talk("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n").starts_with("-ERR [AUTH] TLS is required"));
+  CHECK(auth.calls == 0);
+  talk("STLS\r\n");
+  engine.take_tls_request();
+  engine.tls_started();
+  CHECK(talk("CAPA\r\n").find("USER") != std::string::npos);
+  CHECK(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop") != std::string::npos);
+}
