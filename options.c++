@@ -9,8 +9,16 @@
 namespace popd {
 
 namespace {
+
 constexpr std::string_view version = "popd 0.1.0";
+
+// Parses seconds (fractions allowed) within [minimum, one day].
+bool parse_seconds(std::string_view text, double minimum, double& seconds) {
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  return error == std::errc() && end == text.data() + text.size() && seconds >= minimum && seconds <= 86400;
 }
+
+}  // namespace
 
 std::string usage() {
   return R"(Usage: popd [OPTION]...
@@ -26,6 +34,13 @@ as started by xinetd or systemd socket activation (Accept=yes).
   --failure-delay SECONDS
                          delay before answering a failed login (default 2;
                          fractions allowed)
+  --tls-cert FILE        PEM certificate (and chain): offers STLS
+  --tls-key FILE         PEM private key, read before privileges are dropped
+  --tls-implicit         TLS from the first byte (POP3S, port 995)
+  --require-tls          no USER, PASS or AUTH before TLS is up
+  --tls-ciphers LIST     TLS 1.2 ciphers (default: OpenSSL's system default)
+  --tls-ciphersuites LIST
+                         TLS 1.3 cipher suites (default: OpenSSL's)
   --help                 show this help and exit
   --version              show the version and exit
 )";
@@ -34,6 +49,21 @@ as started by xinetd or systemd socket activation (Accept=yes).
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   Options options;
   auto bad = [](std::string message) { return Exit{2, "popd: " + message + "\n" + usage()}; };
+  std::string* const paths[] = {&options.mailbox, &options.journal};
+  struct Valued {
+    std::string_view name;
+    std::string* target;
+  };
+  const Valued valued[] = {{"--mailbox", &options.mailbox},
+                           {"--journal", &options.journal},
+                           {"--pam-service", &options.pam_service},
+                           {"--tls-cert", &options.tls.certificate},
+                           {"--tls-key", &options.tls.key},
+                           {"--tls-ciphers", &options.tls.ciphers},
+                           {"--tls-ciphersuites", &options.tls.ciphersuites},
+                           {"--timeout", nullptr},
+                           {"--failure-delay", nullptr}};
+
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::string_view name = arg, value;
@@ -45,38 +75,41 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     }
     if (name == "--help") return Exit{0, usage()};
     if (name == "--version") return Exit{0, std::string(version) + "\n"};
-
-    std::string* target = nullptr;
-    if (name == "--mailbox") target = &options.mailbox;
-    else if (name == "--journal") target = &options.journal;
-    else if (name == "--pam-service") target = &options.pam_service;
-    else if (name != "--timeout" && name != "--failure-delay")
-      return bad("unknown option " + std::string(arg));
-
+    if (name == "--tls-implicit" || name == "--require-tls") {
+      if (has_value) return bad(std::string(name) + " takes no value");
+      (name == "--tls-implicit" ? options.tls_implicit : options.require_tls) = true;
+      continue;
+    }
+    const Valued* option = nullptr;
+    for (const Valued& v : valued)
+      if (v.name == name) option = &v;
+    if (!option) return bad("unknown option " + std::string(arg));
     if (!has_value) {
       if (i + 1 == argc) return bad(std::string(name) + " needs a value");
       value = argv[++i];
     }
-    if (target) {
-      *target = value;
-      if (target != &options.pam_service && !mailbox::valid_path_template(value))
-        return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
-      if (target == &options.pam_service && value.empty()) return bad("empty PAM service name");
+    if (option->target) {
+      if (value.empty()) return bad(std::string(name) + " needs a value");
+      *option->target = value;
+      for (std::string* path : paths)
+        if (option->target == path && !mailbox::valid_path_template(value))
+          return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
       continue;
     }
     double seconds = 0;
-    auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), seconds);
-    bool valid = error == std::errc() && end == value.data() + value.size() && seconds >= 0 &&
-                 seconds <= 24 * 3600;
     if (name == "--timeout") {
-      if (!valid || seconds < 1 || seconds != static_cast<int>(seconds))
+      if (!parse_seconds(value, 1, seconds) || seconds != static_cast<int>(seconds))
         return bad("--timeout needs a whole number of seconds from 1 to 86400");
       options.timeout_seconds = static_cast<int>(seconds);
     } else {
-      if (!valid) return bad("--failure-delay needs a number of seconds from 0 to 86400");
+      if (!parse_seconds(value, 0, seconds)) return bad("--failure-delay needs a number of seconds from 0 to 86400");
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
     }
   }
+  if (options.tls.certificate.empty() != options.tls.key.empty())
+    return bad("--tls-cert and --tls-key go together");
+  if ((options.tls_implicit || options.require_tls) && !options.tls_configured())
+    return bad("--tls-implicit and --require-tls need --tls-cert and --tls-key");
   return options;
 }
 

@@ -5,6 +5,8 @@
 #include <string>
 #include <variant>
 
+#include "io/tls.h"
+
 namespace popd {
 
 struct Options {
@@ -13,6 +15,11 @@ struct Options {
   std::string pam_service = "popd";
   int timeout_seconds = 600;
   std::chrono::milliseconds failure_delay{2000};
+  io::TlsSettings tls;        // tls.certificate set: STLS offered
+  bool tls_implicit = false;  // POP3S: TLS from the first byte
+  bool require_tls = false;   // no USER, PASS or AUTH without TLS
+
+  bool tls_configured() const { return !tls.certificate.empty(); }
 };
 
 // What to do instead of serving: print `text` to stdout (status 0) or

@@ -9,6 +9,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <openssl/ssl.h>
+
 #include <cerrno>
 
 #include "params.h"
@@ -58,8 +61,79 @@ bool Connection::wait(int fd, short events) {
   }
 }
 
+Connection::~Connection() {
+  if (!ssl_) return;
+  if (!failed_) SSL_shutdown(ssl_);  // best effort close_notify; never waits
+  SSL_free(ssl_);
+}
+
+bool Connection::start_tls(const TlsContext& context, std::string& error) {
+  // On a socket, TLS runs non-blocking so that poll() enforces the timeout.
+  if (out_is_socket_) {
+    ::fcntl(in_, F_SETFL, ::fcntl(in_, F_GETFL) | O_NONBLOCK);
+    ::fcntl(out_, F_SETFL, ::fcntl(out_, F_GETFL) | O_NONBLOCK);
+  }
+  ssl_ = SSL_new(context.get());
+  if (!ssl_ || SSL_set_rfd(ssl_, in_) != 1 || SSL_set_wfd(ssl_, out_) != 1) {
+    error = tls_errors();
+    failed_ = true;
+    return false;
+  }
+  for (;;) {
+    int result = SSL_accept(ssl_);
+    if (result == 1) return true;
+    int ssl_error = SSL_get_error(ssl_, result);
+    if (!wait_for_tls(ssl_error)) {
+      error = ssl_error == SSL_ERROR_WANT_READ || ssl_error == SSL_ERROR_WANT_WRITE
+                  ? "TLS handshake timed out"
+                  : "TLS handshake failed: " + tls_errors();
+      failed_ = true;
+      return false;
+    }
+  }
+}
+
+bool Connection::wait_for_tls(int ssl_error) {
+  if (ssl_error == SSL_ERROR_WANT_READ) return wait(in_, POLLIN);
+  if (ssl_error == SSL_ERROR_WANT_WRITE) return wait(out_, POLLOUT);
+  return false;
+}
+
+bool Connection::tls_read(std::string& data, ReadResult& result) {
+  for (;;) {
+    int n = SSL_read(ssl_, data.data(), static_cast<int>(data.size()));
+    if (n > 0) {
+      data.resize(n);
+      result = ReadResult::data;
+      return true;
+    }
+    int ssl_error = SSL_get_error(ssl_, n);
+    if (ssl_error == SSL_ERROR_WANT_READ || ssl_error == SSL_ERROR_WANT_WRITE) {
+      if (wait_for_tls(ssl_error)) continue;
+      result = stop_requested ? ReadResult::stopped : ReadResult::timeout;
+    } else {
+      result = ReadResult::end;  // close_notify, a reset, or a TLS error
+    }
+    data.clear();
+    return false;
+  }
+}
+
+ssize_t Connection::tls_write(std::string_view data) {
+  for (;;) {
+    int n = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
+    if (n > 0) return n;
+    if (!wait_for_tls(SSL_get_error(ssl_, n))) return -1;
+  }
+}
+
 Connection::ReadResult Connection::read(std::string& data) {
   data.resize(params::input_block);
+  if (ssl_) {
+    ReadResult result;
+    tls_read(data, result);
+    return result;
+  }
   for (;;) {
     if (!wait(in_, POLLIN)) {
       data.clear();
@@ -87,6 +161,12 @@ bool Connection::flush() {
   while (!failed_ && !pending.empty()) {
     // On a socket, never block in write: a client that stops reading must
     // not hold the session (and the mailbox lock) beyond the idle timeout.
+    if (ssl_) {
+      ssize_t n = tls_write(pending.substr(0, 1 << 30));
+      if (n < 0) failed_ = true;
+      else pending.remove_prefix(n);
+      continue;
+    }
     ssize_t n = out_is_socket_ ? ::send(out_, pending.data(), pending.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
                                : ::write(out_, pending.data(), pending.size());
     if (n >= 0) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "io/tls.h"
 #include "protocol/maildrop.h"
 
 namespace popd::io {
@@ -15,6 +16,14 @@ namespace popd::io {
 class Connection final : public protocol::Output {
  public:
   Connection(int in, int out, std::chrono::seconds idle_timeout);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // TLS handshake as the server, within the idle timeout; from then on all
+  // reads and writes go through TLS. Flush before calling.
+  bool start_tls(const TlsContext& context, std::string& error);
+  bool tls_active() const { return ssl_ != nullptr; }
 
   enum class ReadResult { data, end, timeout, stopped };
   // Replaces `data` with what the client sent next.
@@ -41,9 +50,15 @@ class Connection final : public protocol::Output {
   // when a termination signal came.
   bool wait(int fd, short events);
   void tick_if_due();
+  // One read or write through TLS; false once the connection is over.
+  bool tls_read(std::string& data, ReadResult& result);
+  ssize_t tls_write(std::string_view data);
+  // Waits as OpenSSL asks after a WANT_READ or WANT_WRITE; false if neither.
+  bool wait_for_tls(int ssl_error);
 
   int in_, out_;
   bool out_is_socket_;
+  ssl_st* ssl_ = nullptr;
   std::chrono::seconds idle_timeout_;
   std::string buffer_;
   bool failed_ = false;

@@ -4,7 +4,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <memory>
+
 #include "io/connection.h"
+#include "io/tls.h"
 #include "protocol/engine.h"
 #include "server/login.h"
 
@@ -28,8 +31,26 @@ int serve(const Options& options) {
   ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 
   io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
-  SystemLogin login(options, connection.peer_address());
-  protocol::Engine engine(login, connection);
+  std::string peer = connection.peer_address();
+  // The key is read now, while popd may still be root.
+  std::unique_ptr<io::TlsContext> tls;
+  std::string error;
+  if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
+    syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
+    if (!options.tls_implicit) connection.write("-ERR [SYS/TEMP] Server configuration error\r\n");
+    connection.flush();
+    return 1;
+  }
+  if (options.tls_implicit && !connection.start_tls(*tls, error)) {
+    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", peer.empty() ? "local" : peer.c_str(), error.c_str());
+    return 1;
+  }
+
+  SystemLogin login(options, peer);
+  protocol::Engine engine(login, connection,
+                          {.stls = tls && !options.tls_implicit,
+                           .tls_active = connection.tls_active(),
+                           .require_tls = options.require_tls});
   connection.on_tick([&login] { login.tick(); });
 
   engine.greet();
@@ -40,6 +61,17 @@ int serve(const Options& options) {
     // share writes, and nothing is held back while the client waits.
     while (engine.command_waiting() && !connection.failed()) engine.step();
     if (engine.closed()) break;
+    if (engine.take_tls_request()) {
+      // STLS: what the client sent after the command was sent in plaintext
+      // and is dropped, never run as if it had come through TLS.
+      engine.discard_pending_input();
+      if (!connection.flush() || !connection.start_tls(*tls, error)) {
+        syslog(LOG_NOTICE, "STLS: rhost=%s: %s", peer.empty() ? "local" : peer.c_str(), error.c_str());
+        break;
+      }
+      engine.tls_started();
+      continue;
+    }
     if (!connection.flush()) {
       how = "connection lost, nothing committed";
       break;

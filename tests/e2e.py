@@ -482,30 +482,44 @@ def test_crlf_and_special_spools(env):
     check_equal(open(path, "rb").read(), data[:data.index("From a")].encode(), "pseudo-message kept")
 
 
-def test_socket_activation(env):
-    messages, records = make_mbox(4, seed=11)
-    path = env.write_mailbox("".join(records).encode())
-    inode = os.stat(path).st_ino
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{port}"]
-    passed = dict(env.variables())
-    passed.update({k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
-    for k, v in passed.items():
-        cmd += ["-E", f"{k}={v}"]
-    server = subprocess.Popen(cmd + env.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+class SocketServer:
+    """popd under systemd-socket-activate --inetd on a free loopback port."""
+
+    def __init__(self, env, args=()):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{self.port}"]
+        passed = dict(env.variables())
+        passed.update({k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
+        for k, v in passed.items():
+            cmd += ["-E", f"{k}={v}"]
+        self.process = subprocess.Popen(cmd + env.command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Wait until the port is taken. Not by connecting: that would start
         # a popd whose pam_wrapper could race with the session's for its
         # runtime directory.
         for _ in range(200):
             with socket.socket() as probe:
                 try:
-                    probe.bind(("127.0.0.1", port))
+                    probe.bind(("127.0.0.1", self.port))
                 except OSError:
                     break
             time.sleep(0.05)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait()
+
+
+def test_socket_activation(env):
+    messages, records = make_mbox(4, seed=11)
+    path = env.write_mailbox("".join(records).encode())
+    inode = os.stat(path).st_ino
+    with SocketServer(env) as server:
+        port = server.port
         pop = poplib.POP3("127.0.0.1", port, timeout=20)
         check(pop.getwelcome().startswith(b"+OK"), "welcome")
         caps = pop.capa()
@@ -544,9 +558,6 @@ def test_socket_activation(env):
             time.sleep(0.1)
         check_equal(open(path, "rb").read(), (records[1] + records[3]).encode(), "after a dropped connection")
         check(not os.path.exists(path + ".lock"), "dotlock after a dropped connection")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def check_session_processes():

@@ -18,3 +18,4 @@ if [ "$(id -u)" = 0 ]; then
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
+/usr/bin/python3 "$here/security.py" "$popd"

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""TLS and SASL through the real popd binary: STLS with openssl s_client and
+Python's poplib, implicit TLS (POP3S), the STARTTLS command-injection test
+(CVE-2011-0411), --require-tls, AUTH PLAIN in both forms.
+
+Usage: tests/security.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+"""
+import base64
+import os
+import poplib
+import socket
+import ssl
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402
+from e2e import IS_ROOT, SocketServer, check, check_equal, client_form, login, make_mbox, run_tests  # noqa: E402
+
+
+def tls_files(env):
+    """A self-signed certificate, and its key readable by root only when
+    run as root: popd must read it before it drops privileges."""
+    cert, key = env.dir + "/cert.pem", env.dir + "/key.pem"
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-days", "2", "-keyout", key, "-out", cert], check=True, capture_output=True)
+        os.chmod(key, 0o600)
+        os.chmod(cert, 0o644)
+    return ["--tls-cert", cert, "--tls-key", key]
+
+
+def client_context():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def plain(raw):
+    return base64.b64encode(raw).decode()
+
+
+def test_stls_with_poplib(env):
+    messages, records = make_mbox(3)
+    path = env.write_mailbox("".join(records).encode())
+    with SocketServer(env, tls_files(env)) as server:
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=20)
+        check("STLS" in pop.capa(), "CAPA offers STLS")
+        pop.stls(client_context())
+        check(pop.sock.version() in ("TLSv1.2", "TLSv1.3"), pop.sock.version())
+        check("STLS" not in pop.capa(), "CAPA still offers STLS after STLS")
+        try:
+            pop._shortcmd("STLS")
+            check(False, "a second STLS was accepted")
+        except poplib.error_proto as e:
+            check(str(e).startswith("b'-ERR"), str(e))
+        pop.user("alice")
+        pop.pass_("secret")
+        _, lines, _ = pop.retr(2)
+        check_equal(b"".join(l + b"\r\n" for l in lines), client_form(messages[1]).encode(), "RETR over TLS")
+        pop.dele(1)
+        pop.quit()
+    check_equal(open(path, "rb").read(), "".join(records[1:]).encode(), "commit over TLS")
+
+
+def test_stls_with_openssl_s_client(env):
+    messages, records = make_mbox(3)
+    env.write_mailbox("".join(records).encode())
+    size = sum(len(client_form(m)) for m in messages)
+    with SocketServer(env, tls_files(env)) as server:
+        p = subprocess.run(["openssl", "s_client", "-starttls", "pop3", "-connect", f"127.0.0.1:{server.port}",
+                            "-quiet", "-crlf"], input=b"USER alice\nPASS secret\nSTAT\nQUIT\n",
+                           capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    check(f"+OK 3 {size}\r\n" in out, out + p.stderr.decode()[-500:])
+    check(out.rstrip().endswith("(0 messages deleted)"), out)
+
+
+def test_implicit_tls(env):
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    with SocketServer(env, tls_files(env) + ["--tls-implicit"]) as server:
+        pop = poplib.POP3_SSL("127.0.0.1", server.port, context=client_context(), timeout=20)
+        check(pop.getwelcome().startswith(b"+OK"), "greeting over TLS")
+        check("STLS" not in pop.capa(), "STLS offered on implicit TLS")
+        pop.user("alice")
+        pop.pass_("secret")
+        check_equal(pop.stat()[0], 2, "STAT over implicit TLS")
+        pop.quit()
+        # A plaintext client gets no greeting.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"CAPA\r\n")
+            try:
+                data = s.recv(100)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+            check(not data.startswith(b"+OK"), "plaintext spoken on the POP3S port")
+
+
+def test_tls_versions(env):
+    env.write_mailbox(b"")
+    with SocketServer(env, tls_files(env) + ["--tls-implicit"]) as server:
+        for version, ok in (("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
+            p = subprocess.run(["openssl", "s_client", version, "-cipher", "DEFAULT@SECLEVEL=0", "-connect",
+                                f"127.0.0.1:{server.port}", "-quiet"], input=b"QUIT\r\n", capture_output=True,
+                               timeout=30)
+            check_equal(p.stdout.decode().startswith("+OK"), ok, f"TLS {version}: {p.stderr.decode()[-300:]}")
+
+
+def test_stls_command_injection(env):
+    """Plaintext sent with STLS in one packet is dropped, not run after the handshake."""
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    with SocketServer(env, tls_files(env)) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        check(raw.recv(1000).startswith(b"+OK"), "greeting")
+        raw.sendall(b"STLS\r\nUSER alice\r\nPASS secret\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += raw.recv(1)
+        check_equal(reply, b"+OK Begin TLS negotiation\r\n", "STLS reply")
+        tls = client_context().wrap_socket(raw)  # fails if plaintext replies followed
+        tls.sendall(b"STAT\r\n")
+        answer = tls.recv(1000)
+        check(answer.startswith(b"-ERR Not logged in"), f"injected commands were run: {answer!r}")
+        tls.sendall(b"QUIT\r\n")
+        tls.close()
+
+
+def test_require_tls(env):
+    env.write_mailbox(b"")
+    with SocketServer(env, tls_files(env) + ["--require-tls"]) as server:
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=20)
+        caps = pop.capa()
+        check("USER" not in caps and "SASL" not in caps and "STLS" in caps, f"CAPA before TLS: {caps}")
+        for command in ("USER alice", "PASS secret", "AUTH PLAIN " + plain(b"\0alice\0secret")):
+            try:
+                pop._shortcmd(command)
+                check(False, f"{command} accepted before TLS")
+            except poplib.error_proto as e:
+                check("[AUTH]" in str(e), str(e))
+        pop.stls(client_context())
+        check("USER" in pop.capa(), "CAPA after TLS")
+        pop.user("alice")
+        pop.pass_("secret")
+        check_equal(pop.stat(), (0, 0), "STAT")
+        pop.quit()
+    # Without a certificate, --require-tls is a configuration error.
+    p = subprocess.run([e2e.POPD, "--require-tls"], capture_output=True, text=True)
+    check(p.returncode == 2 and "--tls-cert" in p.stderr, p.stderr)
+
+
+def test_auth_plain(env):
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    out, _ = env.run("AUTH\r\nAUTH PLAIN " + plain(b"\0alice\0secret") + "\r\nSTAT\r\nQUIT\r\n")
+    lines = out.split("\r\n")
+    check_equal(lines[1:4], ["+OK Supported mechanisms follow", "PLAIN", "."], "AUTH list")
+    check(lines[4].startswith("+OK maildrop has 2 messages"), out)
+    out, _ = env.run("AUTH PLAIN\r\n" + plain(b"alice\0alice\0secret") + "\r\nSTAT\r\nQUIT\r\n")
+    check("+ \r\n+OK maildrop has 2 messages" in out, out)
+    out, _ = env.run("AUTH PLAIN\r\n*\r\nAUTH PLAIN " + plain(b"\0alice\0wrong") + "\r\n"
+                     "AUTH PLAIN " + plain(b"bob\0alice\0secret") + "\r\n"
+                     "AUTH PLAIN " + plain(b"\0nobody\0secret") + "\r\n")
+    lines = out.split("\r\n")
+    check_equal(lines[1:3], ["+ ", "-ERR Authentication cancelled"], "cancel")
+    check_equal(lines[3], "-ERR [AUTH] Authentication failed", "wrong password")
+    check(lines[4].startswith("-ERR [AUTH] Authorization identity"), out)
+    check(lines[5].startswith("-ERR [AUTH] Authentication failed; too many failures"), out)
+    with SocketServer(env) as server:  # over a socket, with poplib's own AUTH support
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=20)
+        check("SASL" in pop.capa() and pop.capa()["SASL"] == ["PLAIN"], "CAPA SASL PLAIN")
+        pop._shortcmd("AUTH PLAIN " + plain(b"\0alice\0secret"))
+        check_equal(pop.stat()[0], 2, "STAT after AUTH PLAIN")
+        pop.quit()
+
+
+if __name__ == "__main__":
+    run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "security",
+              sys.argv[2] if len(sys.argv) > 2 else "")
