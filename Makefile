@@ -24,10 +24,10 @@ POPD      = popd
 endif
 
 LIB_SOURCES  = options.c++ $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++)
-TEST_SOURCES = $(wildcard tests/*.c++)  # tests/faults/ is a preload shim, not a unit test
+TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim) nor tests/fuzz/
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
-DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(BUILD)/popd.d
+DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(BUILD)/popd.d $(wildcard $(BUILD)/tests/fuzz/*.d)
 
 all: $(POPD)
 
@@ -46,6 +46,31 @@ $(BUILD)/libfaults.so: tests/faults/shim.c++
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++20 -O2 -Wall -Wextra -fPIC -shared -o $@ $< -ldl
 
+# Fuzz targets (tests/fuzz/): replayed on their corpus by `make check`;
+# fuzzed with clang's libFuzzer, each for FUZZ_SECONDS, by `make fuzz`.
+FUZZ_TARGETS = engine mbox base64
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   = -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++
+fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/digest.c++
+fuzz_sources_base64 = protocol/base64.c++
+
+$(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libpopd.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+build/fuzz/%: tests/fuzz/%.c++ $(LIB_SOURCES) $(wildcard */*.h) params.h
+	@mkdir -p $(dir $@)
+	clang++ $(FUZZ_FLAGS) -o $@ $< $(fuzz_sources_$*) -lcrypto
+
+fuzz:
+	@tests/install-deps fuzz
+	$(MAKE) $(FUZZ_TARGETS:%=build/fuzz/%)
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t && \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    build/fuzz/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
@@ -57,8 +82,9 @@ deps:
 	@tests/install-deps
 
 check: deps
-	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so
+	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay-%)
 	$(BUILD)/unit-tests
+	for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz-replay-$$t tests/fuzz/corpus/$$t/* || exit 1; done
 	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so
 
 demo: deps
@@ -81,4 +107,4 @@ install: popd
 clean:
 	rm -rf build popd
 
-.PHONY: all deps check demo install clean
+.PHONY: all deps check demo install clean fuzz

@@ -33,8 +33,12 @@ class LineScanner {
     bool ends_line = false;
   };
 
+  // The buffer is no larger than the range: a small message costs little.
   LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end)
-      : source_(source), buffer_(params::read_block, '\0'), buffer_offset_(begin), end_(end) {}
+      : source_(source),
+        buffer_(std::max<std::uint64_t>(1, std::min<std::uint64_t>(params::read_block, end - begin)), '\0'),
+        buffer_offset_(begin),
+        end_(end) {}
 
   bool next(Piece& piece) {
     for (;;) {

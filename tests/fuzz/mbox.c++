@@ -1,0 +1,39 @@
+// libFuzzer target: the mbox parser and message presentation. Besides
+// crashes, it checks the promise STAT and LIST rely on: every message's
+// size is exactly what RETR sends, and TOP never sends more.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "mailbox/mbox.h"
+
+using namespace popd::mailbox;
+
+namespace {
+struct Counter final : popd::protocol::MessageSink {
+  std::uint64_t bytes = 0;
+  void text(std::string_view part) override { bytes += part.size(); }
+  void end_line() override { bytes += 2; }
+};
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  StringSource source(std::string_view(reinterpret_cast<const char*>(data), size));
+  Mbox box;
+  try {
+    box = parse(source);
+  } catch (const NotMbox&) {
+    return 0;
+  }
+  std::uint64_t previous_end = 0;
+  for (std::size_t i = 0; i < box.messages.size(); ++i) {
+    const Message& m = box.messages[i];
+    if (m.record_offset < previous_end || m.content_offset + m.content_length > box.record_end(i)) std::abort();
+    previous_end = box.record_end(i);
+    Counter all, top;
+    send(source, m, std::nullopt, all);
+    send(source, m, 1, top);
+    if (all.bytes != m.size || top.bytes > all.bytes) std::abort();
+  }
+  return 0;
+}
