@@ -31,6 +31,7 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          (default %h/.popd-journal)
   --pam-service NAME     PAM service name (default popd)
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
+  --max-session SECONDS  total time a connection may last (default 86400)
   --failure-delay SECONDS
                          delay before answering a failed login (default 2;
                          fractions allowed)
@@ -41,6 +42,10 @@ as started by xinetd or systemd socket activation (Accept=yes).
   --tls-ciphers LIST     TLS 1.2 ciphers (default: OpenSSL's system default)
   --tls-ciphersuites LIST
                          TLS 1.3 cipher suites (default: OpenSSL's)
+  --privsep-user NAME    account for the pre-login process when started as
+                         root (default popd, else nobody)
+  --privsep-dir DIR      empty directory it is chrooted to (default
+                         /run/popd, created if missing)
   --help                 show this help and exit
   --version              show the version and exit
 )";
@@ -61,7 +66,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--tls-key", &options.tls.key},
                            {"--tls-ciphers", &options.tls.ciphers},
                            {"--tls-ciphersuites", &options.tls.ciphersuites},
+                           {"--privsep-user", &options.privsep_user},
+                           {"--privsep-dir", &options.privsep_dir},
                            {"--timeout", nullptr},
+                           {"--max-session", nullptr},
                            {"--failure-delay", nullptr}};
 
   for (int i = 1; i < argc; ++i) {
@@ -97,10 +105,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       continue;
     }
     double seconds = 0;
-    if (name == "--timeout") {
+    if (name == "--timeout" || name == "--max-session") {
       if (!parse_seconds(value, 1, seconds) || seconds != static_cast<int>(seconds))
-        return bad("--timeout needs a whole number of seconds from 1 to 86400");
-      options.timeout_seconds = static_cast<int>(seconds);
+        return bad(std::string(name) + " needs a whole number of seconds from 1 to 86400");
+      (name == "--timeout" ? options.timeout_seconds : options.max_session_seconds) = static_cast<int>(seconds);
     } else {
       if (!parse_seconds(value, 0, seconds)) return bad("--failure-delay needs a number of seconds from 0 to 86400");
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));

@@ -14,10 +14,15 @@ struct Options {
   std::string journal = "%h/.popd-journal";
   std::string pam_service = "popd";
   int timeout_seconds = 600;
+  int max_session_seconds = 86400;  // total connection time
   std::chrono::milliseconds failure_delay{2000};
   io::TlsSettings tls;        // tls.certificate set: STLS offered
   bool tls_implicit = false;  // POP3S: TLS from the first byte
   bool require_tls = false;   // no USER, PASS or AUTH without TLS
+  // Privilege separation: the account and the empty directory the
+  // pre-authentication process runs as and in, when popd starts as root.
+  std::string privsep_user = "popd";  // "nobody" if there is no such account
+  std::string privsep_dir = "/run/popd";
 
   bool tls_configured() const { return !tls.certificate.empty(); }
 };

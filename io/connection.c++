@@ -22,8 +22,9 @@ using Clock = std::chrono::steady_clock;
 constexpr auto tick_interval = std::chrono::seconds(60);
 
 namespace {
-volatile sig_atomic_t stop_requested = 0;
-void request_stop(int) { stop_requested = 1; }
+Clock::time_point session_deadline = Clock::time_point::max();
+volatile sig_atomic_t stop_signal_seen = 0;
+void request_stop(int) { stop_signal_seen = 1; }
 }  // namespace
 
 void Connection::stop_on_termination_signals() {
@@ -48,11 +49,12 @@ void Connection::tick_if_due() {
 }
 
 bool Connection::wait(int fd, short events) {
-  auto deadline = Clock::now() + idle_timeout_;
+  auto deadline = std::min(Clock::now() + idle_timeout_, session_deadline);
   for (;;) {
-    if (stop_requested) return false;
+    // Checked before polling too: a client that never pauses still ends.
+    if (stop_signal_seen || Clock::now() >= session_deadline) return false;
     tick_if_due();
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd, events, 0};
     int n = ::poll(&p, 1, static_cast<int>(std::min<std::chrono::milliseconds>(left, tick_interval).count()));
@@ -93,6 +95,14 @@ bool Connection::start_tls(const TlsContext& context, std::string& error) {
   }
 }
 
+bool Connection::stop_requested() { return stop_signal_seen != 0; }
+
+void Connection::limit_session(std::chrono::seconds limit) { session_deadline = Clock::now() + limit; }
+
+bool Connection::session_expired() { return Clock::now() >= session_deadline; }
+
+bool Connection::has_buffered_input() const { return ssl_ && SSL_pending(ssl_) > 0; }
+
 bool Connection::wait_for_tls(int ssl_error) {
   if (ssl_error == SSL_ERROR_WANT_READ) return wait(in_, POLLIN);
   if (ssl_error == SSL_ERROR_WANT_WRITE) return wait(out_, POLLOUT);
@@ -110,7 +120,7 @@ bool Connection::tls_read(std::string& data, ReadResult& result) {
     int ssl_error = SSL_get_error(ssl_, n);
     if (ssl_error == SSL_ERROR_WANT_READ || ssl_error == SSL_ERROR_WANT_WRITE) {
       if (wait_for_tls(ssl_error)) continue;
-      result = stop_requested ? ReadResult::stopped : ReadResult::timeout;
+      result = stop_signal_seen ? ReadResult::stopped : ReadResult::timeout;
     } else {
       result = ReadResult::end;  // close_notify, a reset, or a TLS error
     }
@@ -137,7 +147,7 @@ Connection::ReadResult Connection::read(std::string& data) {
   for (;;) {
     if (!wait(in_, POLLIN)) {
       data.clear();
-      return stop_requested ? ReadResult::stopped : ReadResult::timeout;
+      return stop_signal_seen ? ReadResult::stopped : ReadResult::timeout;
     }
     ssize_t n = ::read(in_, data.data(), data.size());
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;

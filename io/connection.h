@@ -44,6 +44,16 @@ class Connection final : public protocol::Output {
   // a blocked write fails), so that the session ends through its normal
   // path and releases its locks.
   static void stop_on_termination_signals();
+  // A termination signal has come.
+  static bool stop_requested();
+  // Every connection of this process and its children ends `limit` from
+  // now: waits give up then as on the idle timeout.
+  static void limit_session(std::chrono::seconds limit);
+  static bool session_expired();
+
+  int input_fd() const { return in_; }
+  // TLS has decrypted input that poll() on the socket cannot see.
+  bool has_buffered_input() const;
 
  private:
   // Waits for `events` on fd up to the idle timeout; false on timeout or

@@ -48,8 +48,8 @@ bool parse_number(std::string_view text, std::uint64_t& value) {
   return error == std::errc() && end == text.data() + text.size();
 }
 
-// User names go to PAM, syslog and file names: printable, no slash, no
-// leading dash or dot, bounded. Bytes >= 0x80 are allowed for UTF-8 names.
+}  // namespace
+
 bool valid_user_name(std::string_view name) {
   if (name.empty() || name.size() > params::max_user_name) return false;
   if (name.front() == '-' || name.front() == '.') return false;
@@ -58,6 +58,8 @@ bool valid_user_name(std::string_view name) {
     return (u > 0x20 && u < 0x7f && c != '/') || u >= 0x80;
   });
 }
+
+namespace {
 
 // Writes message lines to the output with RFC 1939 byte-stuffing and CRLF.
 class StuffingSink final : public MessageSink {
@@ -171,9 +173,9 @@ void Engine::step() {
   }
 }
 
-void Engine::timed_out() {
+void Engine::abort(std::string_view reason) {
   if (closed()) return;
-  err("Idle timeout, closing connection");
+  err(reason);
   state_ = State::closed;
 }
 
@@ -309,7 +311,10 @@ void Engine::login_failed(std::string_view text) {
 
 void Engine::login(const std::string& user, std::string_view password) {
   user_ = user;
-  Login login = authenticator_.login(user_, password);
+  apply_login(authenticator_.login(user_, password));
+}
+
+void Engine::apply_login(const Login& login) {
   using O = Login::Outcome;
   switch (login.outcome) {
     case O::accepted:
@@ -323,6 +328,10 @@ void Engine::login(const std::string& user, std::string_view password) {
     case O::forbidden: err("[SYS/PERM] " + login.text); break;
     case O::in_use: err("[IN-USE] " + login.text); break;
     case O::temporary: err("[SYS/TEMP] " + login.text); break;
+    case O::handed_off:
+      handed_off_ = true;
+      state_ = State::closed;
+      return;
   }
   if (login.close) state_ = State::closed;
 }

@@ -19,6 +19,10 @@ struct SessionStats {
   std::uint64_t deleted_messages = 0;  // only counted once committed
 };
 
+// User names go to PAM, syslog and file names: printable, no slash, no
+// leading dash or dot, bounded. Bytes >= 0x80 are allowed for UTF-8 names.
+bool valid_user_name(std::string_view name);
+
 // What the connection offers around the protocol.
 struct Features {
   bool stls = false;         // STLS may be offered (a certificate is configured)
@@ -39,8 +43,12 @@ class Engine {
   bool command_waiting() const;
   // Answers the next complete command line, if any.
   void step();
-  // The client was idle for too long: end without committing.
-  void timed_out();
+  // Replies to a login decided elsewhere (the session process of privilege
+  // separation): the PASS or AUTH reply, and TRANSACTION if accepted.
+  void apply_login(const Login& login);
+  // The session must end now (idle timeout, time limit): says why and
+  // closes without committing.
+  void abort(std::string_view reason);
 
   // After STLS was accepted: true once, and command_waiting() is false until
   // then. The caller flushes the reply, throws away pending input (a client
@@ -52,6 +60,9 @@ class Engine {
 
   State state() const { return state_; }
   bool closed() const { return state_ == State::closed; }
+  // The login was accepted and another process serves the session now;
+  // pending_input() is what it must get.
+  bool handed_off() const { return handed_off_; }
   const std::string& user() const { return user_; }
   const SessionStats& stats() const { return stats_; }
   // Input received but not yet answered (handed on when the process changes).
@@ -92,6 +103,7 @@ class Engine {
   Features features_;
   bool tls_requested_ = false;
   bool awaiting_sasl_response_ = false;
+  bool handed_off_ = false;
   State state_ = State::authorization;
   std::string input_;
   std::size_t consumed_ = 0;

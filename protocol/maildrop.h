@@ -51,6 +51,7 @@ struct Login {
     forbidden,    // not allowed here (policy, mailbox permissions): [SYS/PERM]
     in_use,       // maildrop locked by another session: [IN-USE]
     temporary,    // server-side trouble that may pass: [SYS/TEMP]
+    handed_off,   // another process answers from here on (privilege separation)
   };
   Outcome outcome = Outcome::rejected;
   std::string text;             // human-readable detail for the reply

@@ -83,7 +83,11 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     syslog(LOG_ERR, "login: user=%s: fork: %s", user_.c_str(), std::strerror(errno));
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
-  if (child > 0) supervise(child, std::move(pam));
+  if (child > 0) {
+    if (on_fork_) on_fork_();
+    supervise(child, std::move(pam));
+  }
+  in_session_process_ = true;
   pam->abandon();
   return start_session(*account);
 }

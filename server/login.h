@@ -4,6 +4,7 @@
 
 #include <pwd.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,11 @@ class SystemLogin final : public protocol::Authenticator {
   protocol::Login login(std::string_view user, std::string_view password) override;
 
   bool logged_in() const { return spool_ != nullptr; }
+  // True in the session process that login() forked, whatever happened then.
+  bool in_session_process() const { return in_session_process_; }
+  // Called in the parent right after the session process was forked, before
+  // it settles down to wait (privilege separation passes the session on).
+  void on_fork(std::function<void()> hook) { on_fork_ = std::move(hook); }
   const std::string& user() const { return user_; }
   const std::string& peer() const { return peer_; }
   // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
@@ -34,6 +40,8 @@ class SystemLogin final : public protocol::Authenticator {
   std::string peer_;
   std::string user_;
   std::unique_ptr<mailbox::Spool> spool_;
+  bool in_session_process_ = false;
+  std::function<void()> on_fork_;
 };
 
 }  // namespace popd::server

@@ -6,56 +6,29 @@
 
 #include <memory>
 
-#include "io/connection.h"
+#include "auth/privileges.h"
 #include "io/tls.h"
-#include "protocol/engine.h"
 #include "server/login.h"
+#include "server/privsep.h"
 
 namespace popd::server {
 
 namespace {
+const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
+}  // namespace
 
-void log_end(const SystemLogin& login, const protocol::SessionStats& stats, const char* how) {
+void log_session_end(const std::string& user, const std::string& peer, const protocol::SessionStats& stats,
+                     const char* how) {
   syslog(LOG_INFO, "session end: user=%s rhost=%s retrieved=%llu messages/%llu bytes deleted=%llu: %s",
-         login.user().c_str(), login.peer().empty() ? "local" : login.peer().c_str(),
-         static_cast<unsigned long long>(stats.retrieved_messages),
+         user.c_str(), or_local(peer), static_cast<unsigned long long>(stats.retrieved_messages),
          static_cast<unsigned long long>(stats.retrieved_bytes),
          static_cast<unsigned long long>(stats.deleted_messages), how);
 }
 
-}  // namespace
-
-int serve(const Options& options) {
-  ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
-  io::Connection::stop_on_termination_signals();
-  ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
-
-  io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
-  std::string peer = connection.peer_address();
-  // The key is read now, while popd may still be root.
-  std::unique_ptr<io::TlsContext> tls;
-  std::string error;
-  if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
-    syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
-    if (!options.tls_implicit) connection.write("-ERR [SYS/TEMP] Server configuration error\r\n");
-    connection.flush();
-    return 1;
-  }
-  if (options.tls_implicit && !connection.start_tls(*tls, error)) {
-    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", peer.empty() ? "local" : peer.c_str(), error.c_str());
-    return 1;
-  }
-
-  SystemLogin login(options, peer);
-  protocol::Engine engine(login, connection,
-                          {.stls = tls && !options.tls_implicit,
-                           .tls_active = connection.tls_active(),
-                           .require_tls = options.require_tls});
-  connection.on_tick([&login] { login.tick(); });
-
-  engine.greet();
+const char* run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
+                        const std::string& peer) {
   const char* how = "quit";
-  std::string data;
+  std::string data, error;
   while (!engine.closed()) {
     // Answer every complete command, then flush once: pipelined commands
     // share writes, and nothing is held back while the client waits.
@@ -65,35 +38,69 @@ int serve(const Options& options) {
       // STLS: what the client sent after the command was sent in plaintext
       // and is dropped, never run as if it had come through TLS.
       engine.discard_pending_input();
-      if (!connection.flush() || !connection.start_tls(*tls, error)) {
-        syslog(LOG_NOTICE, "STLS: rhost=%s: %s", peer.empty() ? "local" : peer.c_str(), error.c_str());
-        break;
+      if (!tls || !connection.flush() || !connection.start_tls(*tls, error)) {
+        syslog(LOG_NOTICE, "STLS: rhost=%s: %s", or_local(peer), error.c_str());
+        return "TLS handshake failed";
       }
       engine.tls_started();
       continue;
     }
-    if (!connection.flush()) {
-      how = "connection lost, nothing committed";
-      break;
+    if (!connection.flush()) return "connection lost, nothing committed";
+    switch (connection.read(data)) {
+      case io::Connection::ReadResult::data: engine.receive(data); break;
+      case io::Connection::ReadResult::timeout:
+        if (io::Connection::session_expired()) {
+          engine.abort("Session time limit reached, closing connection");
+          connection.flush();
+          return "session time limit, nothing committed";
+        }
+        engine.abort("Idle timeout, closing connection");
+        connection.flush();
+        return "idle timeout, nothing committed";
+      case io::Connection::ReadResult::stopped: return "stopped by a signal, nothing committed";
+      case io::Connection::ReadResult::end: return "connection closed without QUIT, nothing committed";
     }
-    auto result = connection.read(data);
-    if (result == io::Connection::ReadResult::timeout) {
-      engine.timed_out();
-      how = "idle timeout, nothing committed";
-      break;
-    }
-    if (result == io::Connection::ReadResult::stopped) {
-      how = "stopped by a signal, nothing committed";
-      break;
-    }
-    if (result == io::Connection::ReadResult::end) {
-      how = "connection closed without QUIT, nothing committed";
-      break;
-    }
-    engine.receive(data);
   }
   connection.flush();
-  if (login.logged_in()) log_end(login, engine.stats(), how);
+  return how;
+}
+
+int serve(const Options& options) {
+  ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
+  io::Connection::stop_on_termination_signals();
+  io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));
+  ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+
+  // The key is read now, while popd may still be root.
+  std::unique_ptr<io::TlsContext> tls;
+  std::string error;
+  if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
+    syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
+    if (!options.tls_implicit) {
+      io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
+      connection.write("-ERR [SYS/TEMP] Server configuration error\r\n");
+      connection.flush();
+    }
+    return 1;
+  }
+  if (auth::running_as_root()) return run_separated(options, tls.get());
+
+  // Not root: nothing to separate; one process serves the invoking user.
+  io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
+  std::string peer = connection.peer_address();
+  if (options.tls_implicit && !connection.start_tls(*tls, error)) {
+    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", or_local(peer), error.c_str());
+    return 1;
+  }
+  SystemLogin login(options, peer);
+  protocol::Engine engine(login, connection,
+                          {.stls = tls && !options.tls_implicit,
+                           .tls_active = connection.tls_active(),
+                           .require_tls = options.require_tls});
+  connection.on_tick([&login] { login.tick(); });
+  engine.greet();
+  const char* how = run_session(engine, connection, tls.get(), peer);
+  if (login.logged_in()) log_session_end(login.user(), peer, engine.stats(), how);
   return 0;
 }
 

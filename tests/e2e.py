@@ -49,8 +49,9 @@ class Env:
             f.write(f"alice:x:{ALICE_UID}:{ALICE_GID}:Alice:{d}/home/alice:/bin/sh\n")
             f.write(f"bob:x:{BOB_UID}:{BOB_UID}:Bob:{d}/home/bob:/bin/sh\n")
             f.write(f"carol:x:12347:12347:Carol:{d}/home/carol:/bin/sh\n")
+            f.write("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
         with open(d + "/group", "w") as f:
-            f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\n")
+            f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\nnogroup:x:65534:\n")
         # pam_wrapper's copies of its modules: here, not in /tmp, where a
         # session that switched users could not remove them.
         os.mkdir(d + "/pam-runtime")
@@ -102,7 +103,8 @@ class Env:
         }
 
     def command(self, args=(), as_alice=False):
-        cmd = [POPD, "--mailbox", self.dir + "/mail/%u", "--failure-delay", "0.1"] + list(args)
+        cmd = [POPD, "--mailbox", self.dir + "/mail/%u", "--failure-delay", "0.1",
+               "--privsep-dir", self.dir + "/empty"] + list(args)
         if as_alice and IS_ROOT:
             cmd = ["setpriv", f"--reuid={ALICE_UID}", f"--regid={ALICE_GID}", "--clear-groups"] + cmd
         return cmd
@@ -438,7 +440,7 @@ def test_debian_spool(env):
     for _ in range(4):
         p.stdout.readline()
     check(os.path.exists(path + ".lock"), "no dotlock during the session")
-    check_session_processes()
+    check_session_processes(env)
     p.stdin.write(b"DELE 1\r\nQUIT\r\n")
     p.stdin.close()
     out = p.stdout.read().decode()
@@ -528,7 +530,7 @@ def test_socket_activation(env):
         pop.user("alice")
         pop.pass_("secret")
         if IS_ROOT:
-            check_session_processes()
+            check_session_processes(env)
         count, size = pop.stat()
         check_equal(count, 4, "STAT count")
         check_equal(size, sum(len(client_form(m)) for m in messages), "STAT size")
@@ -560,30 +562,35 @@ def test_socket_activation(env):
         check(not os.path.exists(path + ".lock"), "dotlock after a dropped connection")
 
 
-def check_session_processes():
-    """As root: the session process runs as alice; its parent keeps root only to close PAM."""
-    found = False
+def check_session_processes(env):
+    """As root, three processes: the monitor (root, for PAM), the pre-auth
+    process relaying the connection (nobody, chrooted to an empty directory),
+    and the session (the user, no root or mail group)."""
+    found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
             status = open(f"/proc/{pid}/status").read()
+            root = os.readlink(f"/proc/{pid}/root")
         except OSError:
             continue
         if exe != POPD:
             continue
         fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
-        uids = fields["Uid"].split()
-        gids = fields["Gid"].split()
-        groups = fields["Groups"].split()
-        if uids[0] != "0":
-            check_equal(uids, [str(ALICE_UID)] * 4, "session uids")
-            check_equal(gids, [str(ALICE_GID)] * 4, "session gids")
-            check("0" not in groups, "session keeps no root group")
-            check(str(MAIL_GID) not in groups + gids, "session keeps no mail group")
-            found = True
-    check(found, "no session process running as the user")
+        uids, gids, groups = fields["Uid"].split(), fields["Gid"].split(), fields["Groups"].split()
+        found[uids[0]] = (uids, gids, groups, root)
+    check_equal(sorted(found), sorted(["0", str(ALICE_UID), "65534"]), "popd processes by uid")
+    uids, gids, groups, root = found[str(ALICE_UID)]
+    check_equal(uids, [str(ALICE_UID)] * 4, "session uids")
+    check_equal(gids, [str(ALICE_GID)] * 4, "session gids")
+    check("0" not in groups and str(MAIL_GID) not in groups + gids, f"session groups {groups}")
+    check_equal(root, "/", "session root directory")
+    uids, gids, groups, root = found["65534"]
+    check_equal((uids, gids, groups), (["65534"] * 4, ["65534"] * 4, []), "pre-auth process ids")
+    check_equal(root, env.dir + "/empty", "pre-auth process root directory")
+    check_equal(os.listdir(root), [], "pre-auth root directory is empty")
 
 
 def test_syslog(env):

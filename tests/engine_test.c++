@@ -200,7 +200,7 @@ TEST_CASE("a timeout or a closed connection commits nothing") {
   Fixture f;
   f.login();
   f.talk("DELE 1\r\n");
-  f.engine.timed_out();
+  f.engine.abort("Idle timeout, closing connection");
   CHECK(f.out.text.find("-ERR") != std::string::npos);
   CHECK(f.engine.closed());
   CHECK(f.drop.committed.empty());

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
@@ -174,6 +175,53 @@ def test_auth_plain(env):
         pop._shortcmd("AUTH PLAIN " + plain(b"\0alice\0secret"))
         check_equal(pop.stat()[0], 2, "STAT after AUTH PLAIN")
         pop.quit()
+
+
+def test_session_time_limit(env):
+    """--max-session ends even a busy connection, committing nothing."""
+    messages, records = make_mbox(2)
+    path = env.write_mailbox("".join(records).encode())
+    with SocketServer(env, ["--max-session", "2"]) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        s.sendall((login() + "DELE 1\r\n").encode())
+        start, received = time.time(), b""
+        while time.time() - start < 15:
+            try:
+                s.sendall(b"NOOP\r\n")
+            except OSError:
+                break
+            s.settimeout(0.4)
+            try:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+            except socket.timeout:
+                pass
+            except ConnectionResetError:  # closed with our NOOPs unread: the
+                break                     # last reply may be lost with it
+        elapsed = time.time() - start
+        check(1.5 < elapsed < 8, f"connection ended after {elapsed:.1f}s: {received[-100:]!r}")
+        check(b"Idle timeout" not in received, f"the idle timeout fired instead: {received[-300:]!r}")
+    check_equal(open(path, "rb").read(), "".join(records).encode(), "mailbox after the limit")
+
+
+def test_client_that_stops_reading(env):
+    """A client that stops reading in the middle of RETR is dropped after
+    the idle timeout; the mailbox is left as it was and unlocked."""
+    big = "From a Mon Jan  1 00:00:00 2024\nSubject: big\n\n" + ("y" * 999 + "\n") * 30000 + "\n"
+    small = "From b Mon Jan  1 00:00:00 2024\nSubject: small\n\nx\n\n"
+    path = env.write_mailbox((big + small).encode())
+    with SocketServer(env, ["--timeout", "2"]) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall((login() + "DELE 2\r\nRETR 1\r\nQUIT\r\n").encode())
+        start = time.time()
+        while os.path.exists(path + ".lock") or time.time() - start < 1:
+            check(time.time() - start < 20, "popd still holds the mailbox 20 s after the client stopped reading")
+            time.sleep(0.2)
+        s.close()
+    check_equal(open(path, "rb").read(), (big + small).encode(), "mailbox after a stuck client")
 
 
 if __name__ == "__main__":
