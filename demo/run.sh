@@ -19,8 +19,10 @@ echo "demo:demo:popd" >"$dir/passdb"
 for kind in auth account session; do
   echo "$kind required $lib/pam_wrapper/pam_matrix.so passdb=$dir/passdb"
 done >"$dir/pam/popd"
-echo "demo:x:$uid:$gid:Demo:$dir/home:/bin/sh" >"$dir/passwd"
-echo "demo:x:$gid:" >"$dir/group"
+# nobody: the account of popd's unprivileged pre-login process.
+printf 'demo:x:%s:%s:Demo:%s/home:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n' \
+  "$uid" "$gid" "$dir" >"$dir/passwd"
+printf 'demo:x:%s:\nnogroup:x:65534:\n' "$gid" >"$dir/group"
 cp "$here/sample.mbox" "$dir/mail/demo"
 chmod 600 "$dir/mail/demo"
 [ "$(id -u)" = 0 ] && chown "$uid:$gid" "$dir/mail/demo" "$dir/home"
@@ -33,6 +35,6 @@ echo "=== popd answers:"
 printf "$script" | env LD_PRELOAD="$lib/libpam_wrapper.so:$lib/libnss_wrapper.so" \
   PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$dir/pam" PAM_WRAPPER_RUNTIME_DIR="$dir/pam-runtime" \
   NSS_WRAPPER_PASSWD="$dir/passwd" NSS_WRAPPER_GROUP="$dir/group" \
-  "$popd" --mailbox "$dir/mail/%u" 2>/dev/null | sed 's/\r$//'
+  "$popd" --mailbox "$dir/mail/%u" --privsep-dir "$dir/empty" 2>/dev/null | sed 's/\r$//'
 echo
 echo "=== The mailbox afterwards: $(grep -c '^From ' "$dir/mail/demo") of 3 messages left (DELE 3 was committed by QUIT)"
