@@ -177,6 +177,41 @@ def test_auth_plain(env):
         pop.quit()
 
 
+def test_stunnel(env):
+    """POP3S through stunnel (stunnel/popd.conf's way): stunnel holds TLS
+    and starts popd on the decrypted stream."""
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    cert_args = tls_files(env)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    popd = env.command()
+    conf = env.dir + "/stunnel.conf"
+    with open(conf, "w") as f:
+        f.write(f"foreground = yes\npid =\n[pop3s]\naccept = 127.0.0.1:{port}\nexec = {popd[0]}\n"
+                f"execArgs = popd {' '.join(popd[1:])}\ncert = {cert_args[1]}\nkey = {cert_args[3]}\n"
+                f"sslVersionMin = TLSv1.2\n")
+    stunnel = subprocess.Popen(["stunnel", conf], env=dict(os.environ, **env.variables()),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    break
+            time.sleep(0.05)
+        pop = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=20)
+        pop.user("alice")
+        pop.pass_("secret")
+        check_equal(pop.stat()[0], 2, "STAT through stunnel")
+        pop.quit()
+    finally:
+        stunnel.terminate()
+        stunnel.wait()
+
+
 def test_session_time_limit(env):
     """--max-session ends even a busy connection, committing nothing."""
     messages, records = make_mbox(2)
