@@ -484,6 +484,19 @@ def test_crlf_and_special_spools(env):
     check_equal(open(path, "rb").read(), data[:data.index("From a")].encode(), "pseudo-message kept")
 
 
+def wait_until_listening(port):
+    """Waits until the port is taken. Not by connecting: that would start a
+    popd whose pam_wrapper could race with the session's for its runtime
+    directory."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+
+
 class SocketServer:
     """popd under systemd-socket-activate --inetd on a free loopback port."""
 
@@ -497,16 +510,7 @@ class SocketServer:
         for k, v in passed.items():
             cmd += ["-E", f"{k}={v}"]
         self.process = subprocess.Popen(cmd + env.command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # Wait until the port is taken. Not by connecting: that would start
-        # a popd whose pam_wrapper could race with the session's for its
-        # runtime directory.
-        for _ in range(200):
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", self.port))
-                except OSError:
-                    break
-            time.sleep(0.05)
+        wait_until_listening(self.port)
 
     def __enter__(self):
         return self

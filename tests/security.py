@@ -195,13 +195,7 @@ def test_stunnel(env):
     stunnel = subprocess.Popen(["stunnel", conf], env=dict(os.environ, **env.variables()),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    break
-            time.sleep(0.05)
+        e2e.wait_until_listening(port)
         pop = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=20)
         pop.user("alice")
         pop.pass_("secret")
