@@ -191,10 +191,12 @@ bool Connection::flush() {
   return !failed_;
 }
 
-std::string Connection::peer_address() const {
+std::string Connection::peer_address() const { return io::peer_address(in_); }
+
+std::string peer_address(int fd) {
   sockaddr_storage address{};
   socklen_t length = sizeof address;
-  if (::getpeername(in_, reinterpret_cast<sockaddr*>(&address), &length) != 0) return {};
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return {};
   char text[INET6_ADDRSTRLEN] = {};
   if (address.ss_family == AF_INET)
     ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&address)->sin_addr, text, sizeof text);

@@ -13,6 +13,10 @@
 
 namespace popd::io {
 
+// The peer's address if fd is an internet socket, "local" for a Unix
+// socket, else empty.
+std::string peer_address(int fd);
+
 class Connection final : public protocol::Output {
  public:
   Connection(int in, int out, std::chrono::seconds idle_timeout);
@@ -37,7 +41,6 @@ class Connection final : public protocol::Output {
   // Called at least once a minute while the connection waits.
   void on_tick(std::function<void()> tick) { tick_ = std::move(tick); }
 
-  // The peer's address if `in` is a socket, else empty.
   std::string peer_address() const;
 
   // Makes SIGTERM, SIGHUP and SIGINT end the waiting (read gives `stopped`,

@@ -244,7 +244,7 @@ bool prepare_directory(const std::string& directory, std::string& error) {
 }  // namespace
 
 int run_separated(const Options& options, const io::TlsContext* tls) {
-  std::string peer = io::Connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(1)).peer_address();
+  std::string peer = io::peer_address(STDIN_FILENO);
   std::string error;
   auto account = unprivileged_account(options.privsep_user);
   if (!account) error = "no unprivileged account " + options.privsep_user;
