@@ -150,10 +150,11 @@ bool drop_to(const Unprivileged& account, const std::string& directory, std::str
 // The session enforces the idle timeout; a client that stops reading is
 // given up after it by Connection::flush.
 void relay(io::Connection& client, int session, std::string_view pending) {
-  if (!io::write_all(session, pending)) return;
   std::string data;
   std::string buffer(params::output_buffer, '\0');
-  bool client_open = true;
+  // Until the session stops taking input (it may already have answered and
+  // gone: a refused mailbox), its replies are still passed on to the end.
+  bool client_open = io::write_all(session, pending);
   for (;;) {
     // A client that has said all it will (a half-close, as a piped script
     // does) still gets every reply: the session sees the end and finishes.
@@ -165,7 +166,7 @@ void relay(io::Connection& client, int session, std::string_view pending) {
     }
     if (buffered || fds[0].revents) {
       if (client.read(data) == io::Connection::ReadResult::data) {
-        if (!io::write_all(session, data)) return;
+        client_open = io::write_all(session, data);
       } else {
         client_open = false;
         ::shutdown(session, SHUT_WR);
