@@ -27,7 +27,6 @@ void log_session_end(const std::string& user, const std::string& peer, const pro
 
 const char* run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
                         const std::string& peer) {
-  const char* how = "quit";
   std::string data, error;
   while (!engine.closed()) {
     // Answer every complete command, then flush once: pipelined commands
@@ -62,7 +61,7 @@ const char* run_session(protocol::Engine& engine, io::Connection& connection, co
     }
   }
   connection.flush();
-  return how;
+  return "quit";
 }
 
 int serve(const Options& options) {
