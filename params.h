@@ -42,6 +42,27 @@ inline constexpr std::size_t output_buffer = 64 * 1024;
 // Input read from the client per read(2).
 inline constexpr std::size_t input_block = 16 * 1024;
 
+// The TLS relay holds at most this much in each direction: enough to keep
+// loopback and long fat networks busy, bounded so that a side that stops
+// reading cannot make the relay grow. A full buffer stops reading from the
+// side that fills it; the other direction goes on.
+inline constexpr std::size_t relay_buffer = 256 * 1024;
+
+// At the end of a session popd half-closes the connection and reads, for at
+// most this long, what the client still sends: closing a socket with unread
+// input resets the connection, and the client could lose the last reply.
+// Clients close at once after the QUIT reply, so this is rarely waited out.
+inline constexpr std::chrono::milliseconds linger{2000};
+
+// After the session's total time limit (--max-session), the relay waits at
+// most this long for the session's last reply before it gives up.
+inline constexpr std::chrono::seconds relay_grace{5};
+
+// Input the pre-authentication process read but did not answer (commands
+// pipelined after PASS) is handed to the session; at most one read and one
+// unfinished line, so this bound is never reached by a real client.
+inline constexpr std::size_t max_handover = input_block + max_sasl_line + 1024;
+
 // RFC 1939: a unique-id is 1 to 70 characters in 0x21..0x7E.
 inline constexpr std::size_t max_uid_length = 70;
 

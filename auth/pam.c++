@@ -10,9 +10,16 @@ PamTransaction::PamTransaction(const std::string& service, const std::string& us
   conversation_.user = user;
   pam_conv conv{&PamTransaction::converse, &conversation_};
   status_ = pam_start(service.c_str(), user.c_str(), &conv, &handle_);
+  // Modules ask for a delay after a failure (pam_unix, pam_faildelay), of
+  // random length; popd delays every failure itself, to a fixed time after
+  // the attempt began, so PAM's delay is replaced by one that does nothing.
+  if (status_ == PAM_SUCCESS)
+    status_ = pam_set_item(handle_, PAM_FAIL_DELAY, reinterpret_cast<const void*>(&PamTransaction::no_delay));
   if (status_ == PAM_SUCCESS && !remote_host.empty())
     status_ = pam_set_item(handle_, PAM_RHOST, remote_host.c_str());
 }
+
+void PamTransaction::no_delay(int, unsigned, void*) {}
 
 PamTransaction::~PamTransaction() {
   if (!handle_) return;

@@ -36,6 +36,7 @@ class PamTransaction {
     std::string_view user;
     std::string_view password;
   };
+  static void no_delay(int status, unsigned microseconds, void* data);
   static int converse(int count, const pam_message** messages, pam_response** responses, void* data);
 
   pam_handle_t* handle_ = nullptr;

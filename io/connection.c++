@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "params.h"
@@ -101,7 +102,63 @@ void Connection::limit_session(std::chrono::seconds limit) { session_deadline = 
 
 bool Connection::session_expired() { return Clock::now() >= session_deadline; }
 
-bool Connection::has_buffered_input() const { return ssl_ && SSL_pending(ssl_) > 0; }
+Clock::time_point Connection::session_end() { return session_deadline; }
+
+void Connection::set_nonblocking() {
+  for (int fd : {in_, out_}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+Connection::Attempt Connection::tls_attempt(int result) {
+  if (result > 0) return {static_cast<std::size_t>(result)};
+  switch (SSL_get_error(ssl_, result)) {
+    case SSL_ERROR_WANT_READ: return {0, false, POLLIN};
+    case SSL_ERROR_WANT_WRITE: return {0, false, POLLOUT};
+    default: failed_ = true; return {0, true};  // close_notify, a reset, or a TLS error
+  }
+}
+
+Connection::Attempt Connection::read_some(char* buffer, std::size_t size) {
+  if (ssl_) return tls_attempt(SSL_read(ssl_, buffer, static_cast<int>(std::min<std::size_t>(size, 1 << 30))));
+  ssize_t n = ::read(in_, buffer, size);
+  if (n > 0) return {static_cast<std::size_t>(n)};
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {0, false, POLLIN};
+  return {0, true};
+}
+
+Connection::Attempt Connection::write_some(std::string_view data) {
+  if (failed_) return {0, true};
+  // The retry after a WANT_WRITE repeats at least the bytes of the attempt
+  // before: the caller only ever appends to what it passes.
+  if (ssl_) return tls_attempt(SSL_write(ssl_, data.data(), static_cast<int>(std::min<std::size_t>(data.size(), 1 << 30))));
+  ssize_t n = ::write(out_, data.data(), data.size());
+  if (n > 0) return {static_cast<std::size_t>(n)};
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {0, false, POLLOUT};
+  failed_ = true;
+  return {0, true};
+}
+
+void Connection::close_gracefully() {
+  if (!flush()) return;
+  if (ssl_) {
+    // close_notify, not waiting for the client's: it may never send one.
+    int result = SSL_shutdown(ssl_);
+    if (result < 0 && SSL_get_error(ssl_, result) == SSL_ERROR_WANT_WRITE && wait(out_, POLLOUT))
+      SSL_shutdown(ssl_);
+    failed_ = true;  // nothing more goes out, not even from the destructor
+  }
+  if (!out_is_socket_ || ::shutdown(out_, SHUT_WR) != 0) return;
+  // The client's FIN normally follows our reply at once; wait no longer
+  // than params::linger for it, discarding what comes before it.
+  auto deadline = Clock::now() + params::linger;
+  char discard[4096];
+  for (;;) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{in_, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return;
+    ssize_t n = ::recv(in_, discard, sizeof discard, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return;
+  }
+}
 
 bool Connection::wait_for_tls(int ssl_error) {
   if (ssl_error == SSL_ERROR_WANT_READ) return wait(in_, POLLIN);

@@ -53,10 +53,31 @@ class Connection final : public protocol::Output {
   // now: waits give up then as on the idle timeout.
   static void limit_session(std::chrono::seconds limit);
   static bool session_expired();
+  // When that is (time_point::max() without a limit).
+  static std::chrono::steady_clock::time_point session_end();
 
   int input_fd() const { return in_; }
-  // TLS has decrypted input that poll() on the socket cannot see.
-  bool has_buffered_input() const;
+  int output_fd() const { return out_; }
+
+  // For a caller that polls itself (the TLS relay): one attempt that never
+  // blocks. `bytes` moved; or `end` (closed, reset, TLS error); or neither,
+  // and `wait` says what to poll for: POLLIN on input_fd(), POLLOUT on
+  // output_fd() (OpenSSL may need either for a read or for a write).
+  struct Attempt {
+    std::size_t bytes = 0;
+    bool end = false;
+    short wait = 0;
+  };
+  Attempt read_some(char* buffer, std::size_t size);
+  Attempt write_some(std::string_view data);
+  // Makes both descriptors non-blocking, for read_some and write_some.
+  void set_nonblocking();
+
+  // Ends the connection so that what was sent arrives: flushes, sends TLS
+  // close_notify, half-closes a socket and reads what the client still
+  // sends for a moment (closing on unread input resets the connection, and
+  // the client can lose the last reply).
+  void close_gracefully();
 
  private:
   // Waits for `events` on fd up to the idle timeout; false on timeout or
@@ -68,6 +89,8 @@ class Connection final : public protocol::Output {
   ssize_t tls_write(std::string_view data);
   // Waits as OpenSSL asks after a WANT_READ or WANT_WRITE; false if neither.
   bool wait_for_tls(int ssl_error);
+  // What an SSL_read or SSL_write that returned `result` must wait for.
+  Attempt tls_attempt(int result);
 
   int in_, out_;
   bool out_is_socket_;

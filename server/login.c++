@@ -32,9 +32,11 @@ const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" 
   // A service manager signals the whole group: the child ends its session
   // cleanly, and we must outlive it to close the PAM session.
   for (int signal : {SIGTERM, SIGHUP, SIGINT}) ::signal(signal, SIG_IGN);
+  // Reaps the pre-auth process too when it ends first (privilege
+  // separation hands the connection over and it exits).
   int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
+  for (pid_t ended; (ended = ::waitpid(-1, &status, 0)) != child;)
+    if (ended < 0 && errno != EINTR) break;
   pam.reset();
   ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
@@ -42,11 +44,15 @@ const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" 
 }  // namespace
 
 Login SystemLogin::login(std::string_view user_name, std::string_view password) {
+  // Every failure is answered failure_delay after the attempt began,
+  // whatever PAM spent (pam_unix hashes only for known users): the timing
+  // tells nothing. PAM's own delay is taken over (see PamTransaction).
+  auto began = std::chrono::steady_clock::now();
   std::string user(user_name);
   auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
     syslog(LOG_NOTICE, "login failed: user=%s rhost=%s: %s", user.c_str(), or_unknown(peer_), why);
-    std::this_thread::sleep_for(options_.failure_delay);
+    std::this_thread::sleep_until(began + options_.failure_delay);
     return Login{outcome, std::move(text)};
   };
 

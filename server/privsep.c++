@@ -1,7 +1,6 @@
 #include "server/privsep.h"
 
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,11 +11,14 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <span>
+#include <vector>
 #include <string.h>  // explicit_bzero
 
 #include "io/connection.h"
 #include "io/fd.h"
 #include "io/file.h"
+#include "io/relay.h"
 #include "params.h"
 #include "protocol/engine.h"
 #include "server/login.h"
@@ -27,28 +29,28 @@ namespace {
 
 using protocol::Login;
 
-const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
 
 // --- The monitor channel: one SOCK_SEQPACKET message per request or reply.
 // Request: user NUL password. Reply: outcome, close flag, text; with
 // handed_off, the session socket rides along (SCM_RIGHTS).
 
 constexpr std::size_t max_message = params::max_user_name + 1 + params::max_sasl_line + 64;
+constexpr std::size_t max_fds = 2;
 
-bool send_message(int channel, std::string_view data, int fd = -1) {
+bool send_message(int channel, std::string_view data, std::span<const int> fds = {}) {
   iovec iov{const_cast<char*>(data.data()), data.size()};
   msghdr message{};
   message.msg_iov = &iov;
   message.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd >= 0) {
+  alignas(cmsghdr) char control[CMSG_SPACE(max_fds * sizeof(int))] = {};
+  if (!fds.empty() && fds.size() <= max_fds) {
     message.msg_control = control;
-    message.msg_controllen = sizeof control;
+    message.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
     cmsghdr* header = CMSG_FIRSTHDR(&message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+    header->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(header), fds.data(), fds.size() * sizeof(int));
   }
   ssize_t n;
   while ((n = ::sendmsg(channel, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR && !io::Connection::stop_requested()) {
@@ -56,28 +58,33 @@ bool send_message(int channel, std::string_view data, int fd = -1) {
   return n == static_cast<ssize_t>(data.size());
 }
 
-// nullopt when the other side is gone. A passed descriptor lands in `fd`.
-std::optional<std::string> receive_message(int channel, io::UniqueFd* fd = nullptr) {
-  std::string data(max_message, '\0');
+// Up to `size` bytes; nullopt when the other side is gone. Passed
+// descriptors land in `fds` (closed if the caller wants none).
+std::optional<std::string> receive_message(int channel, std::vector<io::UniqueFd>* fds = nullptr,
+                                           std::size_t size = max_message) {
+  std::string data(size, '\0');
   iovec iov{data.data(), data.size()};
   msghdr message{};
   message.msg_iov = &iov;
   message.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(max_fds * sizeof(int))] = {};
   message.msg_control = control;
   message.msg_controllen = sizeof control;
   ssize_t n;
   while ((n = ::recvmsg(channel, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR &&
          !io::Connection::stop_requested()) {
   }
-  if (n <= 0 || (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) return std::nullopt;
-  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header; header = CMSG_NXTHDR(&message, header)) {
+  for (cmsghdr* header = CMSG_FIRSTHDR(&message); n >= 0 && header; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-    int received;
-    std::memcpy(&received, CMSG_DATA(header), sizeof received);
-    if (fd) fd->reset(received);
-    else ::close(received);
+    std::size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(header) + i * sizeof(int), sizeof received);
+      if (fds) fds->emplace_back(received);
+      else ::close(received);
+    }
   }
+  if (n <= 0 || (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) return std::nullopt;
   data.resize(n);
   return data;
 }
@@ -103,7 +110,9 @@ class MonitorAuthenticator final : public protocol::Authenticator {
     request += password;
     bool sent = send_message(channel_, request);
     explicit_bzero(request.data(), request.size());
-    auto reply = sent ? receive_message(channel_, &session_) : std::nullopt;
+    std::vector<io::UniqueFd> fds;
+    auto reply = sent ? receive_message(channel_, &fds) : std::nullopt;
+    if (fds.size() == 1) session_ = std::move(fds.front());
     Login result;
     if (!reply || reply->size() < 2 || (*reply)[0] > static_cast<char>(Login::Outcome::handed_off)) {
       result.outcome = Login::Outcome::temporary;
@@ -146,40 +155,52 @@ bool drop_to(const Unprivileged& account, const std::string& directory, std::str
   return true;
 }
 
-// After login: client bytes to the session, session bytes to the client.
-// The session enforces the idle timeout; a client that stops reading is
-// given up after it by Connection::flush.
-void relay(io::Connection& client, int session, std::string_view pending) {
-  std::string data;
-  std::string buffer(params::output_buffer, '\0');
-  // Until the session stops taking input (it may already have answered and
-  // gone: a refused mailbox), its replies are still passed on to the end.
-  bool client_open = io::write_all(session, pending);
-  for (;;) {
-    // A client that has said all it will (a half-close, as a piped script
-    // does) still gets every reply: the session sees the end and finishes.
-    pollfd fds[2] = {{client_open ? client.input_fd() : -1, POLLIN, 0}, {session, POLLIN, 0}};
-    bool buffered = client_open && client.has_buffered_input();
-    if (!buffered && ::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR && !io::Connection::stop_requested()) continue;
-      return;
-    }
-    if (buffered || fds[0].revents) {
-      if (client.read(data) == io::Connection::ReadResult::data) {
-        client_open = io::write_all(session, data);
-      } else {
-        client_open = false;
-        ::shutdown(session, SHUT_WR);
-      }
-    }
-    if (fds[1].revents) {
-      ssize_t n = ::read(session, buffer.data(), buffer.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;
-      client.write(std::string_view(buffer.data(), n));
-      if (!client.flush()) return;
-    }
+// --- The hand-over from the pre-auth process to the session process, on
+// the stream socket the monitor made for them: a header (mode, length of
+// the pending input), the input the client pipelined after its login, and
+// in direct mode the client's descriptors (SCM_RIGHTS) with the header.
+
+enum class Handover : char { direct = 'D', relay = 'R' };
+constexpr std::size_t handover_header = 1 + sizeof(std::uint32_t);
+
+// Without TLS the session gets the client itself and this process is done;
+// with TLS (its state lives here) this process relays until the end.
+void hand_over(io::Connection& client, int session, std::string_view pending, const Options& options) {
+  bool direct = !client.tls_active();
+  std::string message(1, static_cast<char>(direct ? Handover::direct : Handover::relay));
+  auto length = static_cast<std::uint32_t>(pending.size());
+  message.append(reinterpret_cast<const char*>(&length), sizeof length);
+  message += pending;
+  const int fds[] = {client.input_fd(), client.output_fd()};
+  if (!send_message(session, message, direct ? std::span<const int>(fds) : std::span<const int>()) || direct) return;
+  io::relay(client, session, std::chrono::seconds(options.timeout_seconds));
+}
+
+struct Received {
+  std::string pending;
+  std::vector<io::UniqueFd> client;  // input and output; empty: relayed
+};
+
+// The session process checks what the pre-auth process sends it, as it
+// checks what a client sends.
+std::optional<Received> receive_handover(int socket) {
+  Received received;
+  auto header = receive_message(socket, &received.client, handover_header);
+  if (!header || header->size() != handover_header) return std::nullopt;
+  std::uint32_t length;
+  std::memcpy(&length, header->data() + 1, sizeof length);
+  auto mode = static_cast<Handover>((*header)[0]);
+  bool direct = mode == Handover::direct && received.client.size() == 2;
+  bool relayed = mode == Handover::relay && received.client.empty();
+  if (!(direct || relayed) || length > params::max_handover) return std::nullopt;
+  received.pending.resize(length);
+  for (std::size_t done = 0; done < length;) {
+    ssize_t n = ::read(socket, received.pending.data() + done, length - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    done += n;
   }
+  return received;
 }
 
 int pre_authentication(int channel, const Options& options, const io::TlsContext* tls,
@@ -189,19 +210,13 @@ int pre_authentication(int channel, const Options& options, const io::TlsContext
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
     return 1;
   }
-  io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
-  if (options.tls_implicit && !connection.start_tls(*tls, error)) {
-    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", or_local(peer), error.c_str());
-    return 1;
-  }
+  auto connection = open_client(options, tls, peer);
+  if (!connection) return 1;
   MonitorAuthenticator authenticator(channel);
-  protocol::Engine engine(authenticator, connection,
-                          {.stls = tls && !options.tls_implicit,
-                           .tls_active = connection.tls_active(),
-                           .require_tls = options.require_tls});
+  protocol::Engine engine(authenticator, *connection, features(options, tls, *connection));
   engine.greet();
-  run_session(engine, connection, tls, peer);
-  if (engine.handed_off()) relay(connection, authenticator.session(), engine.pending_input());
+  run_session(engine, *connection, tls, peer);
+  if (engine.handed_off()) hand_over(*connection, authenticator.session(), engine.pending_input(), options);
   return 0;
 }
 
@@ -209,12 +224,19 @@ int pre_authentication(int channel, const Options& options, const io::TlsContext
 
 int session(int socket, const Login& login, SystemLogin& system_login, const Options& options,
             const std::string& peer) {
-  io::Connection connection(socket, socket, std::chrono::seconds(options.timeout_seconds));
-  connection.on_tick([&system_login] { system_login.tick(); });
+  auto handover = receive_handover(socket);
+  if (!handover) {
+    syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", system_login.user().c_str());
+    return 1;
+  }
+  bool direct = !handover->client.empty();
+  int in = direct ? handover->client[0].get() : socket;
+  int out = direct ? handover->client[1].get() : socket;
+  io::Connection connection(in, out, std::chrono::seconds(options.timeout_seconds));
   protocol::Engine engine(system_login, connection);
   engine.apply_login(login);
-  const char* how = run_session(engine, connection, nullptr, peer);
-  if (system_login.logged_in()) log_session_end(system_login.user(), peer, engine.stats(), how);
+  engine.receive(handover->pending);
+  serve_user(engine, connection, system_login, nullptr, peer);
   return 0;
 }
 
@@ -287,7 +309,8 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
     login.on_fork([&] {
       Login handed;
       handed.outcome = Login::Outcome::handed_off;
-      send_message(monitor.get(), encode_reply(handed), relay_end.get());
+      const int passed[] = {relay_end.get()};
+      send_message(monitor.get(), encode_reply(handed), passed);
       session_end.reset();
       relay_end.reset();
       monitor.reset();

@@ -4,9 +4,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include <memory>
-
 #include "auth/privileges.h"
+#include "io/file.h"
 #include "io/tls.h"
 #include "server/login.h"
 #include "server/privsep.h"
@@ -14,8 +13,8 @@
 namespace popd::server {
 
 namespace {
+
 const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
-}  // namespace
 
 void log_session_end(const std::string& user, const std::string& peer, const protocol::SessionStats& stats,
                      const char* how) {
@@ -23,6 +22,26 @@ void log_session_end(const std::string& user, const std::string& peer, const pro
          user.c_str(), or_local(peer), static_cast<unsigned long long>(stats.retrieved_messages),
          static_cast<unsigned long long>(stats.retrieved_bytes),
          static_cast<unsigned long long>(stats.deleted_messages), how);
+}
+
+}  // namespace
+
+std::unique_ptr<io::Connection> open_client(const Options& options, const io::TlsContext* tls,
+                                            const std::string& peer) {
+  auto connection =
+      std::make_unique<io::Connection>(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
+  std::string error;
+  if (options.tls_implicit && !connection->start_tls(*tls, error)) {
+    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", or_local(peer), error.c_str());
+    return nullptr;
+  }
+  return connection;
+}
+
+protocol::Features features(const Options& options, const io::TlsContext* tls, const io::Connection& connection) {
+  return {.stls = tls && !options.tls_implicit,
+          .tls_active = connection.tls_active(),
+          .require_tls = options.require_tls};
 }
 
 const char* run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
@@ -64,6 +83,15 @@ const char* run_session(protocol::Engine& engine, io::Connection& connection, co
   return "quit";
 }
 
+void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogin& login,
+                const io::TlsContext* tls, const std::string& peer) {
+  connection.on_tick([&login] { login.tick(); });
+  const char* how = run_session(engine, connection, tls, peer);
+  if (login.logged_in()) log_session_end(login.user(), peer, engine.stats(), how);
+  login.end_session();  // the locks go before the connection lingers
+  connection.close_gracefully();
+}
+
 int serve(const Options& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
   io::Connection::stop_on_termination_signals();
@@ -75,31 +103,19 @@ int serve(const Options& options) {
   std::string error;
   if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
     syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
-    if (!options.tls_implicit) {
-      io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
-      connection.write("-ERR [SYS/TEMP] Server configuration error\r\n");
-      connection.flush();
-    }
+    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
     return 1;
   }
   if (auth::running_as_root()) return run_separated(options, tls.get());
 
   // Not root: nothing to separate; one process serves the invoking user.
-  io::Connection connection(STDIN_FILENO, STDOUT_FILENO, std::chrono::seconds(options.timeout_seconds));
-  std::string peer = connection.peer_address();
-  if (options.tls_implicit && !connection.start_tls(*tls, error)) {
-    syslog(LOG_NOTICE, "TLS: rhost=%s: %s", or_local(peer), error.c_str());
-    return 1;
-  }
+  std::string peer = io::peer_address(STDIN_FILENO);
+  auto connection = open_client(options, tls.get(), peer);
+  if (!connection) return 1;
   SystemLogin login(options, peer);
-  protocol::Engine engine(login, connection,
-                          {.stls = tls && !options.tls_implicit,
-                           .tls_active = connection.tls_active(),
-                           .require_tls = options.require_tls});
-  connection.on_tick([&login] { login.tick(); });
+  protocol::Engine engine(login, *connection, features(options, tls.get(), *connection));
   engine.greet();
-  const char* how = run_session(engine, connection, tls.get(), peer);
-  if (login.logged_in()) log_session_end(login.user(), peer, engine.stats(), how);
+  serve_user(engine, *connection, login, tls.get(), peer);
   return 0;
 }
 

@@ -528,6 +528,8 @@ def test_socket_activation(env):
         port = server.port
         pop = poplib.POP3("127.0.0.1", port, timeout=20)
         check(pop.getwelcome().startswith(b"+OK"), "welcome")
+        if IS_ROOT:
+            check_pre_auth_processes(env)
         caps = pop.capa()
         for cap in ("USER", "TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"):
             check(cap in caps, f"CAPA {cap}")
@@ -566,10 +568,8 @@ def test_socket_activation(env):
         check(not os.path.exists(path + ".lock"), "dotlock after a dropped connection")
 
 
-def check_session_processes(env):
-    """As root, three processes: the monitor (root, for PAM), the pre-auth
-    process relaying the connection (nobody, chrooted to an empty directory),
-    and the session (the user, no root or mail group)."""
+def popd_processes_by_uid():
+    """uid -> (uids, gids, groups, root directory) of each running popd."""
     found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -585,16 +585,35 @@ def check_session_processes(env):
         fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
         uids, gids, groups = fields["Uid"].split(), fields["Gid"].split(), fields["Groups"].split()
         found[uids[0]] = (uids, gids, groups, root)
-    check_equal(sorted(found), sorted(["0", str(ALICE_UID), "65534"]), "popd processes by uid")
+    return found
+
+
+def check_pre_auth_processes(env):
+    """As root, before login: the monitor (root, for PAM) and the pre-auth
+    process (nobody, chrooted to an empty directory) that talks to the client."""
+    found = popd_processes_by_uid()
+    check_equal(sorted(found), ["0", "65534"], "popd processes by uid before login")
+    uids, gids, groups, root = found["65534"]
+    check_equal((uids, gids, groups), (["65534"] * 4, ["65534"] * 4, []), "pre-auth process ids")
+    check_equal(root, env.dir + "/empty", "pre-auth process root directory")
+    check_equal(os.listdir(root), [], "pre-auth root directory is empty")
+
+
+def check_session_processes(env):
+    """As root, after a plain login: the monitor and the session (the user,
+    no root or mail group), which serves the client itself; the pre-auth
+    process has handed the connection over and is gone."""
+    for _ in range(100):
+        found = popd_processes_by_uid()
+        if "65534" not in found:
+            break
+        time.sleep(0.05)
+    check_equal(sorted(found), sorted(["0", str(ALICE_UID)]), "popd processes by uid after login")
     uids, gids, groups, root = found[str(ALICE_UID)]
     check_equal(uids, [str(ALICE_UID)] * 4, "session uids")
     check_equal(gids, [str(ALICE_GID)] * 4, "session gids")
     check("0" not in groups and str(MAIL_GID) not in groups + gids, f"session groups {groups}")
     check_equal(root, "/", "session root directory")
-    uids, gids, groups, root = found["65534"]
-    check_equal((uids, gids, groups), (["65534"] * 4, ["65534"] * 4, []), "pre-auth process ids")
-    check_equal(root, env.dir + "/empty", "pre-auth process root directory")
-    check_equal(os.listdir(root), [], "pre-auth root directory is empty")
 
 
 def test_syslog(env):

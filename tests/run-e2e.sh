@@ -19,3 +19,4 @@ if [ "$(id -u)" = 0 ]; then
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
+/usr/bin/python3 "$here/pipelining.py" "$popd"
