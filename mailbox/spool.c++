@@ -39,6 +39,19 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
   spool->journal_ = journal;
   std::string error;
 
+  // No spool file: no mail has come since the account was made. The
+  // maildrop is empty and the session can change nothing, so nothing is
+  // locked or created (liblockfile's helper refuses a lock for a missing
+  // mailbox on a root:mail spool); the MDA creates the file with its owner,
+  // group and mode as usual. Mail that arrives meanwhile waits for the next
+  // session.
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    result.outcome = Outcome::accepted;
+    result.spool = std::move(spool);
+    return result;
+  }
+
   switch (DotLock::acquire(path, spool->dotlock_, error, result.notes)) {
     case LockStatus::locked: break;
     case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another session");
@@ -48,7 +61,8 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
   // O_NONBLOCK: opening a FIFO planted at the path must not hang us.
   spool->fd_.reset(::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   if (!spool->fd_) {
-    if (errno == ENOENT) {  // no mail has come yet: an empty maildrop
+    if (errno == ENOENT) {  // removed since the lstat: as if it had not been there
+      spool->dotlock_.release();
       result.outcome = Outcome::accepted;
       result.spool = std::move(spool);
       return result;
@@ -58,7 +72,6 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
     if (errno == EACCES || errno == EPERM) return refuse(Outcome::forbidden, "Mailbox is not accessible");
     return refuse(Outcome::temporary, "Cannot open mailbox: " + io::error_text(errno));
   }
-  struct stat st;
   if (::fstat(spool->fd_.get(), &st) != 0)
     return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
   if (!S_ISREG(st.st_mode)) return refuse(Outcome::forbidden, "Mailbox is not a regular file");

@@ -459,6 +459,34 @@ def test_debian_spool(env):
     check(not os.path.exists(path + ".lock"), "stale dotlock left behind")
 
 
+def test_debian_spool_without_mailbox(env):
+    """A new account on a root:mail 2775 spool: no mail has come, so there
+    is no spool file. Login gives an empty maildrop; popd creates nothing,
+    and a later delivery works as usual."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    env.cleanup()
+    env.__init__(debian_spool=True)
+    path = env.mailbox()
+    out, _ = env.run(login() + "STAT\r\nLIST\r\nUIDL\r\nQUIT\r\n")
+    check("+OK maildrop has 0 messages (0 octets)\r\n+OK 0 0\r\n+OK scan listing follows\r\n.\r\n" in out, out)
+    check(out.endswith("+OK popd signing off (0 messages deleted)\r\n"), out)
+    check_equal(os.listdir(env.dir + "/mail"), [], "files left in the spool directory")
+    # procmail delivers, with its dotlock, as root; the new spool gets the
+    # owner, group and mode Debian's MDAs give it (user:mail 0660).
+    rc = env.dir + "/procmailrc"
+    with open(rc, "w") as f:
+        f.write(f":0:\n{path}\n")
+    subprocess.run(["procmail", "-m", rc], input=(from_line(1) + "Subject: first\n\nhello\n").encode(), check=True)
+    os.chown(path, ALICE_UID, MAIL_GID)
+    os.chmod(path, 0o660)
+    out, _ = env.run(login() + "STAT\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n")
+    check("+OK maildrop has 1 messages" in out and "Subject: first\r\n\r\nhello\r\n.\r\n" in out, out)
+    check(out.endswith("(1 messages deleted)\r\n"), out)
+    check_equal(open(path, "rb").read(), b"", "spool after deleting the delivered message")
+
+
 def test_long_lines_and_junk(env):
     messages, records = make_mbox(2)
     env.write_mailbox("".join(records).encode())

@@ -206,6 +206,45 @@ def test_stunnel(env):
         stunnel.wait()
 
 
+def test_login_timing(env):
+    """A wrong password and an unknown user are answered after the same
+    time, --failure-delay after the attempt began, whatever PAM spends: here
+    pam_faildelay asks for a (randomised) second, and a pam_exec script
+    spends 0.3 s on known users only, as pam_unix's hashing does."""
+    slow = env.dir + "/slow-for-known-users"
+    with open(slow, "w") as f:
+        f.write('#!/bin/sh\n[ "$PAM_USER" = alice ] && sleep 0.3\nexit 0\n')
+    os.chmod(slow, 0o755)
+    security = "/usr/lib/x86_64-linux-gnu/security"
+    with open(env.dir + "/pam/popd-timing", "w") as f:
+        f.write(f"auth optional {security}/pam_faildelay.so delay=1000000\n"
+                f"auth optional {security}/pam_exec.so quiet {slow}\n")
+        for kind in ("auth", "account", "password", "session"):
+            f.write(f"{kind} required {e2e.MATRIX} passdb={env.dir}/passdb\n")
+    env.write_mailbox(b"")
+    delay = 0.5
+    times = {"alice": [], "nosuchuser": []}
+    with SocketServer(env, ["--pam-service", "popd-timing", "--failure-delay", str(delay)]) as server:
+        for attempt in range(20):
+            user = "alice" if attempt % 2 else "nosuchuser"
+            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(f"USER {user}\r\n".encode())
+                f.readline()
+                start = time.monotonic()
+                s.sendall(b"PASS wrong\r\n")
+                reply = f.readline()
+                times[user].append(time.monotonic() - start)
+                check(reply.startswith(b"-ERR [AUTH] Authentication failed"), reply)
+    known, unknown = (sorted(times[u])[len(times[u]) // 2] for u in ("alice", "nosuchuser"))
+    print(f"     median time to -ERR: wrong password {known * 1000:.0f} ms, unknown user {unknown * 1000:.0f} ms "
+          f"(--failure-delay {delay * 1000:.0f} ms)")
+    check(abs(known - unknown) <= 0.05, "a wrong password and an unknown user take different times")
+    for median in (known, unknown):
+        check(abs(median - delay) <= delay * 0.1, f"{median:.3f}s is not within 10% of --failure-delay")
+
+
 def test_session_time_limit(env):
     """--max-session ends even a busy connection, committing nothing."""
     messages, records = make_mbox(2)
