@@ -32,13 +32,20 @@ const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" 
   // A service manager signals the whole group: the child ends its session
   // cleanly, and we must outlive it to close the PAM session.
   for (int signal : {SIGTERM, SIGHUP, SIGINT}) ::signal(signal, SIG_IGN);
-  // Reaps the pre-auth process too when it ends first (privilege
-  // separation hands the connection over and it exits).
-  int status = 0;
-  for (pid_t ended; (ended = ::waitpid(-1, &status, 0)) != child;)
-    if (ended < 0 && errno != EINTR) break;
+  // Under privilege separation the pre-auth process is a child too: it
+  // exits after handing a plain connection over, or relays TLS until the
+  // session's last reply has reached the client. The PAM session closes
+  // when the session process ends; the monitor waits for both, so that a
+  // service manager that ends the unit with its main process does not cut
+  // the relay short.
+  int status = 0, session_status = 1;
+  for (pid_t ended; (ended = ::waitpid(-1, &status, 0)) >= 0 || errno == EINTR;) {
+    if (ended != child) continue;
+    session_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    pam.reset();
+  }
   pam.reset();
-  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+  ::_exit(session_status);
 }
 
 }  // namespace

@@ -138,9 +138,10 @@ def test_burst_implicit_tls(env):
 
 # --- who holds the connection ---------------------------------------------
 
-def popd_processes():
-    """pid -> (uid, parent pid, state) of every popd process, zombies too."""
-    found = {}
+def popd_processes(server):
+    """pid -> (uid, parent pid, state) of every popd process that server
+    started, zombies too."""
+    table = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             status = open(f"/proc/{pid}/status").read()
@@ -148,9 +149,15 @@ def popd_processes():
         except OSError:
             continue
         fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
-        if name == "popd":
-            found[int(pid)] = (int(fields["Uid"].split()[0]), int(fields["PPid"]), fields["State"].split()[0])
-    return found
+        table[int(pid)] = (name, int(fields["Uid"].split()[0]), int(fields["PPid"]), fields["State"].split()[0])
+
+    def descends(pid):
+        while pid in table and pid != server.process.pid:
+            pid = table[pid][2]
+        return pid == server.process.pid
+
+    return {pid: (uid, ppid, state) for pid, (name, uid, ppid, state) in table.items()
+            if name == "popd" and descends(pid)}
 
 
 def socket_inode(local_port, remote_port):
@@ -183,12 +190,13 @@ def session_layout(env, args, wrap=None):
         f.readline()
         s.sendall(login().encode())
         f.readline(), f.readline()
-        check(wait_for(lambda: any(uid == ALICE_UID for uid, _, _ in popd_processes().values())), "no session")
+        check(wait_for(lambda: any(uid == ALICE_UID for uid, _, _ in popd_processes(server).values())),
+              "no session")
         inode = socket_inode(server.port, client_port)
         check(inode, "server end of the connection not found")
         # The pre-auth process may take a moment to exit after handing over.
         time.sleep(0.3)
-        processes = popd_processes()
+        processes = popd_processes(server)
         session = next(pid for pid, (uid, _, _) in processes.items() if uid == ALICE_UID)
         fds = [os.readlink(f"/proc/{session}/fd/{fd}") for fd in os.listdir(f"/proc/{session}/fd")]
         s.sendall(b"STAT\r\nQUIT\r\n")
@@ -238,7 +246,7 @@ def test_tls_client_that_stops_reading(env):
         while os.path.exists(path + ".lock") or time.time() - start < 1:
             check(time.time() - start < 20, "popd still holds the mailbox 20 s after the client stopped reading")
             time.sleep(0.2)
-        check(wait_for(lambda: not popd_processes(), 15), f"popd processes left: {popd_processes()}")
+        check(wait_for(lambda: not popd_processes(server), 15), f"popd processes left: {popd_processes(server)}")
         s.close()
     check_equal(open(path, "rb").read(), (big + small).encode(), "mailbox after a stuck client")
 

@@ -245,12 +245,14 @@ def test_login_timing(env):
         check(abs(median - delay) <= delay * 0.1, f"{median:.3f}s is not within 10% of --failure-delay")
 
 
-def test_session_time_limit(env):
-    """--max-session ends even a busy connection, committing nothing."""
+def session_time_limit(env, args=(), wrap=None):
+    """--max-session ends even a busy connection, committing nothing, and
+    its last reply reaches the client."""
     messages, records = make_mbox(2)
     path = env.write_mailbox("".join(records).encode())
-    with SocketServer(env, ["--max-session", "2"]) as server:
+    with SocketServer(env, ["--max-session", "2"] + list(args)) as server:
         s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        s = wrap(s) if wrap else s
         s.sendall((login() + "DELE 1\r\n").encode())
         start, received = time.time(), b""
         while time.time() - start < 15:
@@ -266,12 +268,27 @@ def test_session_time_limit(env):
                 received += chunk
             except socket.timeout:
                 pass
-            except ConnectionResetError:  # closed with our NOOPs unread: the
-                break                     # last reply may be lost with it
+            except ConnectionResetError:
+                check(False, "reset: popd closed on unread NOOPs instead of lingering")
+            except ssl.SSLError as e:
+                check(False, f"TLS error instead of close_notify: {e}")
         elapsed = time.time() - start
         check(1.5 < elapsed < 8, f"connection ended after {elapsed:.1f}s: {received[-100:]!r}")
         check(b"Idle timeout" not in received, f"the idle timeout fired instead: {received[-300:]!r}")
+        check(received.endswith(b"-ERR Session time limit reached, closing connection\r\n"),
+              f"the last reply did not arrive: {received[-200:]!r}")
     check_equal(open(path, "rb").read(), "".join(records).encode(), "mailbox after the limit")
+
+
+def test_session_time_limit(env):
+    session_time_limit(env)
+
+
+def test_session_time_limit_tls(env):
+    context = client_context()
+    # A ragged end (no close_notify) raises SSLEOFError here.
+    session_time_limit(env, tls_files(env) + ["--tls-implicit"],
+                       lambda s: context.wrap_socket(s, suppress_ragged_eofs=False))
 
 
 def test_client_that_stops_reading(env):
