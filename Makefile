@@ -87,6 +87,15 @@ check: deps
 	for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz-replay-$$t tests/fuzz/corpus/$$t/* || exit 1; done
 	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so
 
+# Side by side with Dovecot and popa3d (bench/run.py; as root): SIZE=small,
+# medium (10,000 messages, ~200 MB) or large (100,000, ~1.1 GB). Not in CI.
+SIZE ?= medium
+RUNS ?= 5
+bench: deps
+	@tests/install-deps bench
+	$(MAKE) popd
+	/usr/bin/python3 bench/run.py --size $(SIZE) --runs $(RUNS)
+
 demo: deps
 	$(MAKE) popd
 	@demo/run.sh ./popd
@@ -107,4 +116,4 @@ install: popd
 clean:
 	rm -rf build popd
 
-.PHONY: all deps check demo install clean fuzz
+.PHONY: all deps check demo install clean fuzz bench

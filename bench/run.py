@@ -1,0 +1,573 @@
+#!/usr/bin/env python3
+"""`make bench`: popd side by side with Dovecot and popa3d on the same
+mailbox, one session at a time, alternating servers run by run so that
+machine noise hits all alike. As root: it makes real accounts (bench-*),
+spools in /var/mail and PAM files, as the servers need them.
+
+  popd     started as root, privilege separation on (as deployed), under
+           systemd-socket-activate; implicit TLS on a second port
+  dovecot  Debian's dovecot-pop3d, its own instance and config on loopback,
+           mbox spool, index kept warm by a login before each timed run
+  popa3d   Debian's binary (apt-get download + dpkg -x; never installed:
+           it conflicts with Dovecot's package), under systemd-socket-activate
+
+A peer that cannot be set up is reported as missing. Results, as Markdown,
+go to bench/results/SIZE.md.
+
+Usage: bench/run.py [--size small|medium|large] [--runs N] [--only SCENARIO]
+"""
+import argparse
+import os
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import client  # noqa: E402
+
+WORK = "/var/tmp/popd-bench"
+PASSWORD = "bench-Pw-1"
+
+
+def sh(*args, **kw):
+    return subprocess.run(list(args), check=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def account(name):
+    """A real account with a password: every server goes through pam_unix."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        sh("useradd", "--system", "--create-home", "--home-dir", f"{WORK}/home/{name}", "--shell", "/bin/sh", name)
+    sh("chpasswd", input=f"{name}:{PASSWORD}\n".encode())
+    return pwd.getpwnam(name)
+
+
+def certificate():
+    cert, key = f"{WORK}/cert.pem", f"{WORK}/key.pem"
+    if not os.path.exists(cert):
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "30",
+           "-keyout", key, "-out", cert, capture_output=True)
+    return cert, key
+
+
+class Server:
+    """One server under test: its account, its spool, how to start it."""
+    tls_port = None
+
+    def __init__(self, name):
+        self.name = name
+        self.user = account(f"bench-{name}")
+        self.spool = f"/var/mail/{self.user.pw_name}"
+        self.processes = []
+        self.rusage = f"{WORK}/{name}.rusage"
+
+    def restore(self, pristine):
+        """The pristine mailbox, in place (the inode stays, as after delivery)."""
+        with open(pristine, "rb") as src, open(self.spool, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.chown(self.spool, self.user.pw_uid, 8)  # user:mail, as MDAs make spools
+        os.chmod(self.spool, 0o660)
+
+    def inetd(self, port, command):
+        """Under systemd-socket-activate, each connection's process timed by
+        GNU time (CPU, and the peak RSS of the largest of its processes)."""
+        timed = ["/usr/bin/time", "-a", "-o", self.rusage, "-f", "%U %S %M"] + command
+        self.processes.append(subprocess.Popen(["systemd-socket-activate", "--inetd", "-a", "-l",
+                                                f"127.0.0.1:{port}"] + timed,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening_bound(port)
+
+    def usage(self):
+        """(CPU seconds, peak RSS KiB) of each session since the last call."""
+        if not os.path.exists(self.rusage):
+            return []
+        lines = [l.split() for l in open(self.rusage).read().splitlines() if l and l[0].isdigit()]
+        os.unlink(self.rusage)
+        return [(float(u) + float(s), int(m)) for u, s, m in lines]
+
+    def stop(self):
+        for p in self.processes:
+            p.terminate()
+            p.wait()
+
+
+def wait_listening_bound(port):
+    """Waits until the port is bound, without connecting (a connection would
+    start a session)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} never bound")
+
+
+class Popd(Server):
+    def __init__(self):
+        super().__init__("popd")
+        if not os.path.exists("/etc/pam.d/popd"):
+            shutil.copy(f"{TOP}/pam.d/popd", "/etc/pam.d/popd")
+        cert, key = certificate()
+        binary = f"{TOP}/popd"
+        self.port, self.tls_port = free_port(), free_port()
+        self.inetd(self.port, [binary])
+        self.inetd(self.tls_port, [binary, "--tls-cert", cert, "--tls-key", key, "--tls-implicit"])
+
+
+class Popa3d(Server):
+    def __init__(self):
+        root = f"{WORK}/popa3d-root"
+        if not os.path.exists(f"{root}/usr/sbin/popa3d"):
+            os.makedirs(WORK, exist_ok=True)
+            sh("apt-get", "download", "popa3d", cwd=WORK, capture_output=True)
+            deb = next(f for f in os.listdir(WORK) if f.startswith("popa3d_") and f.endswith(".deb"))
+            sh("dpkg", "-x", f"{WORK}/{deb}", root)
+        super().__init__("popa3d")
+        account("popa3d")  # its unprivileged account, as its package would make
+        os.makedirs("/var/lib/popa3d", mode=0o755, exist_ok=True)
+        if not os.path.exists("/etc/pam.d/popa3d"):
+            shutil.copy(f"{root}/etc/pam.d/popa3d", "/etc/pam.d/popa3d")
+        self.port = free_port()
+        self.inetd(self.port, [f"{root}/usr/sbin/popa3d"])
+
+
+class Dovecot(Server):
+    def __init__(self):
+        if not shutil.which("dovecot"):
+            raise RuntimeError("dovecot is not installed (apt-get install dovecot-pop3d)")
+        super().__init__("dovecot")
+        cert, key = certificate()
+        base = f"{WORK}/dovecot"
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(f"{base}/run")
+        self.port, self.tls_port = free_port(), free_port()
+        config = f"{base}/dovecot.conf"
+        with open(config, "w") as f:
+            f.write(f"""protocols = pop3
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = no
+auth_mechanisms = plain
+passdb {{
+  driver = pam
+}}
+userdb {{
+  driver = passwd
+}}
+mail_location = mbox:{base}/mail/%u:INBOX=/var/mail/%u:INDEX={base}/index/%u
+mail_privileged_group = mail
+pop3_uidl_format = %08Xu%08Xv
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {self.tls_port}
+    ssl = yes
+  }}
+}}
+""")
+        for folder in ("mail", "index"):  # made by each user's pop3 process
+            os.makedirs(f"{base}/{folder}")
+            os.chmod(f"{base}/{folder}", 0o1777)
+        os.chmod(base, 0o755)
+        self.processes.append(subprocess.Popen(["dovecot", "-F", "-c", config]))
+        wait_listening(self.port)
+        self.cpu_mark = self.cpu_seconds()
+
+    def cpu_seconds(self):
+        """CPU of every Dovecot process, and of those it has reaped."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{pid}/stat").read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if "dovecot" in stat[:stat.rindex(")")] or stat.split("(")[1].startswith(("pop3", "auth", "anvil", "log",
+                                                                                       "config", "stats")):
+                total += sum(int(x) for x in fields[11:15]) / tick
+        return total
+
+    def usage(self):
+        now = self.cpu_seconds()
+        used, self.cpu_mark = now - self.cpu_mark, now
+        return [(used, None)]
+
+    def sample_rss(self, stop):
+        """Peak RSS of Dovecot's pop3 processes, sampled while a run lasts."""
+        self.peak = 0
+        while not stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if open(f"/proc/{pid}/comm").read().strip() != "pop3":
+                        continue
+                    for line in open(f"/proc/{pid}/status"):
+                        if line.startswith("VmHWM:"):
+                            self.peak = max(self.peak, int(line.split()[1]))
+                except OSError:
+                    pass
+            stop.wait(0.01)
+
+
+# --- the mailbox and what the client must receive ---------------------------
+
+class Mailbox:
+    def __init__(self, path):
+        self.path = path
+        data = open(path, "rb").read()
+        starts = [0] + [i + 2 for i in iter_find(data, b"\n\nFrom ")]
+        self.records = [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
+        self.count = len(self.records)
+        self.bodies = [client_form(r) for r in self.records]
+        self.size = len(data)
+
+    def without(self, deleted):
+        return b"".join(r for i, r in enumerate(self.records, 1) if i not in deleted)
+
+
+def iter_find(data, needle):
+    at = data.find(needle)
+    while at >= 0:
+        yield at
+        at = data.find(needle, at + 1)
+
+
+def client_form(record):
+    """What RETR sends of a record, stuffed, without the terminating dot."""
+    content = record[record.index(b"\n") + 1:]
+    if content.endswith(b"\n\n"):
+        content = content[:-1]  # the empty line before the next "From " separates
+    lines = content.split(b"\n")[:-1]
+    return b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in lines)
+
+
+# --- scenarios ----------------------------------------------------------------
+
+class Scenario:
+    def __init__(self, name, commands, deleted=lambda n: (), tls=False, replace=False, check=None):
+        self.name, self.commands, self.deleted, self.tls, self.replace, self.check = \
+            name, commands, deleted, tls, replace, check
+
+
+def all_of(verb, suffix=""):
+    return lambda n: "".join(f"{verb} {i}{suffix}\r\n" for i in range(1, n + 1))
+
+
+def scenarios():
+    retr, top = all_of("RETR"), all_of("TOP", " 0")
+    return [
+        Scenario("login + STAT", lambda n: "STAT\r\n", check="stat"),
+        Scenario("first login after new mail replaced the file", lambda n: "STAT\r\n", replace=True, check="stat"),
+        Scenario("UIDL", lambda n: "UIDL\r\n", check="uidl"),
+        Scenario("RETR every message, pipelined", retr, check="retr"),
+        Scenario("TOP n 0 of every message", top, check="top"),
+        Scenario("RETR every message, TLS", retr, tls=True, check="retr"),
+        Scenario("TOP n 0 of every message, TLS", top, tls=True, check="top"),
+        Scenario("DELE 1 + QUIT", lambda n: "DELE 1\r\n", deleted=lambda n: {1}),
+        Scenario("DELE first 10 % + QUIT", lambda n: all_of("DELE")(max(1, n // 10)),
+                 deleted=lambda n: set(range(1, max(1, n // 10) + 1))),
+        Scenario("DELE last + QUIT", lambda n: f"DELE {n}\r\n", deleted=lambda n: {n}),
+        Scenario("DELE all + QUIT", all_of("DELE"), deleted=lambda n: set(range(1, n + 1))),
+    ]
+
+
+def login(server):
+    return f"USER {server.user.pw_name}\r\nPASS {PASSWORD}\r\n"
+
+
+def status_lines(data):
+    return data.split(b"\r\n", 3)
+
+
+def verify(scenario, server, box, data, deleted):
+    """Checks what came back (and the spool after a deleting QUIT)."""
+    lines = data.split(b"\r\n", 3)
+    if not (lines[0].startswith(b"+OK") and lines[1].startswith(b"+OK") and lines[2].startswith(b"+OK")):
+        raise AssertionError(f"{server.name}: login failed: {data[:300]!r}")
+    after_login = len(lines[0]) + len(lines[1]) + len(lines[2]) + 6
+    if scenario.check == "stat":
+        count = box.count + (1 if scenario.replace else 0)
+        if not lines[3].startswith(f"+OK {count} ".encode()):
+            raise AssertionError(f"{server.name}: STAT {lines[3][:80]!r}, expected {count} messages")
+    elif scenario.check in ("retr", "top", "uidl"):
+        count = 1 if scenario.check == "uidl" else box.count
+        bodies = list(client.multiline_bodies(data, after_login, count))
+        if scenario.check == "uidl":
+            if len(bodies[0][1].split(b"\r\n")) - 1 != box.count:
+                raise AssertionError(f"{server.name}: UIDL listing has the wrong length")
+            return
+        if len(bodies) != box.count:
+            raise AssertionError(f"{server.name}: {len(bodies)} replies for {box.count} messages")
+        for i, (status, body) in enumerate(bodies):
+            expected = box.bodies[i]
+            if scenario.check == "top":
+                expected = expected[:expected.index(b"\r\n\r\n") + 4]
+            if not status.startswith(b"+OK") or body != expected:
+                raise AssertionError(f"{server.name}: message {i + 1} differs: {status!r} {body[:200]!r}")
+    if deleted:
+        if not data.rstrip(b"\r\n").split(b"\r\n")[-1].startswith(b"+OK"):
+            raise AssertionError(f"{server.name}: QUIT failed: {data[-200:]!r}")
+        left = open(server.spool, "rb").read()
+        if server.name == "popd" and left != box.without(deleted):
+            raise AssertionError("popd: the spool after QUIT is not the original less the deleted messages")
+        separators = left.count(b"\n\nFrom ") + left.startswith(b"From ")
+        if separators != box.count - len(deleted) + (1 if server.name == "dovecot" and left.count(
+                b"DON'T DELETE THIS MESSAGE") else 0):
+            raise AssertionError(f"{server.name}: {separators} messages left, expected {box.count - len(deleted)}")
+
+
+def replace_with_new_mail(server, box):
+    """New mail, written as some MDAs and mail tools do: a new file renamed
+    over the spool (a new inode; Dovecot's index no longer matches)."""
+    temporary = server.spool + ".new"
+    with open(temporary, "wb") as f:
+        with open(box.path, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 22)
+        f.write(b"From new@example.org Tue Jan 30 10:00:00 2024\nSubject: new\n\nnew mail\n\n")
+    os.chown(temporary, server.user.pw_uid, 8)
+    os.chmod(temporary, 0o660)
+    os.rename(temporary, server.spool)
+
+
+def timed_run(scenario, server, box):
+    deleted = scenario.deleted(box.count)
+    if deleted or scenario.replace:
+        server.restore(box.path)
+    port = server.tls_port if scenario.tls else server.port
+    client.session(server.port, (login(server) + "STAT\r\nQUIT\r\n").encode())  # warm cache and index
+    if scenario.replace:
+        replace_with_new_mail(server, box)
+    server.usage()
+    stop = threading.Event()
+    sampler = None
+    if isinstance(server, Dovecot):
+        sampler = threading.Thread(target=server.sample_rss, args=(stop,))
+        sampler.start()
+    commands = (login(server) + scenario.commands(box.count) + "QUIT\r\n").encode()
+    elapsed, data = client.session(port, commands, tls=scenario.tls)
+    time.sleep(0.05)  # let the server's processes end and be accounted
+    usage = server.usage()
+    if sampler:
+        stop.set()
+        sampler.join()
+        usage = [(usage[0][0], server.peak)]
+    verify(scenario, server, box, data, deleted)
+    if scenario.replace:
+        server.restore(box.path)
+    return elapsed, sum(u[0] for u in usage), max((u[1] or 0 for u in usage), default=0)
+
+
+# --- floors -------------------------------------------------------------------
+
+def time_it(function, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        while f.read(1 << 22):
+            pass
+
+
+def copy_and_fsync(path):
+    copy = os.path.join(os.path.dirname(path), ".bench-copy")
+    with open(path, "rb") as src, open(copy, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.unlink(copy)
+
+
+def ceiling(path, length, tls, runs):
+    """The client's own ceiling: a sender that writes `length` bytes of the
+    file as fast as the kernel (sendfile) or OpenSSL can."""
+    port = free_port()
+    cert, key = certificate()
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(port), path, str(length), cert, key,
+                               "tls" if tls else "plain"])
+    try:
+        wait_listening_bound(port)
+        return [client.session(port, b"", tls=tls, expect=length)[0] for _ in range(runs)]
+    finally:
+        sender.kill()
+        sender.wait()
+
+
+SENDER = r"""
+import os, socket, ssl, sys
+port, path, length, cert, key, mode = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+listener = socket.create_server(("127.0.0.1", port))
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+fd = os.open(path, os.O_RDONLY)
+while True:
+    conn, _ = listener.accept()
+    if mode == "tls":
+        conn = context.wrap_socket(conn, server_side=True)
+        sent = 0
+        while sent < length:
+            sent += conn.send(os.pread(fd, min(1 << 20, length - sent), sent % os.fstat(fd).st_size))
+    else:
+        sent = 0
+        while sent < length:
+            sent += os.sendfile(conn.fileno(), fd, sent % os.fstat(fd).st_size, length - sent)
+    conn.close()
+"""
+
+
+# --- the report -----------------------------------------------------------------
+
+def ms(seconds):
+    return f"{seconds * 1000:.0f}" if seconds < 10 else f"{seconds * 1000:,.0f}"
+
+
+def summary(times):
+    return f"{ms(statistics.median(times))} ({ms(min(times))}–{ms(max(times))})"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="medium", choices=("small", "medium", "large"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/run.py: run as root (it starts the servers as root, as they are deployed)")
+    os.makedirs(WORK, exist_ok=True)
+    pristine = f"{WORK}/{args.size}.mbox"
+    if not os.path.exists(pristine):
+        print(f"generating the {args.size} mailbox ...", flush=True)
+        sh(sys.executable, f"{HERE}/mkmbox.py", args.size, pristine)
+    box = Mailbox(pristine)
+    print(f"mailbox: {box.count:,} messages, {box.size / 1e6:,.0f} MB", flush=True)
+
+    servers, missing = [], {}
+    for kind in (Popd, Dovecot, Popa3d):
+        try:
+            servers.append(kind())
+        except Exception as e:  # reported, never silently skipped
+            missing[kind.__name__.lower()] = str(e)
+            print(f"{kind.__name__.lower()}: MISSING: {e}", flush=True)
+    for server in servers:
+        server.restore(pristine)
+
+    results = {}  # scenario -> server -> [(seconds, cpu, rss)]
+    try:
+        for scenario in scenarios():
+            if args.only and args.only not in scenario.name:
+                continue
+            rows = results.setdefault(scenario.name, {})
+            for run in range(args.runs):
+                for server in servers:  # A B C A B C ...
+                    if scenario.tls and server.tls_port is None:
+                        rows[server.name] = None
+                        continue
+                    rows.setdefault(server.name, []).append(timed_run(scenario, server, box))
+            line = "  ".join(f"{name} {summary([r[0] for r in runs]) if runs else 'n/a'}" for name, runs in rows.items())
+            print(f"{scenario.name}: {line} ms", flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+
+    floors = {
+        "read the file (cat)": time_it(lambda: read_file(pristine), args.runs),
+        "cp + fsync": time_it(lambda: copy_and_fsync(servers[0].spool if servers else pristine), args.runs),
+    }
+    retr_bytes = sum(len(b) + 5 + 20 for b in box.bodies)
+    floors["client ceiling, plain (sendfile of the RETR bytes)"] = ceiling(pristine, retr_bytes, False, args.runs)
+    floors["client ceiling, TLS"] = ceiling(pristine, retr_bytes, True, args.runs)
+    report(args, box, servers, missing, results, floors)
+
+
+def report(args, box, servers, missing, results, floors):
+    names = [s.name for s in servers]
+    out = [f"# popd benchmark: {args.size} mailbox", "",
+           f"{box.count:,} messages, {box.size / 1e6:,.0f} MB; {args.runs} runs per server and scenario, "
+           f"alternating; wall time in ms as median (min–max), measured by the client from connect to the "
+           f"server's close after QUIT. Command: `make bench SIZE={args.size}`. Machine: "
+           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.", ""]
+    for name, why in missing.items():
+        out.append(f"**{name}: missing** ({why})")
+    out += ["", "| work | " + " | ".join(names) + " | popd / fastest peer |", "|---" * (len(names) + 2) + "|"]
+    for scenario, rows in results.items():
+        cells, medians = [], {}
+        for name in names:
+            runs = rows.get(name)
+            if not runs:
+                cells.append("n/a")
+                continue
+            medians[name] = statistics.median(r[0] for r in runs)
+            cells.append(summary([r[0] for r in runs]))
+        peers = [v for k, v in medians.items() if k != "popd"]
+        ratio = f"{medians['popd'] / min(peers):.2f}×" if peers and "popd" in medians else "n/a"
+        out.append(f"| {scenario} | " + " | ".join(cells) + f" | {ratio} |")
+    out += ["", "Server CPU time (user + system, ms, median) and peak RSS (MiB, the largest process; "
+            "for popd the largest of monitor, pre-auth and session, from GNU time):", "",
+            "| work | " + " | ".join(f"{n} CPU | {n} RSS" for n in names) + " |", "|---" * (2 * len(names) + 1) + "|"]
+    for scenario, rows in results.items():
+        cells = []
+        for name in names:
+            runs = rows.get(name)
+            if not runs:
+                cells += ["n/a", "n/a"]
+                continue
+            rss = max(r[2] for r in runs)
+            cells += [ms(statistics.median(r[1] for r in runs)), f"{rss / 1024:.1f}" if rss else "n/a"]
+        out.append(f"| {scenario} | " + " | ".join(cells) + " |")
+    out += ["", "Floors:", "", "| floor | ms |", "|---|---|"]
+    out += [f"| {name} | {summary(times)} |" for name, times in floors.items()]
+    popd_rss = max((r[2] for rows in results.values() for r in rows.get("popd") or []), default=0)
+    if popd_rss:
+        out += ["", f"popd's peak RSS: {popd_rss / 1024:.1f} MiB, {popd_rss * 1024 / box.count:,.0f} bytes "
+                    f"per message of the mailbox."]
+    os.makedirs(f"{HERE}/results", exist_ok=True)
+    path = f"{HERE}/results/{args.size}.md"
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    print("\n".join(out))
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
