@@ -222,7 +222,7 @@ def test_login_timing(env):
         for kind in ("auth", "account", "password", "session"):
             f.write(f"{kind} required {e2e.MATRIX} passdb={env.dir}/passdb\n")
     env.write_mailbox(b"")
-    delay = 0.5
+    delay = 1.0
     times = {"alice": [], "nosuchuser": []}
     with SocketServer(env, ["--pam-service", "popd-timing", "--failure-delay", str(delay)]) as server:
         for attempt in range(20):
