@@ -5,6 +5,10 @@
 #include <cstring>
 #include <unordered_map>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "mailbox/digest.h"
 #include "params.h"
 
@@ -34,9 +38,11 @@ class LineScanner {
   };
 
   // The buffer is no larger than the range: a small message costs little.
+  // It has `padding` zero bytes beyond its end for vector loads.
   LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end)
       : source_(source),
-        buffer_(std::max<std::uint64_t>(1, std::min<std::uint64_t>(params::read_block, end - begin)), '\0'),
+        size_(std::max<std::uint64_t>(64, std::min<std::uint64_t>(params::read_block, end - begin))),
+        buffer_(size_ + padding, '\0'),
         buffer_offset_(begin),
         end_(end) {}
 
@@ -47,7 +53,7 @@ class LineScanner {
         std::size_t length = static_cast<const char*>(nl) - start + 1;
         return emit(piece, length, true);
       }
-      if (more_data() && (pos_ > 0 || fill_ < buffer_.size())) {
+      if (more_data() && (pos_ > 0 || fill_ < size_)) {
         refill();
         continue;
       }
@@ -63,24 +69,54 @@ class LineScanner {
 
   // Continue at `offset`, which starts a line.
   void seek(std::uint64_t offset) {
-    buffer_offset_ = offset;
-    pos_ = fill_ = 0;
+    if (offset >= buffer_offset_ && offset <= buffer_offset_ + fill_) {
+      pos_ = offset - buffer_offset_;  // already here: no read
+    } else {
+      buffer_offset_ = offset;
+      pos_ = fill_ = 0;
+    }
     at_line_start_ = true;
   }
+
+  struct BodyEnd {
+    std::uint64_t content_end;  // the empty line before the next "From ", or the end
+    std::uint64_t size;         // octets the body sends, the empty line after the header included
+  };
+  // Call right after the empty line that ends a header, at `blank_line`.
+  // Finds the end of the body in large blocks, counting line ends with
+  // vector instructions instead of looking at each line, and stops at the
+  // next "From " line (the separator rule: it follows an empty line).
+  BodyEnd skip_body(std::uint64_t blank_line);
 
  private:
   bool more_data() const { return buffer_offset_ + fill_ < end_ && !exhausted_; }
 
-  void refill() {
-    std::memmove(buffer_.data(), buffer_.data() + pos_, fill_ - pos_);
-    buffer_offset_ += pos_;
-    fill_ -= pos_;
-    pos_ = 0;
-    std::uint64_t want = std::min<std::uint64_t>(buffer_.size() - fill_, end_ - (buffer_offset_ + fill_));
+  // Keeps the bytes from pos_ (and `behind` bytes before it), reads more.
+  void refill(std::size_t behind = 0) {
+    std::size_t keep = std::min(pos_, behind);
+    std::memmove(buffer_.data(), buffer_.data() + pos_ - keep, fill_ - pos_ + keep);
+    buffer_offset_ += pos_ - keep;
+    fill_ -= pos_ - keep;
+    pos_ = keep;
+    std::uint64_t want = std::min<std::uint64_t>(size_ - fill_, end_ - (buffer_offset_ + fill_));
     std::size_t got = source_.read_at(buffer_offset_ + fill_, buffer_.data() + fill_, want);
     if (got == 0) exhausted_ = true;  // the file shrank under us: stop here
     fill_ += got;
+    std::memset(buffer_.data() + fill_, 0, padding);
   }
+
+  // Where the "\n" at k (followed by "From ") ends an empty line, that
+  // line's start; else nullopt. Needs the two bytes before k.
+  std::optional<std::size_t> empty_line_ending_at(std::size_t k) const {
+    if (buffer_[k - 1] == '\n') return k;
+    if (buffer_[k - 1] == '\r' && buffer_[k - 2] == '\n') return k - 1;
+    return std::nullopt;
+  }
+  bool from_line_at(std::size_t i) const {
+    return fill_ - i >= from_.size() && std::memcmp(buffer_.data() + i, from_.data(), from_.size()) == 0;
+  }
+
+  static constexpr std::size_t padding = 32;
 
   bool emit(Piece& piece, std::size_t length, bool ends_line) {
     piece.offset = buffer_offset_ + pos_;
@@ -93,6 +129,7 @@ class LineScanner {
   }
 
   ByteSource& source_;
+  std::size_t size_;
   std::string buffer_;
   std::uint64_t buffer_offset_;
   std::uint64_t end_;
@@ -100,6 +137,132 @@ class LineScanner {
   bool at_line_start_ = true;
   bool exhausted_ = false;
 };
+
+// Counts line feeds and CR LF pairs over blocks of 16 bytes, and finds
+// where a line feed is followed by 'F' (a line that may start "From ").
+// The counts stay in per-byte vector counters, summed every 255 blocks.
+class LineEndCounter {
+ public:
+  // Counts the 16-byte blocks of data[i, limit) up to the first block
+  // with a candidate, whose bits (bit j: data[i+j] data[i+j+1] is LF 'F')
+  // land in `candidates`; returns that block's index (counted), or where
+  // the blocks end. Reads one byte past each block.
+  std::size_t blocks(const char* data, std::size_t i, std::size_t limit, unsigned& candidates) {
+    candidates = 0;
+#if defined(__SSE2__)
+    // Per-byte counters (a match is -1, subtracted), summed before they
+    // can overflow.
+    __m128i lf_bytes = _mm_setzero_si128(), crlf_bytes = _mm_setzero_si128();
+    const __m128i lf_char = _mm_set1_epi8('\n'), cr_char = _mm_set1_epi8('\r'), f_char = _mm_set1_epi8('F');
+    unsigned pending = 0;
+    for (; i + 16 <= limit; i += 16) {
+      __m128i here = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+      __m128i next = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + 1));
+      __m128i lf = _mm_cmpeq_epi8(here, lf_char);
+      lf_bytes = _mm_sub_epi8(lf_bytes, lf);
+      crlf_bytes = _mm_sub_epi8(crlf_bytes, _mm_and_si128(_mm_cmpeq_epi8(here, cr_char), _mm_cmpeq_epi8(next, lf_char)));
+      candidates = static_cast<unsigned>(_mm_movemask_epi8(_mm_and_si128(lf, _mm_cmpeq_epi8(next, f_char))));
+      if (candidates || ++pending == 255) {
+        lf_ += sum(lf_bytes), crlf_ += sum(crlf_bytes);
+        lf_bytes = crlf_bytes = _mm_setzero_si128();
+        pending = 0;
+        if (candidates) return i;
+      }
+    }
+    lf_ += sum(lf_bytes), crlf_ += sum(crlf_bytes);
+#else
+    for (; i + 16 <= limit; i += 16) {
+      for (unsigned j = 0; j < 16; ++j) {
+        add(data[i + j], data[i + j + 1], 1);
+        candidates |= unsigned{data[i + j] == '\n' && data[i + j + 1] == 'F'} << j;
+      }
+      if (candidates) return i;
+    }
+#endif
+    return i;
+  }
+  // One byte and the one after it; sign -1 takes it back.
+  void add(char c, char next, int sign) {
+    lf_ += sign * (c == '\n');
+    crlf_ += sign * (c == '\r' && next == '\n');
+  }
+  std::uint64_t lf() const { return lf_; }
+  std::uint64_t crlf() const { return crlf_; }
+
+ private:
+#if defined(__SSE2__)
+  static std::uint64_t sum(__m128i bytes) {
+    __m128i sums = _mm_sad_epu8(bytes, _mm_setzero_si128());
+    return static_cast<std::uint64_t>(_mm_cvtsi128_si64(sums)) +
+           static_cast<std::uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums)));
+  }
+#endif
+  std::uint64_t lf_ = 0, crlf_ = 0;
+};
+
+LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
+  at_line_start_ = true;
+  const std::uint64_t start = buffer_offset_ + pos_;
+  if (pos_ < 2 || (fill_ - pos_ < from_.size() + 1 && more_data())) {
+    // Two bytes before the body are needed (the empty-line test), and
+    // enough after it for "From ".
+    buffer_offset_ = start - 2;
+    pos_ = fill_ = 0;
+    refill();
+    pos_ = 2;
+  }
+  if (from_line_at(pos_)) return {blank_line, 0};  // "From " right after the header
+  LineEndCounter counter;
+  auto count = [&](std::size_t from, std::size_t to, int sign) {
+    for (std::size_t i = from; i < to; ++i) counter.add(buffer_[i], buffer_[i + 1], sign);
+  };
+  // The body ends at an empty line whose line feed at k is followed by
+  // "From "; the counter covers the buffer up to i.
+  auto ends_at = [&](std::size_t k, std::size_t i) -> std::optional<BodyEnd> {
+    auto empty = empty_line_ending_at(k);
+    if (!empty || !from_line_at(k + 1)) return std::nullopt;
+    if (*empty < i) count(*empty, i, -1);
+    else count(i, *empty, 1);
+    std::uint64_t content_end = buffer_offset_ + *empty;
+    pos_ = k + 1;  // the next record's "From " line
+    return BodyEnd{content_end, 2 + (content_end - start) + counter.lf() - counter.crlf()};
+  };
+  for (;;) {
+    bool last = !more_data();
+    std::size_t limit = last ? fill_ : std::max(pos_, fill_ - std::min(fill_, from_.size()));
+    std::size_t i = pos_;
+    unsigned candidates;
+    while ((i = counter.blocks(buffer_.data(), i, limit, candidates)) + 16 <= limit) {
+      for (; candidates; candidates &= candidates - 1) {
+        std::size_t k = i + __builtin_ctz(candidates);
+        // The whole block is counted already: take back what follows k.
+        if (empty_line_ending_at(k) && from_line_at(k + 1)) {
+          count(k, i + 16, -1);
+          if (auto end = ends_at(k, k)) return *end;
+        }
+      }
+      i += 16;
+    }
+    for (; i < limit; ++i) {
+      if (buffer_[i] == '\n' && buffer_[i + 1] == 'F')
+        if (auto end = ends_at(i, i)) return *end;
+      count(i, i + 1, 1);
+    }
+    pos_ = i;
+    if (last) break;
+    refill(2);
+  }
+  // No next record: the body runs to the end of the data, less a last empty
+  // line (the separator before mail still to come), plus a line end for a
+  // last line without one.
+  std::uint64_t end = buffer_offset_ + fill_;
+  if (end == start) return {blank_line, 0};
+  std::uint64_t size = 2 + (end - start) + counter.lf() - counter.crlf();
+  if (buffer_[fill_ - 1] != '\n') return {end, size + 2};
+  if (auto empty = empty_line_ending_at(fill_ - 1); empty && buffer_offset_ + *empty >= start)
+    return {buffer_offset_ + *empty, size - 2};
+  return {end, size};
+}
 
 using Piece = LineScanner::Piece;
 
@@ -211,19 +374,18 @@ class Parser {
     Piece piece;
     while (scanner_.next(piece)) {
       if (piece.starts_line && after_empty_line_ && piece.data.starts_with(from_)) {
-        finish(pending_empty_line_.value_or(piece.offset));
+        finish(piece.offset);
         start(piece);
       } else if (!open_) {
         if (!is_empty_line(piece)) throw NotMbox("the mailbox does not start with a \"From \" line");
-      } else if (in_header_) {
-        header_piece(piece);
       } else {
-        body_piece(piece);
+        header_piece(piece);  // the body is skipped from the header's end
       }
-      if (piece.ends_line) after_empty_line_ = is_empty_line(piece) || skipped_to_record_;
+      // After a skip the piece's bytes may have moved in the buffer.
+      if (piece.ends_line) after_empty_line_ = skipped_to_record_ || is_empty_line(piece);
       skipped_to_record_ = false;
     }
-    finish(pending_empty_line_.value_or(box_.end));
+    finish(box_.end);  // a header without an empty line runs to the end
     number_duplicates();
     return std::move(box_);
   }
@@ -237,12 +399,10 @@ class Parser {
     digest_.update("\n");
     current_.content_offset = piece.offset + piece.data.size();
     open_ = true;
-    in_header_ = true;
     filter_ = HeaderFilter{};
     internal_marker_ = false;
     content_length_.reset();
     uncounted_size_ = 0;
-    pending_empty_line_.reset();
   }
 
   void finish(std::uint64_t content_end) {
@@ -260,9 +420,11 @@ class Parser {
 
   void header_piece(const Piece& piece) {
     if (is_empty_line(piece)) {
-      in_header_ = false;
-      pending_empty_line_ = piece.offset;
-      if (content_length_) follow_content_length(piece.offset + piece.data.size());
+      if (content_length_ && follow_content_length(piece.offset + piece.data.size())) return;
+      auto body = scanner_.skip_body(piece.offset);
+      current_.size += body.size;
+      finish(body.content_end);
+      skipped_to_record_ = true;  // the scanner is at the next "From " line, or the end
       return;
     }
     if (filter_.hidden(piece)) {
@@ -297,27 +459,15 @@ class Parser {
     }
   }
 
-  void body_piece(const Piece& piece) {
-    if (pending_empty_line_ && piece.starts_line) {
-      current_.size += 2;  // the empty line was not a separator after all
-      pending_empty_line_.reset();
-    }
-    if (is_empty_line(piece)) {
-      pending_empty_line_ = piece.offset;
-      return;
-    }
-    current_.size += content(piece).size() + (piece.ends_line ? 2 : 0);
-  }
-
   // mboxcl2: trust Content-Length when it leads to a "From " line or the end.
-  void follow_content_length(std::uint64_t body_start) {
+  bool follow_content_length(std::uint64_t body_start) {
     auto target = check_content_length(source_, body_start, *content_length_, box_.end);
-    if (!target) return;
+    if (!target) return false;
     current_.size += 2 + sent_size(source_, body_start, target->content_end);
-    pending_empty_line_.reset();
     finish(target->content_end);
     scanner_.seek(target->next_record);
     skipped_to_record_ = true;
+    return true;
   }
 
   // Identical messages get the same digest; number them in file order.
@@ -340,14 +490,12 @@ class Parser {
   Digest digest_;
   HeaderFilter filter_;
   bool open_ = false;
-  bool in_header_ = false;
   bool after_empty_line_ = true;  // the start of the file counts as one
   bool skipped_to_record_ = false;
   bool internal_marker_ = false;
   bool counting_excluded_ = false;
   std::optional<std::uint64_t> content_length_;
   std::uint64_t uncounted_size_ = 0;
-  std::optional<std::uint64_t> pending_empty_line_;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mailbox/mbox.h"
+#include "params.h"
 
 using namespace popd::mailbox;
 
@@ -107,6 +108,35 @@ TEST_CASE("random mailboxes: every message comes back as delivered, sizes match"
       std::string got = sent(mbox, box.messages[i]);
       CHECK(got == expected_form(messages[i]));
       CHECK(box.messages[i].size == got.size());
+    }
+  }
+}
+
+TEST_CASE("bodies are scanned in blocks: separators at every offset around the read window's end") {
+  // The body scan reads params::read_block bytes at a time, looks two bytes
+  // back for the empty line and five ahead for "From ": put the separator,
+  // LF and CRLF, on each side of the window's end, with lines that start
+  // with "F" and "From" (no separator) near it too.
+  for (std::string eol : {"\n", "\r\n"}) {
+    for (int shift = -24; shift <= 24; ++shift) {
+      std::string first = "Subject: big" + eol + eol + "Filler" + eol + "From x" + eol;
+      std::string head = "From a Mon Jan  1 00:00:00 2024" + eol;
+      std::size_t target = popd::params::read_block + shift;  // where the separator's empty line starts
+      std::size_t used = head.size() + first.size();
+      while (used + 80 + eol.size() < target) {
+        first += std::string(79, 'b') + eol;
+        used += 79 + eol.size();
+      }
+      first += std::string(target - used - eol.size(), 'c') + eol;
+      std::string second = "Subject: next" + eol + eol + "F" + eol + eol + "Fro" + eol;
+      std::string data = head + first + eol + "From b Mon Jan  1 00:00:00 2024" + eol + second;
+      REQUIRE(data.substr(target, eol.size() + 5) == eol + "From ");
+      Mbox box = parse_string(data);
+      REQUIRE(box.messages.size() == 2);
+      CHECK(box.messages[1].record_offset == target + eol.size());
+      CHECK(sent(data, box.messages[0]) == expected_form(first));
+      CHECK(box.messages[0].size == expected_form(first).size());
+      CHECK(box.messages[1].size == expected_form(second).size());
     }
   }
 }
