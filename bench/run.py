@@ -115,6 +115,25 @@ class Server:
             p.terminate()
             p.wait()
 
+    # Process names (comm) whose peak RSS is sampled, by role.
+    process_names = ()
+
+    def sample_rss(self, stop, peaks):
+        """Peak RSS (VmHWM, KiB) of the server's processes while a run
+        lasts, by role: root, unprivileged helper, or the user's session."""
+        while not stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if open(f"/proc/{pid}/comm").read().strip() not in self.process_names:
+                        continue
+                    fields = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
+                except (OSError, ValueError):
+                    continue
+                uid = int(fields["Uid"].split()[0])
+                role = "root" if uid == 0 else "session" if uid == self.user.pw_uid else "helper"
+                peaks[role] = max(peaks.get(role, 0), int(fields["VmHWM"].split()[0]))
+            stop.wait(0.005)
+
 
 def wait_listening_bound(port):
     """Waits until the port is bound, without connecting (a connection would
@@ -130,6 +149,8 @@ def wait_listening_bound(port):
 
 
 class Popd(Server):
+    process_names = ("popd",)
+
     def __init__(self):
         super().__init__("popd")
         if not os.path.exists("/etc/pam.d/popd"):
@@ -142,6 +163,8 @@ class Popd(Server):
 
 
 class Popa3d(Server):
+    process_names = ("popa3d",)
+
     def __init__(self):
         root = f"{WORK}/popa3d-root"
         if not os.path.exists(f"{root}/usr/sbin/popa3d"):
@@ -159,6 +182,8 @@ class Popa3d(Server):
 
 
 class Dovecot(Server):
+    process_names = ("pop3", "pop3-login", "auth", "auth-worker")
+
     def __init__(self):
         if not shutil.which("dovecot"):
             raise RuntimeError("dovecot is not installed (apt-get install dovecot-pop3d)")
@@ -228,22 +253,6 @@ service pop3-login {{
         now = self.cpu_seconds()
         used, self.cpu_mark = now - self.cpu_mark, now
         return [(used, None)]
-
-    def sample_rss(self, stop):
-        """Peak RSS of Dovecot's pop3 processes, sampled while a run lasts."""
-        self.peak = 0
-        while not stop.is_set():
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    if open(f"/proc/{pid}/comm").read().strip() != "pop3":
-                        continue
-                    for line in open(f"/proc/{pid}/status"):
-                        if line.startswith("VmHWM:"):
-                            self.peak = max(self.peak, int(line.split()[1]))
-                except OSError:
-                    pass
-            stop.wait(0.01)
-
 
 # --- the mailbox and what the client must receive ---------------------------
 
@@ -374,23 +383,19 @@ def timed_run(scenario, server, box):
     if scenario.replace:
         replace_with_new_mail(server, box)
     server.usage()
-    stop = threading.Event()
-    sampler = None
-    if isinstance(server, Dovecot):
-        sampler = threading.Thread(target=server.sample_rss, args=(stop,))
-        sampler.start()
+    stop, peaks = threading.Event(), {}
+    sampler = threading.Thread(target=server.sample_rss, args=(stop, peaks))
+    sampler.start()
     commands = (login(server) + scenario.commands(box.count) + "QUIT\r\n").encode()
     elapsed, data = client.session(port, commands, tls=scenario.tls)
     time.sleep(0.05)  # let the server's processes end and be accounted
-    usage = server.usage()
-    if sampler:
-        stop.set()
-        sampler.join()
-        usage = [(usage[0][0], server.peak)]
+    stop.set()
+    sampler.join()
+    cpu = sum(u[0] for u in server.usage())
     verify(scenario, server, box, data, deleted)
     if scenario.replace:
         server.restore(box.path)
-    return elapsed, sum(u[0] for u in usage), max((u[1] or 0 for u in usage), default=0)
+    return elapsed, cpu, peaks
 
 
 # --- floors -------------------------------------------------------------------
@@ -492,7 +497,7 @@ def main():
     for server in servers:
         server.restore(pristine)
 
-    results = {}  # scenario -> server -> [(seconds, cpu, rss)]
+    results = {}  # scenario -> server -> [(seconds, cpu, {role: peak RSS KiB})]
     try:
         for scenario in scenarios():
             if args.only and args.only not in scenario.name:
@@ -542,9 +547,12 @@ def report(args, box, servers, missing, results, floors):
         peers = [v for k, v in medians.items() if k != "popd"]
         ratio = f"{medians['popd'] / min(peers):.2f}×" if peers and "popd" in medians else "n/a"
         out.append(f"| {scenario} | " + " | ".join(cells) + f" | {ratio} |")
-    out += ["", "Server CPU time (user + system, ms, median) and peak RSS (MiB, the largest process; "
-            "for popd the largest of monitor, pre-auth and session, from GNU time):", "",
-            "| work | " + " | ".join(f"{n} CPU | {n} RSS" for n in names) + " |", "|---" * (2 * len(names) + 1) + "|"]
+    out += ["", "Server CPU time (user + system, ms, median) and peak RSS in MiB of each kind of server "
+            "process (VmHWM sampled every 5 ms): root (popd's monitor, which runs PAM; popa3d's parent; Dovecot's "
+            "auth), helper (popd's pre-auth and TLS relay, popa3d's and Dovecot's login processes) and session (the "
+            "process that runs as the user and holds the mailbox):", "",
+            "| work | " + " | ".join(f"{n} CPU | {n} RSS root / helper / session" for n in names) + " |",
+            "|---" * (2 * len(names) + 1) + "|"]
     for scenario, rows in results.items():
         cells = []
         for name in names:
@@ -552,15 +560,17 @@ def report(args, box, servers, missing, results, floors):
             if not runs:
                 cells += ["n/a", "n/a"]
                 continue
-            rss = max(r[2] for r in runs)
-            cells += [ms(statistics.median(r[1] for r in runs)), f"{rss / 1024:.1f}" if rss else "n/a"]
+            peaks = {role: max(r[2].get(role, 0) for r in runs) for role in ("root", "helper", "session")}
+            cells += [ms(statistics.median(r[1] for r in runs)),
+                      " / ".join(f"{peaks[role] / 1024:.1f}" if peaks[role] else "–" for role in peaks)]
         out.append(f"| {scenario} | " + " | ".join(cells) + " |")
     out += ["", "Floors:", "", "| floor | ms |", "|---|---|"]
     out += [f"| {name} | {summary(times)} |" for name, times in floors.items()]
-    popd_rss = max((r[2] for rows in results.values() for r in rows.get("popd") or []), default=0)
-    if popd_rss:
-        out += ["", f"popd's peak RSS: {popd_rss / 1024:.1f} MiB, {popd_rss * 1024 / box.count:,.0f} bytes "
-                    f"per message of the mailbox."]
+    session_rss = max((r[2].get("session", 0) for rows in results.values() for r in rows.get("popd") or []),
+                      default=0)
+    if session_rss:
+        out += ["", f"popd's session process (the one that holds the mailbox) peaked at {session_rss / 1024:.1f} MiB: "
+                    f"{session_rss * 1024 / box.count:,.0f} bytes per message of the mailbox, all costs included."]
     os.makedirs(f"{HERE}/results", exist_ok=True)
     path = f"{HERE}/results/{args.size}.md"
     with open(path, "w") as f:
