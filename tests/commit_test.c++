@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,6 +14,7 @@
 
 #include "io/fd.h"
 #include "mailbox/commit.h"
+#include "mailbox/digest.h"
 
 using namespace popd::mailbox;
 using popd::io::UniqueFd;
@@ -128,4 +130,41 @@ TEST_CASE("recovery: nothing to do, a damaged journal") {
   CHECK(damaged.action.find("damaged") != std::string::npos);
   CHECK(exists(journal));
   CHECK(read_file(mailbox) == data);
+}
+
+TEST_CASE("recovery reads a version 1 journal (SHA-256), as an older popd left it") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string original = data_of(5);
+  // Removing [1000, 2000) was interrupted halfway through the rewrite.
+  std::string half = original.substr(0, 1000) + original.substr(2000, 1500) + original.substr(2500);
+  write_file(mailbox, half);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  struct stat st;
+  REQUIRE(::fstat(fd.get(), &st) == 0);
+  struct {
+    char magic[16] = "popd-journal-1\n";
+    std::uint64_t device, inode, begin = 1000, kept_end = 4000, end = 5000;
+  } header;
+  header.device = st.st_dev;
+  header.inode = st.st_ino;
+  std::string bytes(reinterpret_cast<const char*>(&header), sizeof header);
+  bytes += original.substr(1000, 3000);
+  auto sum = sha256(bytes);
+  write_file(journal, bytes + std::string(reinterpret_cast<const char*>(sum.data()), sum.size()));
+
+  RecoveryResult result = recover(fd.get(), journal);
+  CHECK(result.ok);
+  CHECK(result.action.find("rolled back") != std::string::npos);
+  CHECK(read_file(mailbox) == original);
+  CHECK(!exists(journal));
+
+  SUBCASE("a version 2 magic on the same bytes fails its checksum: damaged, left alone") {
+    write_file(mailbox, half);
+    std::memcpy(bytes.data(), "popd-journal-2\n", 16);
+    write_file(journal, bytes + std::string(reinterpret_cast<const char*>(sum.data()), sum.size()));
+    RecoveryResult damaged = recover(fd.get(), journal);
+    CHECK(!damaged.ok);
+    CHECK(read_file(mailbox) == half);
+  }
 }
