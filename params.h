@@ -35,6 +35,11 @@ inline constexpr std::chrono::milliseconds lock_retry_interval{250};
 // 1 GB spool is read with few system calls, small enough to stay in cache.
 inline constexpr std::size_t read_block = 1 << 20;
 
+// TOP reads a message in blocks this size: a header rarely needs more, and
+// reading whole messages (up to read_block) for a few lines would cost a
+// TOP of every message as much as a RETR of every message.
+inline constexpr std::size_t top_block = 16 * 1024;
+
 // Output is buffered up to this size before it is written, so that a
 // multi-line reply costs a few writes, not one per line.
 inline constexpr std::size_t output_buffer = 64 * 1024;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <memory>
 #include <unordered_map>
 
 #if defined(__SSE2__)
@@ -39,16 +40,16 @@ class LineScanner {
 
   // The buffer is no larger than the range: a small message costs little.
   // It has `padding` zero bytes beyond its end for vector loads.
-  LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end)
+  LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end, std::size_t block = params::read_block)
       : source_(source),
-        size_(std::max<std::uint64_t>(64, std::min<std::uint64_t>(params::read_block, end - begin))),
-        buffer_(size_ + padding, '\0'),
+        size_(std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin))),
+        buffer_(new char[size_ + padding]),  // not zeroed: only read bytes are looked at
         buffer_offset_(begin),
         end_(end) {}
 
   bool next(Piece& piece) {
     for (;;) {
-      const char* start = buffer_.data() + pos_;
+      const char* start = buffer_.get() + pos_;
       if (const void* nl = std::memchr(start, '\n', fill_ - pos_)) {
         std::size_t length = static_cast<const char*>(nl) - start + 1;
         return emit(piece, length, true);
@@ -78,6 +79,23 @@ class LineScanner {
     at_line_start_ = true;
   }
 
+  // The complete lines from here that the buffer holds, refilled once if
+  // it holds none; empty when no complete line is left, or when a line is
+  // longer than the buffer: next() gives those in pieces.
+  std::string_view whole_lines() {
+    if (!at_line_start_) return {};
+    for (bool refilled = false;; refilled = true) {
+      const char* start = buffer_.get() + pos_;
+      if (const void* last = ::memrchr(start, '\n', fill_ - pos_)) {
+        std::size_t length = static_cast<const char*>(last) - start + 1;
+        pos_ += length;
+        return {start, length};
+      }
+      if (refilled || !more_data()) return {};
+      refill();
+    }
+  }
+
   struct BodyEnd {
     std::uint64_t content_end;  // the empty line before the next "From ", or the end
     std::uint64_t size;         // octets the body sends, the empty line after the header included
@@ -94,15 +112,15 @@ class LineScanner {
   // Keeps the bytes from pos_ (and `behind` bytes before it), reads more.
   void refill(std::size_t behind = 0) {
     std::size_t keep = std::min(pos_, behind);
-    std::memmove(buffer_.data(), buffer_.data() + pos_ - keep, fill_ - pos_ + keep);
+    std::memmove(buffer_.get(), buffer_.get() + pos_ - keep, fill_ - pos_ + keep);
     buffer_offset_ += pos_ - keep;
     fill_ -= pos_ - keep;
     pos_ = keep;
     std::uint64_t want = std::min<std::uint64_t>(size_ - fill_, end_ - (buffer_offset_ + fill_));
-    std::size_t got = source_.read_at(buffer_offset_ + fill_, buffer_.data() + fill_, want);
+    std::size_t got = source_.read_at(buffer_offset_ + fill_, buffer_.get() + fill_, want);
     if (got == 0) exhausted_ = true;  // the file shrank under us: stop here
     fill_ += got;
-    std::memset(buffer_.data() + fill_, 0, padding);
+    std::memset(buffer_.get() + fill_, 0, padding);
   }
 
   // Where the "\n" at k (followed by "From ") ends an empty line, that
@@ -113,14 +131,14 @@ class LineScanner {
     return std::nullopt;
   }
   bool from_line_at(std::size_t i) const {
-    return fill_ - i >= from_.size() && std::memcmp(buffer_.data() + i, from_.data(), from_.size()) == 0;
+    return fill_ - i >= from_.size() && std::memcmp(buffer_.get() + i, from_.data(), from_.size()) == 0;
   }
 
   static constexpr std::size_t padding = 32;
 
   bool emit(Piece& piece, std::size_t length, bool ends_line) {
     piece.offset = buffer_offset_ + pos_;
-    piece.data = std::string_view(buffer_.data() + pos_, length);
+    piece.data = std::string_view(buffer_.get() + pos_, length);
     piece.starts_line = at_line_start_;
     piece.ends_line = ends_line;
     at_line_start_ = ends_line;
@@ -130,7 +148,7 @@ class LineScanner {
 
   ByteSource& source_;
   std::size_t size_;
-  std::string buffer_;
+  std::unique_ptr<char[]> buffer_;
   std::uint64_t buffer_offset_;
   std::uint64_t end_;
   std::size_t pos_ = 0, fill_ = 0;
@@ -232,7 +250,7 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
     std::size_t limit = last ? fill_ : std::max(pos_, fill_ - std::min(fill_, from_.size()));
     std::size_t i = pos_;
     unsigned candidates;
-    while ((i = counter.blocks(buffer_.data(), i, limit, candidates)) + 16 <= limit) {
+    while ((i = counter.blocks(buffer_.get(), i, limit, candidates)) + 16 <= limit) {
       for (; candidates; candidates &= candidates - 1) {
         std::size_t k = i + __builtin_ctz(candidates);
         // The whole block is counted already: take back what follows k.
@@ -519,13 +537,19 @@ Mbox parse(ByteSource& source) { return Parser(source).run(); }
 
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink) {
-  LineScanner scanner(source, message.content_offset,
-                      message.content_offset + message.content_length);
+  // TOP needs the header and a few lines: a small first read, not the
+  // whole message.
+  LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
+                      body_lines ? params::top_block : params::read_block);
   HeaderFilter filter;
   bool in_header = true;
   std::uint64_t lines_left = body_lines.value_or(0);
   Piece piece;
-  while (scanner.next(piece)) {
+  for (;;) {
+    // RETR's body goes in blocks of whole lines, not line by line.
+    if (!in_header && !body_lines)
+      for (std::string_view block; !(block = scanner.whole_lines()).empty();) sink.lines(block);
+    if (!scanner.next(piece)) return;
     if (in_header) {
       if (is_empty_line(piece)) {
         in_header = false;

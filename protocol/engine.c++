@@ -75,10 +75,26 @@ class StuffingSink final : public MessageSink {
     out_.write(crlf);
     at_line_start_ = true;
   }
+  // The body of a RETR: converted into one block and written at once.
+  void lines(std::string_view block) override {
+    converted_.clear();
+    while (!block.empty()) {
+      const char* newline = static_cast<const char*>(std::memchr(block.data(), '\n', block.size()));
+      std::size_t length = newline - block.data();
+      std::size_t content = length > 0 && block[length - 1] == '\r' ? length - 1 : length;
+      if (content > 0 && block.front() == '.') converted_ += '.';
+      converted_.append(block.data(), content);
+      converted_ += crlf;
+      block.remove_prefix(length + 1);
+    }
+    out_.write(converted_);
+    at_line_start_ = true;
+  }
 
  private:
   Output& out_;
   bool at_line_start_ = true;
+  std::string converted_;
 };
 
 }  // namespace

@@ -18,6 +18,18 @@ class MessageSink {
  public:
   virtual void text(std::string_view part) = 0;
   virtual void end_line() = 0;
+  // Whole lines at once, starting at a line start, each ending in LF or
+  // CRLF as in the mailbox: the same as text() and end_line() for each.
+  virtual void lines(std::string_view block) {
+    while (!block.empty()) {
+      auto newline = block.find('\n');
+      std::string_view line = block.substr(0, newline);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      text(line);
+      end_line();
+      block.remove_prefix(newline + 1);
+    }
+  }
 
  protected:
   ~MessageSink() = default;
