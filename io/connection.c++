@@ -219,12 +219,22 @@ Connection::ReadResult Connection::read(std::string& data) {
 
 void Connection::write(std::string_view bytes) {
   if (failed_) return;
-  buffer_.append(bytes);
-  if (buffer_.size() >= params::output_buffer) flush();
+  if (buffer_.size() + bytes.size() < params::output_buffer) {
+    buffer_.append(bytes);
+    return;
+  }
+  // A large write (a RETR body): what is buffered goes first, then these
+  // bytes straight from the caller, not copied into the buffer.
+  if (flush()) send_all(bytes);
 }
 
 bool Connection::flush() {
-  std::string_view pending = buffer_;
+  send_all(buffer_);
+  buffer_.clear();
+  return !failed_;
+}
+
+void Connection::send_all(std::string_view pending) {
   while (!failed_ && !pending.empty()) {
     // On a socket, never block in write: a client that stops reading must
     // not hold the session (and the mailbox lock) beyond the idle timeout.
@@ -244,8 +254,6 @@ bool Connection::flush() {
       failed_ = true;
     }
   }
-  buffer_.clear();
-  return !failed_;
 }
 
 std::string Connection::peer_address() const { return io::peer_address(in_); }

@@ -80,6 +80,8 @@ class Connection final : public protocol::Output {
   void close_gracefully();
 
  private:
+  // Writes all of `data` unless the client is gone or stuck (failed_).
+  void send_all(std::string_view data);
   // Waits for `events` on fd up to the idle timeout; false on timeout or
   // when a termination signal came.
   bool wait(int fd, short events);

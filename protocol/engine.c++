@@ -64,7 +64,8 @@ namespace {
 // Writes message lines to the output with RFC 1939 byte-stuffing and CRLF.
 class StuffingSink final : public MessageSink {
  public:
-  explicit StuffingSink(Output& out) : out_(out) {}
+  // `converted` is scratch space, kept by the engine across messages.
+  StuffingSink(Output& out, std::string& converted) : out_(out), converted_(converted) {}
   void text(std::string_view part) override {
     if (part.empty()) return;
     if (at_line_start_ && part.front() == '.') out_.write(".");
@@ -94,7 +95,7 @@ class StuffingSink final : public MessageSink {
  private:
   Output& out_;
   bool at_line_start_ = true;
-  std::string converted_;
+  std::string& converted_;
 };
 
 }  // namespace
@@ -486,7 +487,7 @@ void Engine::top(std::string_view args) {
 }
 
 void Engine::send_message(std::size_t index, std::optional<std::uint64_t> body_lines) {
-  StuffingSink sink(out_);
+  StuffingSink sink(out_, converted_);
   if (!maildrop_->send(index, body_lines, sink)) {
     // The multi-line reply cannot be completed truthfully: end the session
     // without committing, so the client sees a broken reply, not a short one.

@@ -114,6 +114,7 @@ class Engine {
   Maildrop* maildrop_ = nullptr;
   std::vector<bool> deleted_;
   SessionStats stats_;
+  std::string converted_;  // a RETR body with CRLF and byte-stuffing
 };
 
 }  // namespace popd::protocol
