@@ -25,13 +25,14 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(TOP, "tests"))
 import client  # noqa: E402
+from e2e import wait_until_listening as wait_listening_bound  # noqa: E402  (binds, never connects)
 
 WORK = "/var/tmp/popd-bench"
 PASSWORD = "bench-Pw-1"
@@ -120,36 +121,46 @@ class Server:
     # Process names (comm) whose peak RSS is sampled, by role.
     process_names = ()
 
-    def sample_rss(self, stop, peaks):
-        """Peak RSS (VmHWM, KiB) of the server's processes while a run
-        lasts, by role: root, unprivileged helper, or the user's session."""
-        while not stop.is_set():
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    if open(f"/proc/{pid}/comm").read().strip() not in self.process_names:
-                        continue
-                    fields = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
-                except (OSError, ValueError):
-                    continue
-                if "VmHWM" not in fields:  # a zombie
-                    continue
-                uid = int(fields["Uid"].split()[0])
-                role = "root" if uid == 0 else "session" if uid == self.user.pw_uid else "helper"
-                peaks[role] = max(peaks.get(role, 0), int(fields["VmHWM"].split()[0]))
-            stop.wait(0.005)
+    def sampler(self):
+        """A process that samples the peak RSS of the server's processes
+        until it reads a line on stdin, then prints them: its own process,
+        so that it takes neither the client's GIL nor much CPU."""
+        return subprocess.Popen([sys.executable, "-c", SAMPLER, ",".join(self.process_names),
+                                 str(self.user.pw_uid)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def wait_listening_bound(port):
-    """Waits until the port is bound, without connecting (a connection would
-    start a session)."""
-    for _ in range(200):
-        with socket.socket() as probe:
+# Peak RSS (VmHWM, KiB) by role: root, unprivileged helper, or the user's
+# session. Reads a process's name once; only matching ones are sampled.
+SAMPLER = r"""
+import os, select, sys
+names, user = set(sys.argv[1].split(",")), int(sys.argv[2])
+known, peaks = {}, {}
+first = True
+while first or not select.select([sys.stdin], [], [], 0.01)[0]:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        if pid not in known:
             try:
-                probe.bind(("127.0.0.1", port))
+                known[pid] = open(f"/proc/{pid}/comm").read().strip() in names
             except OSError:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} never bound")
+                continue
+        if not known[pid]:
+            continue
+        try:
+            fields = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
+        except (OSError, ValueError):
+            continue
+        if "VmHWM" not in fields:  # a zombie
+            continue
+        uid = int(fields["Uid"].split()[0])
+        role = "root" if uid == 0 else "session" if uid == user else "helper"
+        peaks[role] = max(peaks.get(role, 0), int(fields["VmHWM"].split()[0]))
+    if first:
+        print("ready", flush=True)  # the names of what runs now are known
+        first = False
+print(" ".join(f"{k}={v}" for k, v in peaks.items()), flush=True)
+"""
 
 
 class Popd(Server):
@@ -389,15 +400,13 @@ def timed_run(scenario, server, box):
     if scenario.replace:
         replace_with_new_mail(server, box)
     server.usage()
-    stop, peaks = threading.Event(), {}
-    sampler = threading.Thread(target=server.sample_rss, args=(stop, peaks))
-    sampler.start()
+    sampler = server.sampler()
+    sampler.stdout.readline()
     commands = (login(server) + scenario.commands(box.count) + "QUIT\r\n").encode()
     capacity = int(box.size * 1.1) + box.count * 64 if scenario.check in ("retr", "top", "uidl") else 1 << 20
     elapsed, data = client.session(port, commands, tls=scenario.tls, capacity=capacity)
     time.sleep(0.05)  # let the server's processes end and be accounted
-    stop.set()
-    sampler.join()
+    peaks = {k: int(v) for k, v in (p.split("=") for p in sampler.communicate("stop\n")[0].split())}
     cpu = sum(u[0] for u in server.usage())
     verify(scenario, server, box, data, deleted)
     if scenario.replace:
