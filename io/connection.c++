@@ -113,7 +113,8 @@ Connection::Attempt Connection::tls_attempt(int result) {
   switch (SSL_get_error(ssl_, result)) {
     case SSL_ERROR_WANT_READ: return {0, false, POLLIN};
     case SSL_ERROR_WANT_WRITE: return {0, false, POLLOUT};
-    default: failed_ = true; return {0, true};  // close_notify, a reset, or a TLS error
+    case SSL_ERROR_ZERO_RETURN: return {0, true};  // close_notify: it may still read our replies
+    default: failed_ = true; return {0, true};      // a reset or a TLS error: nothing more goes out
   }
 }
 

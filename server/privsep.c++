@@ -29,7 +29,6 @@ namespace {
 
 using protocol::Login;
 
-
 // --- The monitor channel: one SOCK_SEQPACKET message per request or reply.
 // Request: user NUL password. Reply: outcome, close flag, text; with
 // handed_off, the session socket rides along (SCM_RIGHTS).

@@ -99,6 +99,50 @@ def test_implicit_tls(env):
             check(not data.startswith(b"+OK"), "plaintext spoken on the POP3S port")
 
 
+def test_tls_half_close(env):
+    """A client that sends its commands and a TLS close_notify at once, then
+    reads: the relay passes the commands on and the replies back."""
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    with SocketServer(env, tls_files(env) + ["--tls-implicit"]) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context().wrap_bio(incoming, outgoing)
+
+        def pump(step):
+            while True:
+                try:
+                    return step()
+                except ssl.SSLWantReadError:
+                    if incoming.eof:
+                        raise ssl.SSLEOFError("the server closed the connection")
+                    sock.sendall(outgoing.read())
+                    data = sock.recv(65536)
+                    if data:
+                        incoming.write(data)
+                    else:
+                        incoming.write_eof()
+
+        pump(tls.do_handshake)
+        tls.write((login() + "STAT\r\nQUIT\r\n").encode())
+        try:
+            tls.unwrap()  # close_notify; the server's comes later
+        except ssl.SSLWantReadError:
+            pass
+        sock.sendall(outgoing.read())
+        received = b""
+        while not received.endswith(b"messages deleted)\r\n"):
+            try:
+                chunk = pump(lambda: tls.read(65536))
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            if not chunk:
+                break
+            received += chunk
+        check(received.endswith(b"+OK popd signing off (0 messages deleted)\r\n"),
+              f"replies lost after the client's close_notify: {received!r}")
+
+
 def test_tls_versions(env):
     env.write_mailbox(b"")
     with SocketServer(env, tls_files(env) + ["--tls-implicit"]) as server:
