@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 
 namespace popd::params {
 
@@ -34,6 +35,10 @@ inline constexpr std::chrono::milliseconds lock_retry_interval{250};
 // Block size for reading the mailbox and the client: large enough that a
 // 1 GB spool is read with few system calls, small enough to stay in cache.
 inline constexpr std::size_t read_block = 1 << 20;
+
+// A mailbox this large is parsed by two threads, one from the middle: on
+// a smaller one a thread costs more than it saves.
+inline constexpr std::uint64_t parallel_parse = 32 << 20;
 
 // TOP reads a message in blocks this size: a header rarely needs more, and
 // reading whole messages (up to read_block) for a few lines would cost a

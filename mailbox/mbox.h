@@ -5,12 +5,14 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "params.h"
 #include "protocol/maildrop.h"
 
 namespace popd::mailbox {
@@ -52,7 +54,9 @@ struct Message {
 };
 
 struct Mbox {
-  std::vector<Message> messages;  // what the client sees, in file order
+  // What the client sees, in file order. A deque: it grows in blocks, never
+  // by copying all it holds, so a parse peaks at the memory it keeps.
+  std::deque<Message> messages;
   // The UW IMAP "FOLDER INTERNAL DATA" pseudo-message, hidden and never deleted.
   std::optional<Message> internal;
   std::uint64_t end = 0;  // bytes parsed: the file size when it was read
@@ -61,8 +65,9 @@ struct Mbox {
   std::uint64_t record_end(std::size_t index) const;
 };
 
-// Throws NotMbox when the data does not start with a "From " line.
-Mbox parse(ByteSource& source);
+// Throws NotMbox when the data does not start with a "From " line. From
+// `parallel_from` bytes on, both halves are parsed at once (two threads).
+Mbox parse(ByteSource& source, std::uint64_t parallel_from = params::parallel_parse);
 
 // Sends a message as the client sees it (see protocol::Maildrop::send).
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,

@@ -1,6 +1,7 @@
 // The mbox parser and message presentation, on strings.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <random>
 #include <set>
 #include <string>
@@ -138,6 +139,54 @@ TEST_CASE("bodies are scanned in blocks: separators at every offset around the r
       CHECK(box.messages[0].size == expected_form(first).size());
       CHECK(box.messages[1].size == expected_form(second).size());
     }
+  }
+}
+
+// Everything parse() finds, for comparing two parses.
+std::vector<std::string> summary(const Mbox& box) {
+  std::vector<std::string> rows;
+  for (const Message& m : box.messages)
+    rows.push_back(std::to_string(m.record_offset) + " " + std::to_string(m.content_offset) + " " +
+                   std::to_string(m.content_length) + " " + std::to_string(m.size) + " " + m.uid());
+  rows.push_back(box.internal ? "internal " + std::to_string(box.internal->record_offset) : "no internal");
+  return rows;
+}
+
+void check_parallel_parse(const std::string& data) {
+  StringSource source(data);
+  Mbox one_pass = parse(source, std::numeric_limits<std::uint64_t>::max());
+  Mbox two_threads = parse(source, 0);
+  CHECK(summary(two_threads) == summary(one_pass));
+}
+
+TEST_CASE("two threads find what one pass finds") {
+  std::mt19937 random(777);
+  for (int round = 0; round < 200; ++round) {
+    std::string eol = round % 3 == 0 ? "\r\n" : "\n";
+    std::string mbox = round % 5 == 0 ? "From MAILER-DAEMON Mon Jan  1 00:00:00 2024" + eol +
+                                            "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA" + eol +
+                                            "X-IMAP: 1 2" + eol + eol + "x" + eol + eol
+                                      : "";
+    int count = 1 + static_cast<int>(random() % 30);
+    for (int i = 0; i < count; ++i)
+      mbox += "From s Mon Jan  1 00:00:00 2024" + eol + random_message(random, eol == "\r\n") + eol;
+    check_parallel_parse(mbox);
+  }
+  SUBCASE("the middle is inside a body whose Content-Length is trusted") {
+    std::string body = std::string(4000, 'a') + "\n\nFrom not a separator\n" + std::string(3900, 'b') + "\n";
+    std::string data = "From a Mon Jan  1 00:00:00 2024\nContent-Length: " + std::to_string(body.size()) +
+                       "\n\n" + body + "\nFrom b Mon Jan  1 00:00:00 2024\nSubject: 2\n\nx\n";
+    // The first separator after the middle is the one inside the body.
+    REQUIRE(data.find("\n\nFrom ", data.size() / 2) == data.find("\n\nFrom not"));
+    check_parallel_parse(data);
+    StringSource source(data);
+    CHECK(parse(source, 0).messages.size() == 2);
+  }
+  SUBCASE("identical copies on both sides of the middle are numbered in file order") {
+    std::string message = "From s Mon Jan  1 00:00:00 2024\nSubject: same\n\nbody\n\n";
+    std::string data;
+    for (int i = 0; i < 6; ++i) data += message;
+    check_parallel_parse(data);
   }
 }
 

@@ -1,9 +1,11 @@
 // libFuzzer target: the mbox parser and message presentation. Besides
 // crashes, it checks the promise STAT and LIST rely on: every message's
-// size is exactly what RETR sends, and TOP never sends more.
+// size is exactly what RETR sends, and TOP never sends more; and a parse
+// by two threads finds what one pass finds.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 
 #include "mailbox/mbox.h"
 
@@ -21,9 +23,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   StringSource source(std::string_view(reinterpret_cast<const char*>(data), size));
   Mbox box;
   try {
-    box = parse(source);
+    box = parse(source, std::numeric_limits<std::uint64_t>::max());
   } catch (const NotMbox&) {
     return 0;
+  }
+  // Two threads, one from a record near the middle, find the same.
+  Mbox parallel = parse(source, 0);
+  if (parallel.messages.size() != box.messages.size() || parallel.internal.has_value() != box.internal.has_value())
+    std::abort();
+  for (std::size_t i = 0; i < box.messages.size(); ++i) {
+    const Message &a = box.messages[i], &b = parallel.messages[i];
+    if (a.record_offset != b.record_offset || a.content_length != b.content_length || a.size != b.size ||
+        a.uid() != b.uid())
+      std::abort();
   }
   std::uint64_t previous_end = 0;
   for (std::size_t i = 0; i < box.messages.size(); ++i) {
