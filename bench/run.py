@@ -541,13 +541,18 @@ def main():
     report(args, box, servers, missing, results, floors)
 
 
+def revision():
+    run = subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return run.stdout.strip() or "an unknown revision"
+
+
 def report(args, box, servers, missing, results, floors):
     names = [s.name for s in servers]
     out = [f"# popd benchmark: {args.size} mailbox", "",
            f"{box.count:,} messages, {box.size / 1e6:,.0f} MB; {args.runs} runs per server and scenario, "
            f"alternating; wall time in ms as median (min–max), measured by the client from connect to the "
            f"server's close after QUIT. Command: `make bench SIZE={args.size}`. Machine: "
-           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.", ""]
+           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; popd at {revision()}.", ""]
     for name, why in missing.items():
         out.append(f"**{name}: missing** ({why})")
     out += ["", "| work | " + " | ".join(names) + " | popd / fastest peer |", "|---" * (len(names) + 2) + "|"]
