@@ -60,7 +60,7 @@ $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(B
 
 build/fuzz/%: tests/fuzz/%.c++ $(LIB_SOURCES) $(wildcard */*.h) params.h
 	@mkdir -p $(dir $@)
-	clang++ $(FUZZ_FLAGS) -o $@ $< $(fuzz_sources_$*) -lcrypto
+	clang++ $(FUZZ_FLAGS) -o $@ $< $(fuzz_sources_$*) -lcrypto -lxxhash
 
 fuzz:
 	@tests/install-deps fuzz

@@ -29,6 +29,8 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          directory, %% a percent sign (default /var/mail/%u)
   --journal TEMPLATE     recovery journal for interrupted commits
                          (default %h/.popd-journal)
+  --index TEMPLATE       index of the mailbox, so that a login need not
+                         read it all again (default %h/.popd-index)
   --pam-service NAME     PAM service name (default popd)
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
   --max-session SECONDS  total time a connection may last (default 86400)
@@ -54,13 +56,14 @@ as started by xinetd or systemd socket activation (Accept=yes).
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   Options options;
   auto bad = [](std::string message) { return Exit{2, "popd: " + message + "\n" + usage()}; };
-  std::string* const paths[] = {&options.mailbox, &options.journal};
+  std::string* const paths[] = {&options.mailbox, &options.journal, &options.index};
   struct Valued {
     std::string_view name;
     std::string* target;
   };
   const Valued valued[] = {{"--mailbox", &options.mailbox},
                            {"--journal", &options.journal},
+                           {"--index", &options.index},
                            {"--pam-service", &options.pam_service},
                            {"--tls-cert", &options.tls.certificate},
                            {"--tls-key", &options.tls.key},

@@ -12,6 +12,7 @@ namespace popd {
 struct Options {
   std::string mailbox = "/var/mail/%u";
   std::string journal = "%h/.popd-journal";
+  std::string index = "%h/.popd-index";  // mailbox/index.h
   std::string pam_service = "popd";
   int timeout_seconds = 600;
   int max_session_seconds = 86400;  // total connection time

@@ -36,9 +36,26 @@ inline constexpr std::chrono::milliseconds lock_retry_interval{250};
 // 1 GB spool is read with few system calls, small enough to stay in cache.
 inline constexpr std::size_t read_block = 1 << 20;
 
+// A commit moves the kept mail down in steps, each made durable with two
+// fsyncs (the mailbox, then a progress record). A step is at least the
+// bytes deleted before it, so that it needs no copy in the journal, or a
+// sixteenth of what is moved (at least 1 MiB) if that is more: the steps
+// stay few, and a small deletion early in a large mailbox does not cost a
+// thousand fsyncs.
+inline constexpr std::uint64_t commit_steps = 16;
+inline constexpr std::uint64_t commit_step_floor = 1 << 20;
+
 // A mailbox this large is parsed by two threads, one from the middle: on
 // a smaller one a thread costs more than it saves.
 inline constexpr std::uint64_t parallel_parse = 32 << 20;
+
+// The index (mailbox/index.h) is checked against the spool by reading each
+// message's From_ line, up to this many bytes of it: all of any real one.
+inline constexpr std::size_t index_from_bytes = 256;
+
+// From this many messages on, two threads check the index against the
+// spool: each check is a pread, about a microsecond.
+inline constexpr std::size_t parallel_index_check = 20000;
 
 // TOP reads a message in blocks this size: a header rarely needs more, and
 // reading whole messages (up to read_block) for a few lines would cost a

@@ -2,13 +2,17 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <optional>
 
 #include <xxhash.h>
 
@@ -20,18 +24,9 @@
 namespace popd::mailbox {
 namespace {
 
-// Journal layout (host byte order; it never leaves the host):
-//   Header, the original bytes of [begin, kept_end), a checksum of both;
-//   later, once the rewrite is durable, a Trailer.
-// The checksums guard against torn and lost writes, not against an
-// adversary (the journal is the user's own file): version 2 uses XXH3-128,
-// an order of magnitude faster than the SHA-256 of version 1, which
-// recovery still reads (a journal left by an older popd).
-constexpr char header_magic_v1[16] = "popd-journal-1\n";
-constexpr char header_magic_v2[16] = "popd-journal-2\n";
-constexpr char trailer_magic[16] = "popd-rewritten\n";
-
-// The journal's checksum of a given version, 32 bytes (XXH3-128 padded).
+// The journal's checksum of a given version, 32 bytes: SHA-256 in version
+// 1, XXH3-128 (padded) since. They guard against torn and lost writes, not
+// against an adversary: the journal is the user's own file.
 class Checksum {
  public:
   explicit Checksum(int version) : version_(version) {
@@ -64,29 +59,27 @@ class Checksum {
   std::unique_ptr<XXH3_state_t, FreeState> state_{XXH3_createState()};
 };
 
-constexpr int current_version = 2;
-
-struct Header {
-  char magic[16];
-  std::uint64_t device, inode;
-  std::uint64_t begin;     // first byte rewritten
-  std::uint64_t kept_end;  // end of the rewritten data: the new file size
-  std::uint64_t end;       // the file size before the rewrite
-};
-
-struct Trailer {
-  char magic[16];
-  std::uint64_t kept_end, end;
-  Digest::Value stale;  // checksum of [kept_end, end) before the truncate
-  Digest::Value check;  // checksum of the fields above
-};
-
-std::uint64_t trailer_offset(const Header& header) {
-  return sizeof header + (header.kept_end - header.begin) + sizeof(Digest::Value);
-}
-
 std::string_view bytes_of(const auto& value) {
   return {reinterpret_cast<const char*>(&value), sizeof value};
+}
+
+template <typename T>
+bool pread_value(int fd, T& value, std::uint64_t offset) {
+  return io::pread_all(fd, reinterpret_cast<char*>(&value), sizeof value, offset);
+}
+
+// Checksums [begin, end) of fd.
+bool hash_range(int fd, int version, std::uint64_t begin, std::uint64_t end, Digest::Value& value) {
+  Checksum digest(version);
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = begin; at < end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), end - at);
+    if (!io::pread_all(fd, buffer.data(), n, at)) return false;
+    digest.update(std::string_view(buffer.data(), n));
+    at += n;
+  }
+  value = digest.finish();
+  return true;
 }
 
 // Termination signals wait until the commit is over; SIGKILL is what the
@@ -110,108 +103,477 @@ bool fail(std::string& error, std::string_view what) {
   return false;
 }
 
-// Checksums [begin, end) of fd.
-bool hash_range(int fd, int version, std::uint64_t begin, std::uint64_t end, Digest::Value& value) {
-  Checksum digest(version);
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = begin; at < end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), end - at);
-    if (!io::pread_all(fd, buffer.data(), n, at)) return false;
-    digest.update(std::string_view(buffer.data(), n));
-    at += n;
-  }
-  value = digest.finish();
-  return true;
-}
-
-// Copies [from, from + length) to `to` <= from, front to back, so that no
-// byte is overwritten before it was read.
-bool move_down(int fd, std::uint64_t from, std::uint64_t to, std::uint64_t length, std::string& buffer) {
-  for (std::uint64_t done = 0; done < length;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
-    if (!io::pread_all(fd, buffer.data(), n, from + done)) return false;
-    if (!io::pwrite_all(fd, std::string_view(buffer.data(), n), to + done)) return false;
-    done += n;
-  }
-  return true;
-}
-
-// Writes the journal under a temporary name and renames it into place.
-bool write_journal(int fd, const Header& header, const std::string& journal, io::UniqueFd& out,
-                   std::string& error) {
-  std::string temporary = journal + ".new";
-  ::unlink(temporary.c_str());
-  out.reset(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!out) return fail(error, "cannot create recovery journal " + temporary);
-  Checksum digest(current_version);
-  digest.update(bytes_of(header));
-  bool ok = io::write_all(out.get(), bytes_of(header));
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = header.begin; ok && at < header.kept_end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
-    std::string_view chunk(buffer.data(), n);
-    ok = io::pread_all(fd, buffer.data(), n, at) && io::write_all(out.get(), chunk);
-    digest.update(chunk);
-    at += n;
-  }
-  ok = ok && io::write_all(out.get(), bytes_of(digest.finish())) && ::fsync(out.get()) == 0 &&
-       ::rename(temporary.c_str(), journal.c_str()) == 0 && io::sync_directory_of(journal);
-  if (!ok) {
-    fail(error, "cannot write recovery journal " + journal);
-    ::unlink(temporary.c_str());
-    out.reset();
-  }
-  return ok;
-}
-
-// Puts the journal's original bytes back: the file is then as it was.
-bool restore(int fd, int journal_fd, const Header& header) {
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = header.begin; at < header.kept_end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
-    if (!io::pread_all(journal_fd, buffer.data(), n, sizeof header + (at - header.begin))) return false;
-    if (!io::pwrite_all(fd, std::string_view(buffer.data(), n), at)) return false;
-    at += n;
-  }
-  return ::fsync(fd) == 0;
-}
-
 bool remove_journal(const std::string& journal) {
   return ::unlink(journal.c_str()) == 0 && io::sync_directory_of(journal);
 }
 
-// Moves the kept bytes down over the removed ranges.
-bool rewrite(int fd, const std::vector<Range>& removed, std::uint64_t end) {
-  std::string buffer(params::read_block, '\0');
-  std::uint64_t to = removed.front().begin;
-  for (std::size_t i = 0; i < removed.size(); ++i) {
-    std::uint64_t from = removed[i].end;
-    std::uint64_t until = i + 1 < removed.size() ? removed[i + 1].begin : end;
-    if (!move_down(fd, from, to, until - from, buffer)) return false;
-    to += until - from;
+bool same_file(int fd, std::uint64_t device, std::uint64_t inode) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_dev) == device &&
+         static_cast<std::uint64_t>(st.st_ino) == inode;
+}
+
+// A sound journal of another file (the mailbox was replaced) is kept for
+// the administrator, out of the way.
+RecoveryResult set_aside(const std::string& journal) {
+  std::string aside = journal + ".orphan." + std::to_string(std::time(nullptr));
+  if (::rename(journal.c_str(), aside.c_str()) != 0) return {false, "cannot set aside journal " + journal};
+  return {true, "recovery journal belongs to another mailbox file; moved to " + aside};
+}
+
+// --- version 3: the journal of this popd, rolled forward --------------------
+//
+// Layout (host byte order; it never leaves the host): a Header3, the
+// removed Ranges, the Steps, the saved bytes of every step in order, and a
+// checksum of all of these. Then, from the next block boundary, one block
+// per step and one for the marker, zero until a Progress record is written
+// there: each in a block of its own, so that a torn write of one cannot
+// spoil another.
+
+constexpr char magic_v3[16] = "popd-journal-3\n";
+constexpr char progress_magic[16] = "popd-progress\n";
+constexpr std::uint64_t progress_block = 4096;
+
+struct Header3 {
+  char magic[16];
+  std::uint64_t device, inode;
+  std::uint64_t begin;     // first byte rewritten
+  std::uint64_t kept_end;  // the new file size
+  std::uint64_t end;       // the file size before
+  std::uint64_t ranges, steps;
+  // Random; written at kept_end before the truncate, so that recovery can
+  // tell a truncated file that grew again from one not yet truncated.
+  std::array<char, 16> marker;
+};
+
+// One move: [begin, end) of the file gets its kept bytes. Those for
+// [begin, saved_end) may be overwritten by the step itself before it has
+// read them (their source is below `end`): the journal has them.
+struct Step {
+  std::uint64_t begin, end, saved_end;
+};
+
+struct Progress {
+  char magic[16];
+  std::uint64_t index;     // steps[index] is done; index == steps: the marker is written
+  Digest::Value journal;   // whose record: the journal's checksum
+  Digest::Value check;     // of the fields above
+};
+
+std::uint64_t marker_length(const Header3& header) {
+  return std::min<std::uint64_t>(sizeof header.marker, header.end - header.kept_end);
+}
+
+// Where the kept bytes go: each kept stretch after the first removed byte
+// moves down by the bytes removed before it.
+class Moves {
+ public:
+  Moves(const std::vector<Range>& removed, std::uint64_t end) {
+    std::uint64_t destination = removed.front().begin;
+    for (std::size_t i = 0; i < removed.size(); ++i) {
+      std::uint64_t until = i + 1 < removed.size() ? removed[i + 1].begin : end;
+      if (until > removed[i].end) segments_.push_back({removed[i].end, until - removed[i].end, destination});
+      destination += until - removed[i].end;
+    }
   }
-  return ::fsync(fd) == 0;
+
+  // Calls f(source, length, destination) for the pieces of the new file's
+  // [from, to), in order; false as soon as f does.
+  template <typename F>
+  bool pieces(std::uint64_t from, std::uint64_t to, F&& f) const {
+    for (auto s = first_reaching(from); s != segments_.end() && s->destination < to; ++s) {
+      std::uint64_t lo = std::max(from, s->destination), hi = std::min(to, s->destination + s->length);
+      if (lo < hi && !f(s->source + (lo - s->destination), hi - lo, lo)) return false;
+    }
+    return true;
+  }
+
+  // Steps of at least `floor` bytes, or of the bytes removed before them
+  // if more: such a step cannot overwrite its own source.
+  std::vector<Step> plan(std::uint64_t begin, std::uint64_t kept_end, std::uint64_t floor) const {
+    std::vector<Step> steps;
+    for (std::uint64_t at = begin; at < kept_end;) {
+      std::uint64_t gap = first_reaching(at)->source - first_reaching(at)->destination;
+      std::uint64_t end = std::min(kept_end, at + std::max(gap, floor));
+      steps.push_back({at, end, saved_end(at, end)});
+      at = end;
+    }
+    return steps;
+  }
+
+ private:
+  struct Segment {
+    std::uint64_t source, length, destination;
+  };
+
+  std::vector<Segment>::const_iterator first_reaching(std::uint64_t destination) const {
+    return std::upper_bound(segments_.begin(), segments_.end(), destination,
+                            [](std::uint64_t d, const Segment& s) { return d < s.destination + s.length; });
+  }
+
+  // The bytes of [from, to) whose source lies below `to` come first (the
+  // sources rise faster than the destinations): where they end.
+  std::uint64_t saved_end(std::uint64_t from, std::uint64_t to) const {
+    std::uint64_t saved = from;
+    for (auto s = first_reaching(from); s != segments_.end() && s->destination < to; ++s) {
+      std::uint64_t gap = s->source - s->destination;
+      std::uint64_t lo = std::max(from, s->destination), hi = std::min(to, s->destination + s->length);
+      if (to <= gap || to - gap <= lo) break;
+      saved = std::min(hi, to - gap);
+      if (saved < hi) break;
+    }
+    return saved;
+  }
+
+  std::vector<Segment> segments_;  // in file order
+};
+
+// The journal's parts, where they are.
+struct Layout {
+  std::uint64_t ranges, steps, saved, checksum, progress, size;
+
+  explicit Layout(const Header3& header, std::uint64_t saved_bytes) {
+    ranges = sizeof header;
+    steps = ranges + header.ranges * sizeof(Range);
+    saved = steps + header.steps * sizeof(Step);
+    checksum = saved + saved_bytes;
+    progress = (checksum + sizeof(Digest::Value) + progress_block - 1) / progress_block * progress_block;
+    size = progress + (header.steps + 1) * progress_block;
+  }
+};
+
+std::uint64_t saved_bytes(const std::vector<Step>& steps) {
+  std::uint64_t total = 0;
+  for (const Step& step : steps) total += step.saved_end - step.begin;
+  return total;
 }
 
-bool mark_rewritten(int fd, int journal_fd, const Header& header) {
-  Trailer trailer{};
-  std::memcpy(trailer.magic, trailer_magic, sizeof trailer.magic);
-  trailer.kept_end = header.kept_end;
-  trailer.end = header.end;
-  if (!hash_range(fd, current_version, header.kept_end, header.end, trailer.stale)) return false;
-  trailer.check = Checksum::of(current_version, bytes_of(trailer).substr(0, offsetof(Trailer, check)));
-  return io::pwrite_all(journal_fd, bytes_of(trailer), trailer_offset(header)) &&
-         ::fsync(journal_fd) == 0;
+// Copies the kept bytes of the new file's [from, to) into place, front to
+// back: no byte is overwritten before it was read.
+bool move_into_place(int fd, const Moves& moves, std::uint64_t from, std::uint64_t to, std::string& buffer) {
+  return moves.pieces(from, to, [&](std::uint64_t source, std::uint64_t length, std::uint64_t destination) {
+    for (std::uint64_t done = 0; done < length;) {
+      std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
+      if (!io::pread_all(fd, buffer.data(), n, source + done) ||
+          !io::pwrite_all(fd, std::string_view(buffer.data(), n), destination + done))
+        return false;
+      done += n;
+    }
+    return true;
+  });
 }
 
-// Puts the original bytes back (idempotent) and drops the journal. Mail
-// appended after the original end is not touched.
+class Journal3 {
+ public:
+  Journal3(int fd, Header3 header, std::vector<Range> ranges, std::vector<Step> steps)
+      : fd_(fd), header_(header), ranges_(std::move(ranges)), steps_(std::move(steps)),
+        moves_(ranges_, header_.end), layout_(header_, saved_bytes(steps_)) {}
+
+  // Writes the journal under a temporary name and renames it into place.
+  // `named`: the journal may be in place, for the next recovery to act on.
+  bool create(const std::string& path, std::string& error, bool& named) {
+    std::string temporary = path + ".new";
+    ::unlink(temporary.c_str());
+    named = false;
+    journal_fd_.reset(::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!journal_fd_) return fail(error, "cannot create recovery journal " + temporary);
+    if (!write_contents() || ::fsync(journal_fd_.get()) != 0 || ::rename(temporary.c_str(), path.c_str()) != 0) {
+      fail(error, "cannot write recovery journal " + path);
+      ::unlink(temporary.c_str());
+      return false;
+    }
+    named = true;
+    if (!io::sync_directory_of(path)) {
+      fail(error, "cannot sync the directory of recovery journal " + path);
+      named = !remove_journal(path);
+      return false;
+    }
+    return true;
+  }
+
+  // Runs the steps from `first` on, then the marker. With `redo`, the
+  // first step may have been cut short: its saved bytes come from the
+  // journal (its other sources lie past it, untouched).
+  bool run(std::size_t first, bool redo) {
+    std::string buffer(params::read_block, '\0');
+    for (std::size_t i = first; i < steps_.size(); ++i) {
+      const Step& step = steps_[i];
+      std::uint64_t from = step.begin;
+      if (i == first && redo) {
+        if (!restore_saved(i, buffer)) return false;
+        from = step.saved_end;
+      }
+      if (!move_into_place(fd_, moves_, from, step.end, buffer) || ::fsync(fd_) != 0 || !record(i)) return false;
+    }
+    return true;
+  }
+
+  // Writes the marker where the file will end, then truncates.
+  bool finish(const std::string& path, bool marked) {
+    if (!marked && !(io::pwrite_all(fd_, {header_.marker.data(), marker_length(header_)}, header_.kept_end) &&
+                     ::fsync(fd_) == 0 && record(steps_.size())))
+      return false;
+    return ::ftruncate(fd_, static_cast<off_t>(header_.kept_end)) == 0 && ::fsync(fd_) == 0 &&
+           remove_journal(path);
+  }
+
+  // Reads and checks a journal; nullopt if it is damaged.
+  static std::optional<Journal3> open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header);
+
+  // Steps done, and whether the marker was written.
+  std::size_t steps_done() const {
+    std::size_t done = 0;
+    while (done < steps_.size() && recorded(done)) ++done;
+    return done;
+  }
+  bool marked() const { return recorded(steps_.size()); }
+  std::size_t steps() const { return steps_.size(); }
+  // The marker is at the new end: the file was not truncated since.
+  bool marker_in_place() const {
+    std::array<char, sizeof header_.marker> found{};
+    std::uint64_t n = marker_length(header_);
+    return io::pread_all(fd_, found.data(), n, header_.kept_end) &&
+           std::memcmp(found.data(), header_.marker.data(), n) == 0;
+  }
+  void adopt(io::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
+
+ private:
+  bool write_contents() {
+    Checksum digest(3);
+    auto put = [&](std::string_view bytes) {
+      digest.update(bytes);
+      return io::write_all(journal_fd_.get(), bytes);
+    };
+    bool ok = put(bytes_of(header_)) &&
+              put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) &&
+              put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)});
+    std::string buffer(params::read_block, '\0');
+    for (const Step& step : steps_) {
+      ok = ok && moves_.pieces(step.begin, step.saved_end, [&](std::uint64_t source, std::uint64_t length, auto) {
+        for (std::uint64_t done = 0; done < length;) {
+          std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
+          if (!io::pread_all(fd_, buffer.data(), n, source + done) || !put({buffer.data(), n})) return false;
+          done += n;
+        }
+        return true;
+      });
+    }
+    sum_ = digest.finish();
+    // The progress blocks are written now, zero, so that recording progress
+    // later never needs new space.
+    std::string zeros(layout_.size - layout_.checksum - sizeof sum_, '\0');
+    return ok && io::write_all(journal_fd_.get(), bytes_of(sum_)) && io::write_all(journal_fd_.get(), zeros);
+  }
+
+  bool restore_saved(std::size_t index, std::string& buffer) {
+    std::uint64_t at = layout_.saved;
+    for (std::size_t i = 0; i < index; ++i) at += steps_[i].saved_end - steps_[i].begin;
+    const Step& step = steps_[index];
+    for (std::uint64_t done = 0; done < step.saved_end - step.begin;) {
+      std::size_t n = std::min<std::uint64_t>(buffer.size(), step.saved_end - step.begin - done);
+      if (!io::pread_all(journal_fd_.get(), buffer.data(), n, at + done) ||
+          !io::pwrite_all(fd_, std::string_view(buffer.data(), n), step.begin + done))
+        return false;
+      done += n;
+    }
+    return true;
+  }
+
+  Progress progress_record(std::uint64_t index) const {
+    Progress progress{};
+    std::memcpy(progress.magic, progress_magic, sizeof progress.magic);
+    progress.index = index;
+    progress.journal = sum_;
+    progress.check = Checksum::of(3, bytes_of(progress).substr(0, offsetof(Progress, check)));
+    return progress;
+  }
+
+  bool record(std::uint64_t index) {
+    return io::pwrite_all(journal_fd_.get(), bytes_of(progress_record(index)),
+                          layout_.progress + index * progress_block) &&
+           ::fsync(journal_fd_.get()) == 0;
+  }
+
+  bool recorded(std::uint64_t index) const {
+    Progress found, expected = progress_record(index);
+    return pread_value(journal_fd_.get(), found, layout_.progress + index * progress_block) &&
+           std::memcmp(&found, &expected, sizeof found) == 0;
+  }
+
+  int fd_;
+  Header3 header_;
+  std::vector<Range> ranges_;
+  std::vector<Step> steps_;
+  Moves moves_;
+  Layout layout_;
+  io::UniqueFd journal_fd_;
+  Digest::Value sum_{};
+};
+
+// The plan must describe a commit popd could have made of this header.
+bool plausible(const Header3& header, const std::vector<Range>& ranges, const std::vector<Step>& steps) {
+  if (ranges.empty() || steps.empty() || ranges.front().begin != header.begin) return false;
+  std::uint64_t removed = 0, at = header.begin;
+  for (const Range& range : ranges) {
+    if (range.begin < at || range.end <= range.begin || range.end > header.end) return false;
+    removed += range.end - range.begin;
+    at = range.end;
+  }
+  if (header.end - removed != header.kept_end) return false;
+  at = header.begin;
+  for (const Step& step : steps) {
+    if (step.begin != at || step.end <= step.begin || step.saved_end < step.begin || step.saved_end > step.end)
+      return false;
+    at = step.end;
+  }
+  return at == header.kept_end;
+}
+
+std::optional<Journal3> Journal3::open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header) {
+  // Counts bounded by the journal's size before anything is allocated.
+  if (header.kept_end < header.begin || header.end <= header.kept_end ||
+      header.ranges > journal_size / sizeof(Range) || header.steps > journal_size / sizeof(Step))
+    return std::nullopt;
+  std::vector<Range> ranges(header.ranges);
+  std::vector<Step> steps(header.steps);
+  std::uint64_t at = sizeof header;
+  if (!io::pread_all(journal_fd, reinterpret_cast<char*>(ranges.data()), ranges.size() * sizeof(Range), at) ||
+      !io::pread_all(journal_fd, reinterpret_cast<char*>(steps.data()), steps.size() * sizeof(Step),
+                     at + ranges.size() * sizeof(Range)) ||
+      !plausible(header, ranges, steps))
+    return std::nullopt;
+  Layout layout(header, saved_bytes(steps));
+  Digest::Value computed{}, stored{};
+  if (journal_size < layout.size || !hash_range(journal_fd, 3, 0, layout.checksum, computed) ||
+      !pread_value(journal_fd, stored, layout.checksum) || stored != computed)
+    return std::nullopt;
+  std::optional<Journal3> journal(std::in_place, fd, header, std::move(ranges), std::move(steps));
+  journal->sum_ = stored;
+  return journal;
+}
+
+RecoveryResult recover_v3(int fd, io::UniqueFd journal_fd, const std::string& path, std::uint64_t journal_size) {
+  Header3 header{};
+  std::optional<Journal3> journal;
+  if (pread_value(journal_fd.get(), header, 0))
+    journal = Journal3::open(fd, journal_fd.get(), journal_size, header);
+  // A journal gets its name only once it is durable, so this one was
+  // damaged afterwards; without it a half-moved mailbox cannot be put
+  // right. Touch nothing and let an administrator look.
+  if (!journal) return {false, "recovery journal " + path + " is damaged; mailbox left alone"};
+  if (!same_file(fd, header.device, header.inode)) return set_aside(path);
+  journal->adopt(std::move(journal_fd));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + io::error_text(errno)};
+  std::uint64_t size = st.st_size;
+
+  bool marked = journal->marked();
+  if (marked && !journal->marker_in_place()) {
+    // Truncated (and perhaps delivered to since): complete.
+    if (!remove_journal(path)) return {false, "cannot remove recovery journal " + path};
+    return {true, "completed an interrupted commit"};
+  }
+  if (!marked) {
+    if (size < header.end) return {false, "mailbox is shorter than its recovery journal says; left alone"};
+    std::size_t done = journal->steps_done();
+    if (done < journal->steps() && !journal->run(done, true))
+      return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+  }
+  if (size > header.end) {
+    // Mail delivered after the crash follows the stale bytes: remove them
+    // by a commit of their own, whose journal replaces this one.
+    std::string error;
+    if (!remove_ranges(fd, {{header.kept_end, header.end}}, path, error))
+      return {false, "cannot complete an interrupted commit: " + error};
+    return {true, "completed an interrupted commit; mail delivered since is kept"};
+  }
+  if (!journal->finish(path, marked))
+    return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+  return {true, "completed an interrupted commit"};
+}
+
+// --- versions 1 and 2: journals of an older popd, rolled back ---------------
+//
+// Header, the original bytes of [begin, kept_end), a checksum of both;
+// once the rewrite was durable, a Trailer.
+
+constexpr char header_magic_v1[16] = "popd-journal-1\n";
+constexpr char header_magic_v2[16] = "popd-journal-2\n";
+constexpr char trailer_magic[16] = "popd-rewritten\n";
+
+struct Header {
+  char magic[16];
+  std::uint64_t device, inode;
+  std::uint64_t begin;     // first byte rewritten
+  std::uint64_t kept_end;  // end of the rewritten data: the new file size
+  std::uint64_t end;       // the file size before the rewrite
+};
+
+struct Trailer {
+  char magic[16];
+  std::uint64_t kept_end, end;
+  Digest::Value stale;  // checksum of [kept_end, end) before the truncate
+  Digest::Value check;  // checksum of the fields above
+};
+
+// Puts the journal's original bytes back (idempotent) and drops the
+// journal. Mail appended after the original end is not touched.
 RecoveryResult roll_back(int fd, int journal_fd, const Header& header, const std::string& journal) {
-  if (!restore(fd, journal_fd, header) || !remove_journal(journal))
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = header.begin; at < header.kept_end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
+    if (!io::pread_all(journal_fd, buffer.data(), n, sizeof header + (at - header.begin)) ||
+        !io::pwrite_all(fd, std::string_view(buffer.data(), n), at))
+      return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
+    at += n;
+  }
+  if (::fsync(fd) != 0 || !remove_journal(journal))
     return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
   return {true, "rolled back an interrupted commit; no deletion took effect"};
 }
 
+RecoveryResult recover_old(int fd, int journal_fd, const std::string& journal, std::uint64_t journal_size,
+                           int version, const Header& header) {
+  std::uint64_t backup_end = sizeof header + (header.kept_end - header.begin);
+  Digest::Value stored{}, computed{};
+  Checksum digest(version);
+  digest.update(bytes_of(header));
+  bool complete = header.begin <= header.kept_end && header.kept_end <= header.end &&
+                  journal_size >= backup_end + sizeof stored;
+  std::string buffer(params::read_block, '\0');
+  for (std::uint64_t at = sizeof header; complete && at < backup_end;) {
+    std::size_t n = std::min<std::uint64_t>(buffer.size(), backup_end - at);
+    complete = io::pread_all(journal_fd, buffer.data(), n, at);
+    digest.update(std::string_view(buffer.data(), n));
+    at += n;
+  }
+  computed = digest.finish();
+  if (!complete || !pread_value(journal_fd, stored, backup_end) || stored != computed)
+    return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
+  if (!same_file(fd, header.device, header.inode)) return set_aside(journal);
+
+  Trailer trailer{};
+  bool rewritten = pread_value(journal_fd, trailer, backup_end + sizeof stored) &&
+                   std::memcmp(trailer.magic, trailer_magic, sizeof trailer.magic) == 0 &&
+                   trailer.check == Checksum::of(version, bytes_of(trailer).substr(0, offsetof(Trailer, check))) &&
+                   trailer.kept_end == header.kept_end && trailer.end == header.end;
+  if (!rewritten) return roll_back(fd, journal_fd, header, journal);
+  // Before the truncate, rolling back is always possible; after it, the
+  // commit is complete. It happened if [kept_end, end) no longer holds the
+  // stale bytes.
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + io::error_text(errno)};
+  bool truncated = static_cast<std::uint64_t>(st.st_size) < header.end;
+  if (!truncated) {
+    Digest::Value now{};
+    if (!hash_range(fd, version, header.kept_end, header.end, now))
+      return {false, "cannot read mailbox: " + io::error_text(errno)};
+    truncated = now != trailer.stale;
+  }
+  if (!truncated) return roll_back(fd, journal_fd, header, journal);
+  if (!remove_journal(journal)) return {false, "cannot remove recovery journal " + journal};
+  return {true, "completed an interrupted commit"};
+}
 
 }  // namespace
 
@@ -228,8 +590,8 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   }
   std::uint64_t removed_bytes = 0;
   for (const Range& range : removed) removed_bytes += range.end - range.begin;
-  Header header{};
-  std::memcpy(header.magic, header_magic_v2, sizeof header.magic);
+  Header3 header{};
+  std::memcpy(header.magic, magic_v3, sizeof header.magic);
   header.device = st.st_dev;
   header.inode = st.st_ino;
   header.begin = removed.front().begin;
@@ -244,23 +606,22 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
     return true;
   }
 
-  io::UniqueFd journal_fd;
-  if (!write_journal(fd, header, journal, journal_fd, error)) return false;
-  if (!rewrite(fd, removed, end) || !mark_rewritten(fd, journal_fd.get(), header) ||
-      ::ftruncate(fd, static_cast<off_t>(header.kept_end)) != 0) {
-    fail(error, "cannot rewrite mailbox");
-    // Undo now; if that fails, the journal stays and the next session
-    // rolls back, since the truncate did not happen.
-    if (restore(fd, journal_fd.get(), header)) remove_journal(journal);
-    return false;
-  }
-  if (::fsync(fd) != 0) {
-    // The stale bytes are gone and cannot be put back: the journal stays,
-    // and the next session completes the commit.
-    return fail(error, "deletions may have taken effect, but the disk did not confirm them");
-  }
-  remove_journal(journal);  // if this fails, recovery finds the truncate done
-  return true;
+  if (::getrandom(header.marker.data(), header.marker.size(), 0) != static_cast<ssize_t>(header.marker.size()))
+    return fail(error, "cannot get random bytes");
+  Moves moves(removed, end);
+  std::uint64_t floor = std::max(params::commit_step_floor, (header.kept_end - header.begin) / params::commit_steps);
+  std::vector<Step> steps = moves.plan(header.begin, header.kept_end, floor);
+  header.ranges = removed.size();
+  header.steps = steps.size();
+  Journal3 plan(fd, header, removed, std::move(steps));
+  bool named = true;
+  // Once the journal is in place the commit goes through: now, or at the
+  // next recovery.
+  if (plan.create(journal, error, named) && plan.run(0, false) && plan.finish(journal, false)) return true;
+  if (named)
+    error = "deletions may have taken effect, but the disk did not confirm them (" + io::error_text(errno) +
+            "); the next session completes them";
+  return false;
 }
 
 RecoveryResult recover(int fd, const std::string& journal) {
@@ -270,71 +631,20 @@ RecoveryResult recover(int fd, const std::string& journal) {
     return {false, "cannot open recovery journal " + journal + ": " + io::error_text(errno)};
   }
   SignalsDeferred deferred;
-  struct stat journal_st, st;
-  if (::fstat(journal_fd.get(), &journal_st) != 0 || ::fstat(fd, &st) != 0)
+  struct stat journal_st;
+  if (::fstat(journal_fd.get(), &journal_st) != 0)
     return {false, "cannot stat recovery journal " + journal + ": " + io::error_text(errno)};
-
   Header header{};
-  bool complete = io::pread_all(journal_fd.get(), reinterpret_cast<char*>(&header), sizeof header, 0);
+  if (!pread_value(journal_fd.get(), header, 0))
+    return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
+  std::uint64_t size = journal_st.st_size;
+  if (std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0)
+    return recover_v3(fd, std::move(journal_fd), journal, size);
   int version = std::memcmp(header.magic, header_magic_v1, sizeof header.magic) == 0   ? 1
                 : std::memcmp(header.magic, header_magic_v2, sizeof header.magic) == 0 ? 2
                                                                                        : 0;
-  complete = complete && version != 0 &&
-                  header.begin <= header.kept_end && header.kept_end <= header.end &&
-                  static_cast<std::uint64_t>(journal_st.st_size) >=
-                      sizeof header + (header.kept_end - header.begin) + sizeof(Digest::Value);
-  if (complete) {
-    // Verify the backup against its checksum.
-    Digest::Value stored{}, computed{};
-    std::uint64_t backup_end = sizeof header + (header.kept_end - header.begin);
-    Checksum digest(version);
-    digest.update(bytes_of(header));
-    std::string buffer(params::read_block, '\0');
-    for (std::uint64_t at = sizeof header; complete && at < backup_end;) {
-      std::size_t n = std::min<std::uint64_t>(buffer.size(), backup_end - at);
-      complete = io::pread_all(journal_fd.get(), buffer.data(), n, at);
-      digest.update(std::string_view(buffer.data(), n));
-      at += n;
-    }
-    computed = digest.finish();
-    complete = complete &&
-               io::pread_all(journal_fd.get(), reinterpret_cast<char*>(stored.data()), stored.size(), backup_end) &&
-               stored == computed;
-  }
-  if (!complete) {
-    // A journal gets its name only once it is durable, so this one was
-    // damaged afterwards. Without it a half-rewritten mailbox cannot be
-    // repaired: touch nothing and let an administrator look.
-    return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
-  }
-  if (header.device != static_cast<std::uint64_t>(st.st_dev) ||
-      header.inode != static_cast<std::uint64_t>(st.st_ino)) {
-    std::string aside = journal + ".orphan." + std::to_string(std::time(nullptr));
-    if (::rename(journal.c_str(), aside.c_str()) != 0) return {false, "cannot set aside journal " + journal};
-    return {true, "recovery journal belongs to another mailbox file; moved to " + aside};
-  }
-
-  Trailer trailer{};
-  bool rewritten = io::pread_all(journal_fd.get(), reinterpret_cast<char*>(&trailer), sizeof trailer,
-                                 trailer_offset(header)) &&
-                   std::memcmp(trailer.magic, trailer_magic, sizeof trailer.magic) == 0 &&
-                   trailer.check == Checksum::of(version, bytes_of(trailer).substr(0, offsetof(Trailer, check))) &&
-                   trailer.kept_end == header.kept_end && trailer.end == header.end;
-  if (!rewritten) return roll_back(fd, journal_fd.get(), header, journal);
-
-  // Before the truncate, rolling back is always possible and is what a
-  // failed QUIT promised; after it, the commit is complete. The truncate
-  // happened if [kept_end, end) no longer holds the stale bytes.
-  bool truncated = static_cast<std::uint64_t>(st.st_size) < header.end;
-  if (!truncated) {
-    Digest::Value now{};
-    if (!hash_range(fd, version, header.kept_end, header.end, now))
-      return {false, "cannot read mailbox: " + io::error_text(errno)};
-    truncated = now != trailer.stale;
-  }
-  if (!truncated) return roll_back(fd, journal_fd.get(), header, journal);
-  if (!remove_journal(journal)) return {false, "cannot remove recovery journal " + journal};
-  return {true, "completed an interrupted commit"};
+  if (version == 0) return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
+  return recover_old(fd, journal_fd.get(), journal, size, version, header);
 }
 
 }  // namespace popd::mailbox

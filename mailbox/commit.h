@@ -1,10 +1,13 @@
 // Committing deletions to an mbox in place, crash-safely.
 //
 // The mailbox keeps its inode: an MDA may hold it open while it waits for the
-// lock. Only the part from the first removed byte on is rewritten. Before the
-// rewrite, a journal with the original bytes that will be overwritten is made
-// durable; a crash at any instant is undone or completed by recover(), which
-// every session runs before it reads the mailbox. See popd.8, RECOVERY.
+// lock. Only the part from the first removed byte on is rewritten, moving
+// what is kept down in a few large steps. Before the first move, a journal
+// is made durable with the plan and a copy of just the bytes a step
+// overwrites before it has read them (none where the bytes removed before a
+// step are at least its size); after each step, a progress record. From
+// then on a crash at any instant is completed by recover(), which every
+// session runs before it reads the mailbox. See popd.8, RECOVERY.
 #pragma once
 
 #include <cstdint>
@@ -20,8 +23,10 @@ struct Range {
 
 // Removes the sorted, disjoint `removed` ranges from the file open at `fd`
 // (locked by the caller). Bytes past the last range, including any the file
-// gained after it was parsed, are kept. true once the result is durable; on
-// false the file is as it was, or `journal` is left for recover().
+// gained after it was parsed, are kept. true once the result is durable. On
+// false the file is as it was, unless `error` says the deletions may have
+// taken effect: then `journal` is left, and the next recover() completes
+// them.
 bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
                    std::string& error);
 
@@ -30,7 +35,8 @@ struct RecoveryResult {
   std::string action;   // what was done, for syslog; empty if nothing
 };
 
-// Finishes or undoes an interrupted remove_ranges() on the file at `fd`.
+// Completes an interrupted remove_ranges() on the file at `fd` (or, for the
+// journal of an older popd, undoes it).
 RecoveryResult recover(int fd, const std::string& journal);
 
 }  // namespace popd::mailbox

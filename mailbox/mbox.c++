@@ -12,6 +12,8 @@
 #include <emmintrin.h>
 #endif
 
+#include <xxhash.h>
+
 #include "mailbox/digest.h"
 #include "params.h"
 
@@ -421,6 +423,9 @@ class Parser {
   void start(Piece& piece) {
     current_ = Message{};
     current_.record_offset = piece.offset;
+    // The first piece holds the whole line or a full buffer (read_block,
+    // or all that is left if less).
+    current_.from_hash = from_line_hash(piece.data);
     digest_.update(content(piece));
     while (!piece.ends_line && scanner_.next(piece)) digest_.update(content(piece));
     digest_.update("\n");
@@ -513,6 +518,14 @@ class Parser {
   std::uint64_t uncounted_size_ = 0;
 };
 
+// Moves `from` to the end of `to` block by block, never copying all at once.
+void append(std::deque<Message>& from, std::deque<Message>& to) {
+  while (!from.empty()) {
+    to.push_back(from.front());
+    from.pop_front();
+  }
+}
+
 // Identical messages get the same digest; number them in file order. By
 // sorting indices (4 bytes a message), not with a hash map (ten times that).
 void number_duplicates(std::deque<Message>& messages) {
@@ -526,11 +539,12 @@ void number_duplicates(std::deque<Message>& messages) {
   }
 }
 
-// A record start near the middle of the data, for a second thread to parse
-// from: a "From " line after an empty line. 0 if there is none nearby.
-std::uint64_t middle_record(ByteSource& source) {
+// A record start near the middle of [begin, end of data), for a second
+// thread to parse from: a "From " line after an empty line. 0 if there is
+// none nearby.
+std::uint64_t middle_record(ByteSource& source, std::uint64_t begin) {
   std::string window(params::read_block, '\0');
-  std::uint64_t at = source.size() / 2;
+  std::uint64_t at = begin + (source.size() - begin) / 2;
   for (int tries = 0; tries < 8 && at < source.size(); ++tries, at += window.size() - 8) {
     std::size_t got = source.read_at(at, window.data(), window.size());
     std::string_view data(window.data(), got);
@@ -541,7 +555,43 @@ std::uint64_t middle_record(ByteSource& source) {
   return 0;
 }
 
+// The records from `begin` (the start of the data, or of a record) to the
+// end, parsed by two threads from `parallel_from` bytes on; duplicates are
+// not numbered yet.
+Mbox parse_from(ByteSource& source, std::uint64_t begin, std::uint64_t parallel_from) {
+  Parser first(source, begin);
+  std::uint64_t middle = source.size() - begin >= parallel_from ? middle_record(source, begin) : 0;
+  if (middle <= begin) {
+    first.run();
+    return std::move(first.box());
+  }
+  // A second thread parses from a record start near the middle. Whether
+  // that is really one (not, say, inside a body whose Content-Length is
+  // trusted) only the first pass can tell: it stops at the first record
+  // at or after the middle, and the two results are joined only if it is
+  // exactly there. Otherwise the first pass goes on alone.
+  Parser second(source, middle);
+  std::exception_ptr failed;
+  std::jthread helper([&] {
+    try {
+      second.run();
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  });
+  std::uint64_t met = first.run(middle);
+  helper.join();
+  std::optional<Parser> again;
+  if (met != middle || failed) again.emplace(source, met), again->run();
+  append((again ? *again : second).box().messages, first.box().messages);
+  return std::move(first.box());
+}
+
 }  // namespace
+
+std::uint64_t from_line_hash(std::string_view line) {
+  return XXH3_64bits(line.data(), std::min(line.size(), params::index_from_bytes));
+}
 
 std::string Message::uid() const {
   static constexpr char hex[] = "0123456789abcdef";
@@ -559,38 +609,42 @@ std::uint64_t Mbox::record_end(std::size_t index) const {
 }
 
 Mbox parse(ByteSource& source, std::uint64_t parallel_from) {
-  Parser first(source);
-  std::uint64_t middle = source.size() >= parallel_from ? middle_record(source) : 0;
-  if (middle == 0) {
-    first.run();
-  } else {
-    // A second thread parses from a record start near the middle. Whether
-    // that is really one (not, say, inside a body whose Content-Length is
-    // trusted) only the first pass can tell: it stops at the first record
-    // at or after the middle, and the two results are joined only if it is
-    // exactly there. Otherwise the first pass goes on alone.
-    Parser second(source, middle);
-    std::exception_ptr failed;
-    std::jthread helper([&] {
-      try {
-        second.run();
-      } catch (...) {
-        failed = std::current_exception();
-      }
-    });
-    std::uint64_t met = first.run(middle);
-    helper.join();
-    std::optional<Parser> again;
-    if (met != middle || failed) again.emplace(source, met), again->run();
-    auto& rest = (again ? *again : second).box().messages;
-    auto& messages = first.box().messages;
-    while (!rest.empty()) {  // moved over block by block, not copied whole
-      messages.push_back(rest.front());
-      rest.pop_front();
+  Mbox box = parse_from(source, 0, parallel_from);
+  number_duplicates(box.messages);
+  return box;
+}
+
+Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from) {
+  if (known.end == source.size()) return known;
+  if (known.messages.empty()) return parse(source, parallel_from);
+  // The last record may go on (a line without a newline, or no empty line
+  // before what was appended): it is parsed again with what follows.
+  std::uint64_t resume = known.messages.back().record_offset;
+  known.messages.pop_back();
+  Mbox tail = parse_from(source, resume, parallel_from);
+  append(tail.messages, known.messages);
+  known.end = tail.end;
+  number_duplicates(known.messages);
+  return known;
+}
+
+Mbox Mbox::without(const std::vector<bool>& deleted) const {
+  Mbox kept;
+  kept.internal = internal;
+  std::uint64_t removed = 0;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (i < deleted.size() && deleted[i]) {
+      removed += record_end(i) - messages[i].record_offset;
+      continue;
     }
+    Message message = messages[i];
+    message.record_offset -= removed;
+    message.content_offset -= removed;
+    kept.messages.push_back(message);
   }
-  number_duplicates(first.box().messages);
-  return std::move(first.box());
+  kept.end = end - removed;
+  number_duplicates(kept.messages);
+  return kept;
 }
 
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,

@@ -49,6 +49,7 @@ struct Message {
   std::uint64_t size = 0;            // octets sent: CRLF, metadata headers hidden
   std::array<unsigned char, 16> digest{};
   std::uint32_t duplicate = 0;  // earlier messages in the mbox with the same digest
+  std::uint64_t from_hash = 0;  // of its From_ line (from_line_hash), for the index
 
   std::string uid() const;
 };
@@ -63,11 +64,23 @@ struct Mbox {
 
   // Where the record of messages[i] ends: the next record or the end.
   std::uint64_t record_end(std::size_t index) const;
+  // What parse() finds in the file once the messages marked true are
+  // removed from it (mailbox/commit.h).
+  Mbox without(const std::vector<bool>& deleted) const;
 };
+
+// Identifies a From_ line for the index: a hash of its first
+// params::index_from_bytes bytes, its line end included if it is shorter.
+std::uint64_t from_line_hash(std::string_view line);
 
 // Throws NotMbox when the data does not start with a "From " line. From
 // `parallel_from` bytes on, both halves are parsed at once (two threads).
 Mbox parse(ByteSource& source, std::uint64_t parallel_from = params::parallel_parse);
+
+// The same as parse(), given `known`: what parse() found in the first
+// known.end bytes of this data (mailbox/index.h). Only what follows is read,
+// and the last known record again.
+Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from = params::parallel_parse);
 
 // Sends a message as the client sees it (see protocol::Maildrop::send).
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,

@@ -28,7 +28,7 @@ std::size_t FileSource::read_at(std::uint64_t offset, char* buffer, std::size_t 
   return done;
 }
 
-Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
+Spool::Opened Spool::open(const std::string& path, const std::string& journal, const std::string& index) {
   Opened result;
   auto refuse = [&result](Outcome outcome, std::string text) {
     result.outcome = outcome;
@@ -37,6 +37,7 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
   };
   std::unique_ptr<Spool> spool(new Spool);
   spool->journal_ = journal;
+  spool->index_ = index;
   std::string error;
 
   // No spool file: no mail has come since the account was made. The
@@ -91,7 +92,13 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal) {
     if (::fstat(spool->fd_.get(), &st) != 0)
       return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
     FileSource source(spool->fd_.get(), st.st_size);
-    spool->mbox_ = parse(source);
+    spool->state_ = FileState::of(st);
+    if (auto known = load_index(index, spool->fd_.get(), spool->state_)) {
+      spool->index_current_ = known->end == spool->state_.size;
+      spool->mbox_ = parse_after(source, std::move(*known));
+    } else {
+      spool->mbox_ = parse(source);
+    }
   } catch (const NotMbox&) {
     return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
   } catch (const std::system_error& e) {
@@ -123,7 +130,25 @@ bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
       removed.push_back(range);
   }
   if (removed.empty()) return true;
-  return remove_ranges(fd_.get(), removed, journal_, error);
+  if (!remove_ranges(fd_.get(), removed, journal_, error)) {
+    index_.clear();  // the spool may be mid-commit: the next session decides
+    return false;
+  }
+  // What the index says from now on: the spool as the commit left it.
+  struct stat st;
+  mbox_ = mbox_.without(deleted);
+  index_current_ = false;
+  if (::fstat(fd_.get(), &st) != 0)
+    index_.clear();  // the state is unknown: better no index than a wrong one
+  else
+    state_ = FileState::of(st);
+  return true;
+}
+
+bool Spool::save_index(std::string& error) {
+  if (!fd_ || index_current_ || index_.empty()) return true;
+  index_current_ = mailbox::save_index(index_, mbox_, state_, error);
+  return index_current_;
 }
 
 std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "io/fd.h"
+#include "mailbox/index.h"
 #include "mailbox/lock.h"
 #include "mailbox/mbox.h"
 #include "protocol/maildrop.h"
@@ -33,8 +34,9 @@ class Spool final : public protocol::Maildrop {
     std::string notes;              // stale lock taken over, recovery done: for syslog
   };
   // Locks, recovers and parses the mailbox at `path` for the calling user.
-  // `journal` is where the recovery journal of this mailbox lives.
-  static Opened open(const std::string& path, const std::string& journal);
+  // `journal` is where the recovery journal of this mailbox lives, `index`
+  // where its index does (mailbox/index.h).
+  static Opened open(const std::string& path, const std::string& journal, const std::string& index);
 
   std::size_t count() const override { return mbox_.messages.size(); }
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }
@@ -44,11 +46,17 @@ class Spool final : public protocol::Maildrop {
   bool commit(const std::vector<bool>& deleted, std::string& error) override;
   // Call at least every minute: keeps the dotlock fresh.
   void refresh_lock() { dotlock_.refresh(); }
+  // Call at the end, before the locks go: brings the index up to date.
+  // false: it could not be written (`error` says why); the spool is fine.
+  bool save_index(std::string& error);
 
  private:
   Spool() = default;
 
   std::string journal_;
+  std::string index_;
+  bool index_current_ = false;  // the index on disk describes mbox_ and state_
+  FileState state_;             // of the spool as mbox_ describes it
   DotLock dotlock_;
   io::UniqueFd fd_;  // closing it releases the fcntl lock
   Mbox mbox_;

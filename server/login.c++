@@ -113,7 +113,8 @@ Login SystemLogin::start_session(const ::passwd& account) {
   }
   std::string mailbox = mailbox::expand_path(options_.mailbox, account.pw_name, account.pw_dir);
   std::string journal = mailbox::expand_path(options_.journal, account.pw_name, account.pw_dir);
-  auto opened = mailbox::Spool::open(mailbox, journal);
+  std::string index = mailbox::expand_path(options_.index, account.pw_name, account.pw_dir);
+  auto opened = mailbox::Spool::open(mailbox, journal, index);
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
            user_.c_str(), mailbox.c_str(), opened.notes.c_str());
@@ -123,6 +124,12 @@ Login SystemLogin::start_session(const ::passwd& account) {
   }
   spool_ = std::move(opened.spool);
   return Login{Outcome::accepted, "", spool_.get()};
+}
+
+void SystemLogin::end_session() {
+  std::string error;
+  if (spool_ && !spool_->save_index(error)) syslog(LOG_DEBUG, "session: user=%s: %s", user_.c_str(), error.c_str());
+  spool_.reset();
 }
 
 void SystemLogin::tick() {

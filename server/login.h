@@ -23,8 +23,9 @@ class SystemLogin final : public protocol::Authenticator {
   protocol::Login login(std::string_view user, std::string_view password) override;
 
   bool logged_in() const { return spool_ != nullptr; }
-  // Releases the mailbox and its locks (the session is over).
-  void end_session() { spool_.reset(); }
+  // Brings the mailbox's index up to date and releases the mailbox and its
+  // locks (the session is over).
+  void end_session();
   // True in the session process that login() forked, whatever happened then.
   bool in_session_process() const { return in_session_process_; }
   // Called in the parent right after the session process was forked, before

@@ -5,44 +5,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "io/fd.h"
 #include "mailbox/commit.h"
 #include "mailbox/digest.h"
+#include "tests/files.h"
 
 using namespace popd::mailbox;
+using namespace popd::testing;
 using popd::io::UniqueFd;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char name[] = "/tmp/popd-test-XXXXXX";
-    REQUIRE(::mkdtemp(name));
-    path = name;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
-
-void write_file(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
 ino_t inode(const std::string& path) {
   struct stat st;

@@ -6,8 +6,9 @@
   the commit, through tests/faults/shim.c++; a new session then checks the
   mailbox byte for byte.
 - full disk: ENOSPC from every write on, or a single EIO, at points across
-  the commit: QUIT says -ERR and the mailbox is as before, or +OK and the
-  deletion is complete.
+  the commit: QUIT says -ERR and the mailbox is as before, -ERR "may have
+  taken effect" and the next session completes it, or +OK and the deletion
+  is complete.
 - fsync ordering: the order of writes, fsyncs, renames and truncates in a
   commit follows the journal protocol.
 - concurrent delivery: procmail delivers numbered messages while sessions
@@ -181,6 +182,10 @@ def test_full_disk(env):
 
 
 def test_fsync_ordering(env):
+    """The journal protocol (popd.8, RECOVERY): the journal is durable under
+    its name before the mailbox is touched; each step's moves are durable
+    before its progress record is written, and that record before the next
+    step; the truncate comes last, durable before the journal goes."""
     messages, records = make_mbox(MESSAGES, seed=8)
     commit = Commit(env, records, [5, 6, 100])
     trace = env.dir + "/faults/trace"
@@ -191,23 +196,61 @@ def test_fsync_ordering(env):
     def first(pred, start=0):
         return next(i for i in range(start, len(calls)) if pred(*calls[i]))
 
-    def last(pred):
-        return max(i for i in range(len(calls)) if pred(*calls[i]))
-
     renamed = first(lambda c, w: c == "rename" and w.endswith("-> " + journal))
-    journal_synced = last(lambda c, w: c == "fsync" and w == journal + ".new")
+    journal_synced = max(i for i in range(renamed) if calls[i] == ["fsync", journal + ".new"])
     dir_synced = first(lambda c, w: c == "fsync" and w == home, renamed)
-    rewrite_start = first(lambda c, w: c == "pwrite" and w.startswith(mailbox + " "))
-    rewrite_end = last(lambda c, w: c == "pwrite" and w.startswith(mailbox + " "))
-    mailbox_synced = first(lambda c, w: c == "fsync" and w == mailbox, rewrite_end)
-    trailer = first(lambda c, w: c == "pwrite" and w.startswith(journal + " "), rewrite_end)
-    trailer_synced = first(lambda c, w: c == "fsync" and w == journal, trailer)
+    moves = first(lambda c, w: c == "pwrite" and w.startswith(mailbox + " "))
+    check(journal_synced < renamed < dir_synced < moves, "journal durable before the mailbox is touched")
+    mailbox_dirty = journal_dirty = False
+    records_written = 0
+    for call, what in calls[moves:]:
+        if call == "pwrite" and what.startswith(mailbox + " "):
+            check(not journal_dirty, "a step began before the previous one's progress record was durable")
+            mailbox_dirty = True
+        elif call == "pwrite" and what.startswith(journal + " "):
+            check(not mailbox_dirty, "a progress record was written before its step was durable")
+            journal_dirty, records_written = True, records_written + 1
+        elif call == "fsync" and what in (mailbox, journal):
+            mailbox_dirty, journal_dirty = (False, journal_dirty) if what == mailbox else (mailbox_dirty, False)
+        elif call == "ftruncate" and what.startswith(mailbox + " "):
+            check(not mailbox_dirty and not journal_dirty, "truncated before the marker was durable")
+            break
+    check(records_written >= 3, f"only {records_written} progress records: the commit was not done in steps")
     truncated = first(lambda c, w: c == "ftruncate" and w.startswith(mailbox + " "))
     truncate_synced = first(lambda c, w: c == "fsync" and w == mailbox, truncated)
     removed = first(lambda c, w: c == "unlink" and w == journal)
-    check(journal_synced < renamed < dir_synced < rewrite_start, "journal durable before the rewrite")
-    check(rewrite_end < mailbox_synced < trailer < trailer_synced < truncated, "rewrite durable before the truncate")
     check(truncated < truncate_synced < removed, "truncate durable before the journal goes")
+    print(f"     {records_written - 1} steps, each durable before its progress record, and that before the next")
+
+
+def test_damaged_journal(env):
+    """A journal damaged after popd made it durable is never acted on: the
+    mailbox is refused and left alone until the journal is sound again."""
+    messages, records = make_mbox(MESSAGES, seed=9)
+    commit = Commit(env, records, [1, 50])
+    trace = env.dir + "/faults/trace"
+    commit.count_points(trace)
+    calls = open(trace).read().splitlines()
+    # Killed in the middle of the first move: the journal is all there is.
+    at = next(int(l.split()[0]) for l in calls if l.split()[1] == "pwrite" and env.mailbox() + " " in l) + 1
+    commit.reset()
+    commit.run(FAULT_AT=at, FAULT_MODE="kill")
+    check(os.path.exists(commit.journal), "no journal after the kill")
+    half_done = open(env.mailbox(), "rb").read()
+    check(half_done not in (commit.original, commit.committed), "the kill did not land mid-move")
+    sound = open(commit.journal, "rb").read()
+    for offset in (20, 100, len(sound) // 3):
+        damaged = bytearray(sound)
+        damaged[offset] ^= 0x40
+        with open(commit.journal, "wb") as f:
+            f.write(damaged)
+        out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+        check("-ERR [SYS/TEMP]" in out, f"damaged at {offset}: {out}")
+        check_equal(open(env.mailbox(), "rb").read(), half_done, f"mailbox after a journal damaged at {offset}")
+    with open(commit.journal, "wb") as f:
+        f.write(sound)
+    after = commit.state_after_next_session()
+    check(after == commit.committed, "the sound journal did not complete the commit")
 
 
 def test_concurrent_delivery(env):

@@ -9,8 +9,10 @@
 
 #include "mailbox/mbox.h"
 #include "params.h"
+#include "tests/mboxes.h"
 
 using namespace popd::mailbox;
+using namespace popd::testing;
 
 namespace {
 
@@ -57,34 +59,6 @@ std::string expected_form(std::string_view message) {
     out += "\r\n";
   }
   return out;
-}
-
-// A random message as an MDA would deliver it (ends with a newline; body
-// lines "From " after an empty line are quoted), with LF or CRLF.
-std::string random_message(std::mt19937& random, bool crlf) {
-  std::string eol = crlf ? "\r\n" : "\n";
-  auto pick = [&](int n) { return static_cast<int>(random() % n); };
-  std::string message;
-  static const char* headers[] = {"Subject: hello", "Status: RO", "X-UID: 7", "X-Keywords: a",
-                                  "Received: from x", "\tby y", "X-Status: A", "Message-ID: <m@x>",
-                                  "From: someone", "X-IMAPbase: 1 2", "To: you"};
-  int header_count = 1 + pick(6);
-  for (int i = 0; i < header_count; ++i) message += std::string(headers[pick(11)]) + eol;
-  message += "Date: " + std::to_string(random()) + eol;
-  if (pick(10) == 0) return message;  // header only
-  message += eol;
-  static const char* lines[] = {"text", ".", "..", ".leading dot", "", "From inside", ">From quoted",
-                                "a longer line of body text", "\t", " "};
-  int body_count = pick(12);
-  bool previous_empty = true;  // the line that ends the header
-  for (int i = 0; i < body_count; ++i) {
-    std::string line = lines[pick(10)];
-    if (previous_empty && line.starts_with("From ")) line = ">" + line;
-    if (pick(50) == 0) line = std::string(1 + pick(3000), 'x');
-    message += line + eol;
-    previous_empty = line.empty();
-  }
-  return message;
 }
 
 }  // namespace
@@ -142,16 +116,6 @@ TEST_CASE("bodies are scanned in blocks: separators at every offset around the r
   }
 }
 
-// Everything parse() finds, for comparing two parses.
-std::vector<std::string> summary(const Mbox& box) {
-  std::vector<std::string> rows;
-  for (const Message& m : box.messages)
-    rows.push_back(std::to_string(m.record_offset) + " " + std::to_string(m.content_offset) + " " +
-                   std::to_string(m.content_length) + " " + std::to_string(m.size) + " " + m.uid());
-  rows.push_back(box.internal ? "internal " + std::to_string(box.internal->record_offset) : "no internal");
-  return rows;
-}
-
 void check_parallel_parse(const std::string& data) {
   StringSource source(data);
   Mbox one_pass = parse(source, std::numeric_limits<std::uint64_t>::max());
@@ -163,13 +127,7 @@ TEST_CASE("two threads find what one pass finds") {
   std::mt19937 random(777);
   for (int round = 0; round < 200; ++round) {
     std::string eol = round % 3 == 0 ? "\r\n" : "\n";
-    std::string mbox = round % 5 == 0 ? "From MAILER-DAEMON Mon Jan  1 00:00:00 2024" + eol +
-                                            "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA" + eol +
-                                            "X-IMAP: 1 2" + eol + eol + "x" + eol + eol
-                                      : "";
-    int count = 1 + static_cast<int>(random() % 30);
-    for (int i = 0; i < count; ++i)
-      mbox += "From s Mon Jan  1 00:00:00 2024" + eol + random_message(random, eol == "\r\n") + eol;
+    std::string mbox = random_mbox(random, 1 + static_cast<int>(random() % 30), eol, round % 5 == 0);
     check_parallel_parse(mbox);
   }
   SUBCASE("the middle is inside a body whose Content-Length is trusted") {
@@ -187,6 +145,58 @@ TEST_CASE("two threads find what one pass finds") {
     std::string data;
     for (int i = 0; i < 6; ++i) data += message;
     check_parallel_parse(data);
+  }
+}
+
+TEST_CASE("parse_after: a known prefix and what was appended give what a whole parse gives") {
+  std::mt19937 random(4242);
+  // What MDAs and mistakes append: messages after an empty line, a message
+  // with no empty line before it (so it continues the last one), bytes
+  // that end a line that had none, nothing but an empty line.
+  std::vector<std::string> tails = {"From t Mon Jan  1 00:00:00 2024\nSubject: t\n\nnew\n\n",
+                                    "From u Mon Jan  1 00:00:00 2024\nSubject: u\n\nno empty line before\n",
+                                    "rest of a line\n", "\n", "\r\n"};
+  for (int round = 0; round < 200; ++round) {
+    std::string eol = round % 3 == 0 ? "\r\n" : "\n";
+    std::string before = random_mbox(random, static_cast<int>(random() % 8), eol, round % 7 == 0);
+    if (round % 4 == 0 && !before.empty()) before.pop_back();  // the last line without its newline
+    std::string tail = tails[random() % tails.size()] + (round % 2 ? random_mbox(random, 2, eol) : "");
+    std::string after = before + tail;
+    StringSource old_data(before), new_data(after);
+    Mbox known, whole;
+    try {
+      known = parse(old_data);
+      whole = parse(new_data);
+    } catch (const NotMbox&) {
+      CHECK(known.messages.empty());  // nothing the tail could spoil
+      continue;
+    }
+    CHECK(summary(parse_after(new_data, known)) == summary(whole));
+    CHECK(summary(parse_after(new_data, known, 0)) == summary(whole));  // the tail by two threads
+    CHECK(summary(parse_after(old_data, known)) == summary(known));
+  }
+}
+
+TEST_CASE("Mbox::without: what a parse of the spool finds once the messages are removed") {
+  std::mt19937 random(99);
+  for (int round = 0; round < 200; ++round) {
+    std::string eol = round % 3 == 0 ? "\r\n" : "\n";
+    std::string data = random_mbox(random, 1 + static_cast<int>(random() % 12), eol, round % 5 == 0);
+    // Identical copies, so that deleting one renumbers the others.
+    if (round % 2) data += data.substr(data.rfind("From s"));
+    Mbox box = parse_string(data);
+    std::vector<bool> deleted(box.messages.size());
+    std::string kept = data.substr(0, box.messages.front().record_offset);
+    for (std::size_t i = 0; i < deleted.size(); ++i) {
+      deleted[i] = random() % 3 == 0;
+      if (!deleted[i])
+        kept += data.substr(box.messages[i].record_offset, box.record_end(i) - box.messages[i].record_offset);
+    }
+    Mbox expected;
+    if (!kept.empty()) expected = parse_string(kept);
+    Mbox got = box.without(deleted);
+    CHECK(summary(got) == summary(expected));
+    CHECK(got.end == kept.size());
   }
 }
 

@@ -1,0 +1,227 @@
+#include "mailbox/index.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <xxhash.h>
+
+#include "io/fd.h"
+#include "io/file.h"
+#include "params.h"
+
+namespace popd::mailbox {
+namespace {
+
+// Layout (host byte order; the index never leaves the host): a Header,
+// `count` Entries (the UW IMAP pseudo-message first if there is one), and
+// an XXH3-128 checksum of both, against torn and stale writes.
+constexpr char magic[16] = "popd-index-1\n";
+
+struct Header {
+  char magic[16];
+  std::uint64_t entry_size, count, has_internal, parsed_end;
+  FileState state;  // the spool's when it was parsed (or last changed by popd)
+};
+
+struct Entry {
+  std::uint64_t record_offset, content_length, size, from_hash;
+  std::uint32_t from_length, duplicate;
+  std::array<unsigned char, 16> digest;
+};
+static_assert(sizeof(Entry) == 56 && sizeof(Header) == 104, "no padding in the index");
+
+using Checksum = std::array<unsigned char, sizeof(XXH128_canonical_t)>;
+
+class Hasher {
+ public:
+  Hasher() { XXH3_128bits_reset(state_.get()); }
+  void update(const void* data, std::size_t size) { XXH3_128bits_update(state_.get(), data, size); }
+  Checksum finish() {
+    XXH128_canonical_t canonical;
+    XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state_.get()));
+    Checksum value;
+    std::memcpy(value.data(), canonical.digest, value.size());
+    return value;
+  }
+
+ private:
+  struct Free {
+    void operator()(XXH3_state_t* state) const { XXH3_freeState(state); }
+  };
+  std::unique_ptr<XXH3_state_t, Free> state_{XXH3_createState()};
+};
+
+Entry entry_of(const Message& message) {
+  return {message.record_offset,
+          message.content_length,
+          message.size,
+          message.from_hash,
+          static_cast<std::uint32_t>(message.content_offset - message.record_offset),
+          message.duplicate,
+          message.digest};
+}
+
+Message message_of(const Entry& entry) {
+  Message message;
+  message.record_offset = entry.record_offset;
+  message.content_offset = entry.record_offset + entry.from_length;
+  message.content_length = entry.content_length;
+  message.size = entry.size;
+  message.digest = entry.digest;
+  message.duplicate = entry.duplicate;
+  message.from_hash = entry.from_hash;
+  return message;
+}
+
+// The entries must describe records in file order, each within the
+// parsed part: whatever the index says, nothing is read or removed
+// outside a record the parser could have found.
+class Order {
+ public:
+  explicit Order(std::uint64_t parsed_end) : parsed_end_(parsed_end) {}
+  bool admits(const Entry& entry) {
+    if (entry.record_offset < next_ || entry.from_length < 5) return false;
+    std::uint64_t content = entry.record_offset + entry.from_length;
+    if (content > parsed_end_ || entry.content_length > parsed_end_ - content) return false;
+    if (entry.size > 2 * entry.content_length + 4) return false;  // CRLF at most doubles it
+    next_ = content + entry.content_length;
+    return true;
+  }
+
+ private:
+  std::uint64_t parsed_end_;
+  std::uint64_t next_ = 0;
+};
+
+// Does each message still start, after a line end, with the From_ line
+// that was parsed? Two threads for a large mailbox: a pread each.
+bool records_unchanged(int fd, const std::deque<Message>& messages) {
+  auto check = [fd, &messages](std::size_t begin, std::size_t end) {
+    char buffer[1 + params::index_from_bytes];
+    for (std::size_t i = begin; i < end; ++i) {
+      const Message& m = messages[i];
+      std::size_t length = std::min<std::uint64_t>(m.content_offset - m.record_offset, params::index_from_bytes);
+      std::size_t before = m.record_offset > 0 ? 1 : 0;
+      if (!io::pread_all(fd, buffer, before + length, m.record_offset - before)) return false;
+      if (before && buffer[0] != '\n') return false;
+      if (from_line_hash({buffer + before, length}) != m.from_hash) return false;
+    }
+    return true;
+  };
+  std::size_t count = messages.size();
+  if (count < params::parallel_index_check) return check(0, count);
+  bool second_ok = false;
+  {
+    std::jthread helper([&] { second_ok = check(count / 2, count); });
+    if (!check(0, count / 2)) return false;
+  }
+  return second_ok;
+}
+
+bool fail(std::string& error, const std::string& what) {
+  error = what + ": " + io::error_text(errno);
+  return false;
+}
+
+}  // namespace
+
+FileState FileState::of(const struct stat& st) {
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+          static_cast<std::uint64_t>(st.st_size), st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+          st.st_ctim.tv_sec, st.st_ctim.tv_nsec};
+}
+
+std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now) {
+  io::UniqueFd in(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st;
+  if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) return {};
+  Header header;
+  if (!io::pread_all(in.get(), reinterpret_cast<char*>(&header), sizeof header, 0)) return {};
+  if (std::memcmp(header.magic, magic, sizeof magic) != 0 || header.entry_size != sizeof(Entry) ||
+      header.has_internal > 1 || header.count < header.has_internal ||
+      header.count > (static_cast<std::uint64_t>(st.st_size) - sizeof header) / sizeof(Entry) ||
+      static_cast<std::uint64_t>(st.st_size) != sizeof header + header.count * sizeof(Entry) + sizeof(Checksum))
+    return {};
+  // The same file, no shorter; if no longer, unchanged since (ctime
+  // follows every write and cannot be set back).
+  const FileState& then = header.state;
+  if (then.device != now.device || then.inode != now.inode || header.parsed_end > now.size) return {};
+  if (header.parsed_end == now.size && !(then == now)) return {};
+
+  Mbox box;
+  box.end = header.parsed_end;
+  Hasher hasher;
+  hasher.update(&header, sizeof header);
+  Order order(header.parsed_end);
+  std::vector<Entry> block(params::read_block / sizeof(Entry));
+  for (std::uint64_t done = 0; done < header.count;) {
+    std::size_t n = std::min<std::uint64_t>(block.size(), header.count - done);
+    if (!io::pread_all(in.get(), reinterpret_cast<char*>(block.data()), n * sizeof(Entry),
+                       sizeof header + done * sizeof(Entry)))
+      return {};
+    hasher.update(block.data(), n * sizeof(Entry));
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!order.admits(block[i])) return {};
+      if (done + i == 0 && header.has_internal)
+        box.internal = message_of(block[i]);
+      else
+        box.messages.push_back(message_of(block[i]));
+    }
+    done += n;
+  }
+  Checksum stored;
+  if (!io::pread_all(in.get(), reinterpret_cast<char*>(stored.data()), stored.size(),
+                     sizeof header + header.count * sizeof(Entry)) ||
+      stored != hasher.finish())
+    return {};
+  if (box.internal && !records_unchanged(fd, {*box.internal})) return {};
+  if (!records_unchanged(fd, box.messages)) return {};
+  return box;
+}
+
+bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error) {
+  std::string temporary = path + ".new";
+  ::unlink(temporary.c_str());
+  io::UniqueFd out(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) return fail(error, "cannot create index " + temporary);
+  Header header{};
+  std::memcpy(header.magic, magic, sizeof magic);
+  header.entry_size = sizeof(Entry);
+  header.has_internal = box.internal ? 1 : 0;
+  header.count = box.messages.size() + header.has_internal;
+  header.parsed_end = box.end;
+  header.state = state;
+  Hasher hasher;
+  std::string buffer(reinterpret_cast<const char*>(&header), sizeof header);
+  bool ok = true;
+  auto put = [&](const Message& message) {
+    Entry entry = entry_of(message);
+    buffer.append(reinterpret_cast<const char*>(&entry), sizeof entry);
+    if (buffer.size() >= params::read_block) {
+      hasher.update(buffer.data(), buffer.size());
+      ok = ok && io::write_all(out.get(), buffer);
+      buffer.clear();
+    }
+  };
+  if (box.internal) put(*box.internal);
+  for (const Message& message : box.messages) put(message);
+  hasher.update(buffer.data(), buffer.size());
+  Checksum checksum = hasher.finish();
+  buffer.append(reinterpret_cast<const char*>(checksum.data()), checksum.size());
+  ok = ok && io::write_all(out.get(), buffer);
+  out.reset();
+  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    fail(error, "cannot write index " + path);
+    ::unlink(temporary.c_str());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace popd::mailbox

@@ -1,0 +1,225 @@
+// The index on real files: trusted only when every check holds.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+#include <string>
+
+#include "io/fd.h"
+#include "mailbox/index.h"
+#include "mailbox/spool.h"
+#include "tests/files.h"
+#include "tests/mboxes.h"
+
+using namespace popd::mailbox;
+using namespace popd::testing;
+using popd::io::UniqueFd;
+
+namespace {
+
+struct SpoolFile {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", index = dir.path + "/index";
+  UniqueFd fd;
+
+  explicit SpoolFile(const std::string& data) { replace(data); }
+  void replace(const std::string& data) {
+    write_file(mailbox, data);
+    fd.reset(::open(mailbox.c_str(), O_RDWR));
+    REQUIRE(fd);
+  }
+  FileState state() const {
+    struct stat st;
+    REQUIRE(::fstat(fd.get(), &st) == 0);
+    return FileState::of(st);
+  }
+  Mbox parsed() const {
+    FileSource source(fd.get(), state().size);
+    return parse(source);
+  }
+  void save() {
+    std::string error;
+    REQUIRE(save_index(index, parsed(), state(), error));
+  }
+  std::optional<Mbox> load() const { return load_index(index, fd.get(), state()); }
+  // What a login would use: the index and a parse of the rest.
+  Mbox resumed(Mbox known) const {
+    FileSource source(fd.get(), state().size);
+    return parse_after(source, std::move(known));
+  }
+};
+
+std::string sample(std::uint32_t seed, int count = 20) {
+  std::mt19937 random(seed);
+  return random_mbox(random, count, "\n");
+}
+
+void append(const std::string& path, const std::string& data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND));
+  REQUIRE(::write(fd.get(), data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+}
+
+// Overwrites one byte, the size staying the same.
+void poke(const std::string& path, std::uint64_t offset, char byte) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY));
+  REQUIRE(::pwrite(fd.get(), &byte, 1, static_cast<off_t>(offset)) == 1);
+}
+
+}  // namespace
+
+TEST_CASE("index: a saved parse comes back whole while the spool is unchanged") {
+  for (bool internal : {false, true}) {
+    std::mt19937 random(7);
+    SpoolFile spool(random_mbox(random, 30, internal ? "\r\n" : "\n", internal));
+    spool.save();
+    auto known = spool.load();
+    REQUIRE(known);
+    CHECK(known->end == spool.state().size);
+    CHECK(summary(*known) == summary(spool.parsed()));
+    CHECK(known->internal.has_value() == internal);
+  }
+}
+
+TEST_CASE("index: mail appended since is parsed, the rest is taken from the index") {
+  SpoolFile spool(sample(1));
+  spool.save();
+  std::uint64_t old_size = spool.state().size;
+  append(spool.mailbox, sample(2, 3));
+  auto known = spool.load();
+  REQUIRE(known);
+  CHECK(known->end == old_size);
+  CHECK(summary(spool.resumed(*known)) == summary(spool.parsed()));
+}
+
+TEST_CASE("index: not trusted when the spool may have changed otherwise") {
+  SpoolFile spool(sample(3));
+  spool.save();
+  Mbox parsed = spool.parsed();
+  const Message& fifth = parsed.messages[4];
+
+  SUBCASE("rewritten in place, same size: its ctime moved") {
+    poke(spool.mailbox, fifth.content_offset + 1, '#');
+    CHECK(!spool.load());
+  }
+  SUBCASE("a From_ line changed where ctime did not tell (a clock set back, say)") {
+    FileState before = spool.state();
+    poke(spool.mailbox, fifth.record_offset + 6, '#');
+    CHECK(!load_index(spool.index, spool.fd.get(), before));
+  }
+  SUBCASE("a message moved where ctime did not tell") {
+    FileState before = spool.state();
+    poke(spool.mailbox, fifth.record_offset - 1, 'x');  // the line end before its From_ line
+    CHECK(!load_index(spool.index, spool.fd.get(), before));
+  }
+  SUBCASE("changed and appended to: the old messages are checked too") {
+    poke(spool.mailbox, fifth.record_offset, 'f');
+    append(spool.mailbox, sample(4, 2));
+    CHECK(!spool.load());
+  }
+  SUBCASE("shorter") {
+    REQUIRE(::ftruncate(spool.fd.get(), static_cast<off_t>(spool.state().size - 1)) == 0);
+    CHECK(!spool.load());
+  }
+  SUBCASE("another file at the same path") {
+    std::string data = read_file(spool.mailbox);
+    ::unlink(spool.mailbox.c_str());
+    spool.replace(data);
+    CHECK(!spool.load());
+  }
+}
+
+TEST_CASE("index: a damaged, foreign or misleading index is not used") {
+  SpoolFile spool(sample(5));
+  spool.save();
+  std::string bytes = read_file(spool.index);
+  REQUIRE(spool.load());
+
+  SUBCASE("torn") {
+    write_file(spool.index, bytes.substr(0, bytes.size() - 1));
+    CHECK(!spool.load());
+  }
+  SUBCASE("a byte flipped") {
+    bytes[bytes.size() / 2] ^= 1;
+    write_file(spool.index, bytes);
+    CHECK(!spool.load());
+  }
+  SUBCASE("empty, or something else") {
+    write_file(spool.index, "");
+    CHECK(!spool.load());
+    write_file(spool.index, std::string(4096, 'x'));
+    CHECK(!spool.load());
+  }
+  SUBCASE("a symbolic link") {
+    std::string target = spool.dir.path + "/elsewhere";
+    write_file(target, bytes);
+    ::unlink(spool.index.c_str());
+    REQUIRE(::symlink(target.c_str(), spool.index.c_str()) == 0);
+    CHECK(!spool.load());
+  }
+  SUBCASE("records out of order or past the parsed end, with a valid checksum") {
+    Mbox box = spool.parsed();
+    Mbox bad = box;
+    std::swap(bad.messages[2], bad.messages[3]);
+    std::string error;
+    REQUIRE(save_index(spool.index, bad, spool.state(), error));
+    CHECK(!spool.load());
+    bad = box;
+    bad.messages[1].content_length = box.record_end(1) - box.messages[1].content_offset + 1;  // overlaps
+    REQUIRE(save_index(spool.index, bad, spool.state(), error));
+    CHECK(!spool.load());
+    bad = box;
+    bad.messages.back().content_length = box.end - box.messages.back().content_offset + 1;
+    REQUIRE(save_index(spool.index, bad, spool.state(), error));
+    CHECK(!spool.load());
+    bad = box;
+    bad.messages[1].record_offset += 1;  // not a From_ line
+    bad.messages[1].content_offset += 1;
+    REQUIRE(save_index(spool.index, bad, spool.state(), error));
+    CHECK(!spool.load());
+  }
+}
+
+TEST_CASE("index: the spool is never written, and a session's index follows its commit") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal", index = dir.path + "/index";
+  std::string data = sample(6, 40);
+  write_file(mailbox, data);
+  struct stat before;
+  REQUIRE(::stat(mailbox.c_str(), &before) == 0);
+  std::vector<std::string> uids;
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, journal, index);
+    REQUIRE(opened.spool);
+    for (std::size_t i = 0; i < opened.spool->count(); ++i) uids.push_back(opened.spool->uid(i));
+    std::string error;
+    REQUIRE(opened.spool->save_index(error));
+  }
+  CHECK(read_file(mailbox) == data);
+  struct stat after;
+  REQUIRE(::stat(mailbox.c_str(), &after) == 0);
+  CHECK(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+  CHECK(exists(index));
+
+  std::vector<bool> deleted(uids.size());
+  deleted[0] = deleted[7] = deleted[8] = deleted[39] = true;
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, journal, index);
+    REQUIRE(opened.spool);
+    std::string error;
+    REQUIRE(opened.spool->commit(deleted, error));
+    REQUIRE(opened.spool->save_index(error));
+  }
+  UniqueFd fd(::open(mailbox.c_str(), O_RDONLY));
+  struct stat st;
+  REQUIRE(::fstat(fd.get(), &st) == 0);
+  auto known = load_index(index, fd.get(), FileState::of(st));
+  REQUIRE(known);
+  FileSource source(fd.get(), st.st_size);
+  CHECK(summary(*known) == summary(parse(source)));
+  REQUIRE(known->messages.size() == uids.size() - 4);
+  CHECK(known->messages[0].uid() == uids[1]);
+  CHECK(known->messages.back().uid() == uids[38]);
+}
