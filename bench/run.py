@@ -431,13 +431,26 @@ def read_file(path):
             pass
 
 
-def copy_and_fsync(path):
+def copy_and_fsync(path, start=0):
     copy = "/var/mail/.bench-copy"  # the spools' file system
     with open(path, "rb") as src, open(copy, "wb") as dst:
+        src.seek(start)
         shutil.copyfileobj(src, dst, 1 << 22)
         dst.flush()
         os.fsync(dst.fileno())
     os.unlink(copy)
+
+
+def pam_alone():
+    """What PAM costs on this machine: the same service and account,
+    through pamtester (its peak RSS is printed: the password hash's)."""
+    user = "bench-popd"
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "pamtester", "popd", user, "authenticate", "acct_mgmt"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, check=True)
+    PAM_PEAK_KIB.append(int(p.stderr.strip().splitlines()[-1]))
+
+
+PAM_PEAK_KIB = []
 
 
 def ceiling(path, length, tls, runs):
@@ -531,9 +544,13 @@ def main():
         for server in servers:
             server.stop()
 
+    tenth = sum(len(r) for r in box.records[:max(1, box.count // 10)])
     floors = {
         "read the file (cat)": time_it(lambda: read_file(pristine), args.runs),
         "cp + fsync": time_it(lambda: copy_and_fsync(pristine), args.runs),
+        "cp + fsync of what stays after DELE of the first 10 %": time_it(lambda: copy_and_fsync(pristine, tenth),
+                                                                          args.runs),
+        "PAM alone (pamtester popd USER authenticate acct_mgmt)": time_it(pam_alone, args.runs),
     }
     retr_bytes = sum(len(b) + 5 + 20 for b in box.bodies)
     floors["client ceiling, plain (sendfile of the RETR bytes)"] = ceiling(pristine, retr_bytes, False, args.runs)
@@ -587,6 +604,10 @@ def report(args, box, servers, missing, results, floors):
         out.append(f"| {scenario} | " + " | ".join(cells) + " |")
     out += ["", "Floors:", "", "| floor | ms |", "|---|---|"]
     out += [f"| {name} | {summary(times)} |" for name, times in floors.items()]
+    if PAM_PEAK_KIB:
+        out += ["", f"PAM alone (pamtester, the same service and account) peaks at {max(PAM_PEAK_KIB) / 1024:.1f} MiB: "
+                    "the memory of the password hash (yescrypt on Debian 12), which every process that checks a "
+                    "password pays, popd's monitor, Dovecot's auth and popa3d's parent alike."]
     session_rss = max((r[2].get("session", 0) for rows in results.values() for r in rows.get("popd") or []),
                       default=0)
     if session_rss:

@@ -138,8 +138,14 @@ Connection::Attempt Connection::write_some(std::string_view data) {
   return {0, true};
 }
 
-void Connection::close_gracefully() {
-  if (!flush()) return;
+void Connection::close_gracefully(const std::function<void()>& meanwhile) {
+  bool half_closed = finish_sending();
+  if (meanwhile) meanwhile();
+  if (half_closed) linger();
+}
+
+bool Connection::finish_sending() {
+  if (!flush()) return false;
   if (ssl_) {
     // close_notify, not waiting for the client's: it may never send one.
     int result = SSL_shutdown(ssl_);
@@ -147,7 +153,10 @@ void Connection::close_gracefully() {
       SSL_shutdown(ssl_);
     failed_ = true;  // nothing more goes out, not even from the destructor
   }
-  if (!out_is_socket_ || ::shutdown(out_, SHUT_WR) != 0) return;
+  return out_is_socket_ && ::shutdown(out_, SHUT_WR) == 0;
+}
+
+void Connection::linger() {
   // The client's FIN normally follows our reply at once; wait no longer
   // than params::linger for it, discarding what comes before it.
   auto deadline = Clock::now() + params::linger;

@@ -76,10 +76,14 @@ class Connection final : public protocol::Output {
   // Ends the connection so that what was sent arrives: flushes, sends TLS
   // close_notify, half-closes a socket and reads what the client still
   // sends for a moment (closing on unread input resets the connection, and
-  // the client can lose the last reply).
-  void close_gracefully();
+  // the client can lose the last reply). `meanwhile` runs once the client
+  // has seen the end, before the wait.
+  void close_gracefully(const std::function<void()>& meanwhile = {});
 
  private:
+  // Flushes, sends close_notify and half-closes: true if a socket was.
+  bool finish_sending();
+  void linger();
   // Writes all of `data` unless the client is gone or stuck (failed_).
   void send_all(std::string_view data);
   // Waits for `events` on fd up to the idle timeout; false on timeout or

@@ -68,16 +68,29 @@ bool pread_value(int fd, T& value, std::uint64_t offset) {
   return io::pread_all(fd, reinterpret_cast<char*>(&value), sizeof value, offset);
 }
 
+// Reads [from, from + length) of fd in blocks, front to back, and hands
+// each to sink(block, offset in the range); false as soon as either fails.
+template <typename Sink>
+bool read_blocks(int fd, std::uint64_t from, std::uint64_t length, Sink&& sink) {
+  std::size_t size = std::min<std::uint64_t>(length, params::read_block);
+  std::unique_ptr<char[]> buffer(new char[size]);  // not zeroed: only what was read is used
+  for (std::uint64_t done = 0; done < length;) {
+    std::size_t n = std::min<std::uint64_t>(size, length - done);
+    if (!io::pread_all(fd, buffer.get(), n, from + done) || !sink(std::string_view(buffer.get(), n), done))
+      return false;
+    done += n;
+  }
+  return true;
+}
+
 // Checksums [begin, end) of fd.
 bool hash_range(int fd, int version, std::uint64_t begin, std::uint64_t end, Digest::Value& value) {
   Checksum digest(version);
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = begin; at < end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), end - at);
-    if (!io::pread_all(fd, buffer.data(), n, at)) return false;
-    digest.update(std::string_view(buffer.data(), n));
-    at += n;
-  }
+  if (!read_blocks(fd, begin, end - begin, [&](std::string_view block, std::uint64_t) {
+        digest.update(block);
+        return true;
+      }))
+    return false;
   value = digest.finish();
   return true;
 }
@@ -248,18 +261,18 @@ std::uint64_t saved_bytes(const std::vector<Step>& steps) {
   return total;
 }
 
-// Copies the kept bytes of the new file's [from, to) into place, front to
-// back: no byte is overwritten before it was read.
-bool move_into_place(int fd, const Moves& moves, std::uint64_t from, std::uint64_t to, std::string& buffer) {
+// Copies [from, from + length) of `in` to `to` in `out`, front to back: a
+// move down within one file overwrites no byte before it was read.
+bool copy(int in, std::uint64_t from, std::uint64_t length, int out, std::uint64_t to) {
+  return read_blocks(in, from, length, [&](std::string_view block, std::uint64_t done) {
+    return io::pwrite_all(out, block, to + done);
+  });
+}
+
+// Copies the kept bytes of the new file's [from, to) into place.
+bool move_into_place(int fd, const Moves& moves, std::uint64_t from, std::uint64_t to) {
   return moves.pieces(from, to, [&](std::uint64_t source, std::uint64_t length, std::uint64_t destination) {
-    for (std::uint64_t done = 0; done < length;) {
-      std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
-      if (!io::pread_all(fd, buffer.data(), n, source + done) ||
-          !io::pwrite_all(fd, std::string_view(buffer.data(), n), destination + done))
-        return false;
-      done += n;
-    }
-    return true;
+    return copy(fd, source, length, fd, destination);
   });
 }
 
@@ -295,15 +308,14 @@ class Journal3 {
   // first step may have been cut short: its saved bytes come from the
   // journal (its other sources lie past it, untouched).
   bool run(std::size_t first, bool redo) {
-    std::string buffer(params::read_block, '\0');
     for (std::size_t i = first; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
       std::uint64_t from = step.begin;
       if (i == first && redo) {
-        if (!restore_saved(i, buffer)) return false;
+        if (!copy(journal_fd_.get(), saved_offset(i), step.saved_end - step.begin, fd_, step.begin)) return false;
         from = step.saved_end;
       }
-      if (!move_into_place(fd_, moves_, from, step.end, buffer) || ::fsync(fd_) != 0 || !record(i)) return false;
+      if (!move_into_place(fd_, moves_, from, step.end) || ::fsync(fd_) != 0 || !record(i)) return false;
     }
     return true;
   }
@@ -347,15 +359,9 @@ class Journal3 {
     bool ok = put(bytes_of(header_)) &&
               put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) &&
               put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)});
-    std::string buffer(params::read_block, '\0');
     for (const Step& step : steps_) {
       ok = ok && moves_.pieces(step.begin, step.saved_end, [&](std::uint64_t source, std::uint64_t length, auto) {
-        for (std::uint64_t done = 0; done < length;) {
-          std::size_t n = std::min<std::uint64_t>(buffer.size(), length - done);
-          if (!io::pread_all(fd_, buffer.data(), n, source + done) || !put({buffer.data(), n})) return false;
-          done += n;
-        }
-        return true;
+        return read_blocks(fd_, source, length, [&](std::string_view block, auto) { return put(block); });
       });
     }
     sum_ = digest.finish();
@@ -365,18 +371,11 @@ class Journal3 {
     return ok && io::write_all(journal_fd_.get(), bytes_of(sum_)) && io::write_all(journal_fd_.get(), zeros);
   }
 
-  bool restore_saved(std::size_t index, std::string& buffer) {
+  // Where the journal has the saved bytes of steps_[index].
+  std::uint64_t saved_offset(std::size_t index) const {
     std::uint64_t at = layout_.saved;
     for (std::size_t i = 0; i < index; ++i) at += steps_[i].saved_end - steps_[i].begin;
-    const Step& step = steps_[index];
-    for (std::uint64_t done = 0; done < step.saved_end - step.begin;) {
-      std::size_t n = std::min<std::uint64_t>(buffer.size(), step.saved_end - step.begin - done);
-      if (!io::pread_all(journal_fd_.get(), buffer.data(), n, at + done) ||
-          !io::pwrite_all(fd_, std::string_view(buffer.data(), n), step.begin + done))
-        return false;
-      done += n;
-    }
-    return true;
+    return at;
   }
 
   Progress progress_record(std::uint64_t index) const {
@@ -519,15 +518,8 @@ struct Trailer {
 // Puts the journal's original bytes back (idempotent) and drops the
 // journal. Mail appended after the original end is not touched.
 RecoveryResult roll_back(int fd, int journal_fd, const Header& header, const std::string& journal) {
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = header.begin; at < header.kept_end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), header.kept_end - at);
-    if (!io::pread_all(journal_fd, buffer.data(), n, sizeof header + (at - header.begin)) ||
-        !io::pwrite_all(fd, std::string_view(buffer.data(), n), at))
-      return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
-    at += n;
-  }
-  if (::fsync(fd) != 0 || !remove_journal(journal))
+  if (!copy(journal_fd, sizeof header, header.kept_end - header.begin, fd, header.begin) || ::fsync(fd) != 0 ||
+      !remove_journal(journal))
     return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
   return {true, "rolled back an interrupted commit; no deletion took effect"};
 }
@@ -536,18 +528,9 @@ RecoveryResult recover_old(int fd, int journal_fd, const std::string& journal, s
                            int version, const Header& header) {
   std::uint64_t backup_end = sizeof header + (header.kept_end - header.begin);
   Digest::Value stored{}, computed{};
-  Checksum digest(version);
-  digest.update(bytes_of(header));
   bool complete = header.begin <= header.kept_end && header.kept_end <= header.end &&
-                  journal_size >= backup_end + sizeof stored;
-  std::string buffer(params::read_block, '\0');
-  for (std::uint64_t at = sizeof header; complete && at < backup_end;) {
-    std::size_t n = std::min<std::uint64_t>(buffer.size(), backup_end - at);
-    complete = io::pread_all(journal_fd, buffer.data(), n, at);
-    digest.update(std::string_view(buffer.data(), n));
-    at += n;
-  }
-  computed = digest.finish();
+                  journal_size >= backup_end + sizeof stored &&
+                  hash_range(journal_fd, version, 0, backup_end, computed);
   if (!complete || !pread_value(journal_fd, stored, backup_end) || stored != computed)
     return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
   if (!same_file(fd, header.device, header.inode)) return set_aside(journal);

@@ -4,6 +4,7 @@
 #include <lockfile.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <thread>
@@ -17,14 +18,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Calls `attempt` until it says locked or failed, or the wait is over.
+// Calls `attempt` until it says locked or failed, or the wait is over:
+// soon at first (the lock of a session that is just ending goes within
+// milliseconds), then less and less often.
 template <typename Attempt>
 LockStatus retry(Attempt attempt) {
   auto deadline = Clock::now() + params::lock_wait;
+  auto pause = params::lock_first_retry;
   for (;;) {
     LockStatus status = attempt();
     if (status != LockStatus::busy || Clock::now() >= deadline) return status;
-    std::this_thread::sleep_for(params::lock_retry_interval);
+    std::this_thread::sleep_for(pause);
+    pause = std::min(2 * pause, params::lock_retry_interval);
   }
 }
 

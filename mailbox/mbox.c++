@@ -45,15 +45,22 @@ class LineScanner {
   // The buffer is no larger than the range: a small message costs little.
   // It has `padding` zero bytes beyond its end for vector loads.
   LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end, std::size_t block = params::read_block)
-      : source_(source),
+      : source_(&source),
         size_(std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin))),
         buffer_(new char[size_ + padding]),  // not zeroed: only read bytes are looked at
+        data_(buffer_.get()),
         buffer_offset_(begin),
         end_(end) {}
 
+  // Over bytes already in memory, the whole range from `begin`: nothing is
+  // read or copied. Not for skip_body(), which needs the padding.
+  LineScanner(std::string_view range, std::uint64_t begin)
+      : size_(range.size()), data_(range.data()), buffer_offset_(begin), end_(begin + range.size()),
+        fill_(range.size()) {}
+
   bool next(Piece& piece) {
     for (;;) {
-      const char* start = buffer_.get() + pos_;
+      const char* start = data_ + pos_;
       if (const void* nl = std::memchr(start, '\n', fill_ - pos_)) {
         std::size_t length = static_cast<const char*>(nl) - start + 1;
         return emit(piece, length, true);
@@ -65,7 +72,7 @@ class LineScanner {
       std::size_t length = fill_ - pos_;
       if (length == 0) return false;
       if (more_data()) {  // the buffer is full of one line
-        if (buffer_[fill_ - 1] == '\r' && length > 1) --length;
+        if (data_[fill_ - 1] == '\r' && length > 1) --length;
         return emit(piece, length, false);
       }
       return emit(piece, length, true);  // a last line without a newline
@@ -89,7 +96,7 @@ class LineScanner {
   std::string_view whole_lines() {
     if (!at_line_start_) return {};
     for (bool refilled = false;; refilled = true) {
-      const char* start = buffer_.get() + pos_;
+      const char* start = data_ + pos_;
       if (const void* last = ::memrchr(start, '\n', fill_ - pos_)) {
         std::size_t length = static_cast<const char*>(last) - start + 1;
         pos_ += length;
@@ -116,12 +123,12 @@ class LineScanner {
   // Keeps the bytes from pos_ (and `behind` bytes before it), reads more.
   void refill(std::size_t behind = 0) {
     std::size_t keep = std::min(pos_, behind);
-    std::memmove(buffer_.get(), buffer_.get() + pos_ - keep, fill_ - pos_ + keep);
+    std::memmove(buffer_.get(), data_ + pos_ - keep, fill_ - pos_ + keep);
     buffer_offset_ += pos_ - keep;
     fill_ -= pos_ - keep;
     pos_ = keep;
     std::uint64_t want = std::min<std::uint64_t>(size_ - fill_, end_ - (buffer_offset_ + fill_));
-    std::size_t got = source_.read_at(buffer_offset_ + fill_, buffer_.get() + fill_, want);
+    std::size_t got = source_->read_at(buffer_offset_ + fill_, buffer_.get() + fill_, want);
     if (got == 0) exhausted_ = true;  // the file shrank under us: stop here
     fill_ += got;
     std::memset(buffer_.get() + fill_, 0, padding);
@@ -130,19 +137,19 @@ class LineScanner {
   // Where the "\n" at k (followed by "From ") ends an empty line, that
   // line's start; else nullopt. Needs the two bytes before k.
   std::optional<std::size_t> empty_line_ending_at(std::size_t k) const {
-    if (buffer_[k - 1] == '\n') return k;
-    if (buffer_[k - 1] == '\r' && buffer_[k - 2] == '\n') return k - 1;
+    if (data_[k - 1] == '\n') return k;
+    if (data_[k - 1] == '\r' && data_[k - 2] == '\n') return k - 1;
     return std::nullopt;
   }
   bool from_line_at(std::size_t i) const {
-    return fill_ - i >= from_.size() && std::memcmp(buffer_.get() + i, from_.data(), from_.size()) == 0;
+    return fill_ - i >= from_.size() && std::memcmp(data_ + i, from_.data(), from_.size()) == 0;
   }
 
   static constexpr std::size_t padding = 32;
 
   bool emit(Piece& piece, std::size_t length, bool ends_line) {
     piece.offset = buffer_offset_ + pos_;
-    piece.data = std::string_view(buffer_.get() + pos_, length);
+    piece.data = std::string_view(data_ + pos_, length);
     piece.starts_line = at_line_start_;
     piece.ends_line = ends_line;
     at_line_start_ = ends_line;
@@ -150,9 +157,10 @@ class LineScanner {
     return true;
   }
 
-  ByteSource& source_;
+  ByteSource* source_ = nullptr;  // none over memory
   std::size_t size_;
-  std::unique_ptr<char[]> buffer_;
+  std::unique_ptr<char[]> buffer_;  // what data_ points to, unless over memory
+  const char* data_;
   std::uint64_t buffer_offset_;
   std::uint64_t end_;
   std::size_t pos_ = 0, fill_ = 0;
@@ -236,7 +244,7 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
   if (from_line_at(pos_)) return {blank_line, 0};  // "From " right after the header
   LineEndCounter counter;
   auto count = [&](std::size_t from, std::size_t to, int sign) {
-    for (std::size_t i = from; i < to; ++i) counter.add(buffer_[i], buffer_[i + 1], sign);
+    for (std::size_t i = from; i < to; ++i) counter.add(data_[i], data_[i + 1], sign);
   };
   // The body ends at an empty line whose line feed at k is followed by
   // "From "; the counter covers the buffer up to i.
@@ -254,7 +262,7 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
     std::size_t limit = last ? fill_ : std::max(pos_, fill_ - std::min(fill_, from_.size()));
     std::size_t i = pos_;
     unsigned candidates;
-    while ((i = counter.blocks(buffer_.get(), i, limit, candidates)) + 16 <= limit) {
+    while ((i = counter.blocks(data_, i, limit, candidates)) + 16 <= limit) {
       for (; candidates; candidates &= candidates - 1) {
         std::size_t k = i + __builtin_ctz(candidates);
         // The whole block is counted already: take back what follows k.
@@ -266,7 +274,7 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
       i += 16;
     }
     for (; i < limit; ++i) {
-      if (buffer_[i] == '\n' && buffer_[i + 1] == 'F')
+      if (data_[i] == '\n' && data_[i + 1] == 'F')
         if (auto end = ends_at(i, i)) return *end;
       count(i, i + 1, 1);
     }
@@ -280,7 +288,7 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
   std::uint64_t end = buffer_offset_ + fill_;
   if (end == start) return {blank_line, 0};
   std::uint64_t size = 2 + (end - start) + counter.lf() - counter.crlf();
-  if (buffer_[fill_ - 1] != '\n') return {end, size + 2};
+  if (data_[fill_ - 1] != '\n') return {end, size + 2};
   if (auto empty = empty_line_ending_at(fill_ - 1); empty && buffer_offset_ + *empty >= start)
     return {buffer_offset_ + *empty, size - 2};
   return {end, size};
@@ -628,31 +636,28 @@ Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from) {
   return known;
 }
 
-Mbox Mbox::without(const std::vector<bool>& deleted) const {
-  Mbox kept;
-  kept.internal = internal;
+void Mbox::remove(const std::vector<bool>& deleted) {
+  // In place: a second copy of a large mailbox's messages would double
+  // the session's memory at its end.
   std::uint64_t removed = 0;
+  std::size_t kept = 0;
   for (std::size_t i = 0; i < messages.size(); ++i) {
     if (i < deleted.size() && deleted[i]) {
-      removed += record_end(i) - messages[i].record_offset;
+      removed += record_end(i) - messages[i].record_offset;  // reads messages[i + 1], not yet moved
       continue;
     }
-    Message message = messages[i];
+    Message& message = messages[kept++] = messages[i];
     message.record_offset -= removed;
     message.content_offset -= removed;
-    kept.messages.push_back(message);
   }
-  kept.end = end - removed;
-  number_duplicates(kept.messages);
-  return kept;
+  messages.resize(kept);
+  end -= removed;
+  number_duplicates(messages);
 }
 
-void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
-          protocol::MessageSink& sink) {
-  // TOP needs the header and a few lines: a small first read, not the
-  // whole message.
-  LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
-                      body_lines ? params::top_block : params::read_block);
+namespace {
+
+void send_lines(LineScanner& scanner, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
   HeaderFilter filter;
   bool in_header = true;
   std::uint64_t lines_left = body_lines.value_or(0);
@@ -678,6 +683,23 @@ void send(ByteSource& source, const Message& message, std::optional<std::uint64_
       if (!in_header) --lines_left;
     }
   }
+}
+
+}  // namespace
+
+void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
+          protocol::MessageSink& sink) {
+  // TOP needs the header and a few lines: a small first read, not the
+  // whole message.
+  LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
+                      body_lines ? params::top_block : params::read_block);
+  send_lines(scanner, body_lines, sink);
+}
+
+void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,
+          protocol::MessageSink& sink) {
+  LineScanner scanner(content, message.content_offset);
+  send_lines(scanner, body_lines, sink);
 }
 
 }  // namespace popd::mailbox

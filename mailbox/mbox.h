@@ -64,9 +64,9 @@ struct Mbox {
 
   // Where the record of messages[i] ends: the next record or the end.
   std::uint64_t record_end(std::size_t index) const;
-  // What parse() finds in the file once the messages marked true are
-  // removed from it (mailbox/commit.h).
-  Mbox without(const std::vector<bool>& deleted) const;
+  // Becomes what parse() finds in the file once the messages marked true
+  // are removed from it (mailbox/commit.h).
+  void remove(const std::vector<bool>& deleted);
 };
 
 // Identifies a From_ line for the index: a hash of its first
@@ -82,8 +82,11 @@ Mbox parse(ByteSource& source, std::uint64_t parallel_from = params::parallel_pa
 // and the last known record again.
 Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from = params::parallel_parse);
 
-// Sends a message as the client sees it (see protocol::Maildrop::send).
+// Sends a message as the client sees it (see protocol::Maildrop::send),
+// reading it from `source`, or from `content`: its bytes, already in memory.
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
+          protocol::MessageSink& sink);
+void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink);
 
 }  // namespace popd::mailbox

@@ -9,6 +9,7 @@
 
 #include "io/file.h"
 #include "mailbox/commit.h"
+#include "params.h"
 
 namespace popd::mailbox {
 
@@ -110,9 +111,24 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal, c
 }
 
 bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
+  const Message& message = mbox_.messages[index];
   try {
     FileSource source(fd_.get(), mbox_.end);
-    mailbox::send(source, mbox_.messages[index], body_lines, sink);
+    if (message.content_length > params::read_block) {
+      mailbox::send(source, message, body_lines, sink);
+      return true;
+    }
+    // Messages that clients fetch one after the other lie one after the
+    // other: one read serves many of them.
+    std::uint64_t begin = message.content_offset, end = begin + message.content_length;
+    if (begin < window_offset_ || end > window_offset_ + window_.size()) {
+      window_.resize(params::read_block);
+      window_.resize(source.read_at(begin, window_.data(), window_.size()));
+      window_offset_ = begin;
+      if (window_.size() < message.content_length) return false;  // the file shrank
+    }
+    mailbox::send(std::string_view(window_).substr(begin - window_offset_, message.content_length), message,
+                  body_lines, sink);
     return true;
   } catch (const std::system_error&) {
     return false;
@@ -136,7 +152,7 @@ bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
   }
   // What the index says from now on: the spool as the commit left it.
   struct stat st;
-  mbox_ = mbox_.without(deleted);
+  mbox_.remove(deleted);
   index_current_ = false;
   if (::fstat(fd_.get(), &st) != 0)
     index_.clear();  // the state is unknown: better no index than a wrong one

@@ -60,6 +60,8 @@ class Spool final : public protocol::Maildrop {
   DotLock dotlock_;
   io::UniqueFd fd_;  // closing it releases the fcntl lock
   Mbox mbox_;
+  std::string window_;  // bytes of the spool from window_offset_, read for send()
+  std::uint64_t window_offset_ = 0;
 };
 
 // Expands %u (user name), %h (home directory) and %% in a path template.

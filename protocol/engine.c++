@@ -8,6 +8,7 @@
 
 #include "params.h"
 #include "protocol/base64.h"
+#include "protocol/stuffing.h"
 
 namespace popd::protocol {
 namespace {
@@ -77,18 +78,10 @@ class StuffingSink final : public MessageSink {
     at_line_start_ = true;
   }
   // The body of a RETR: converted into one block and written at once.
+  // The scratch space only grows, so that it is never zeroed again.
   void lines(std::string_view block) override {
-    converted_.clear();
-    while (!block.empty()) {
-      const char* newline = static_cast<const char*>(std::memchr(block.data(), '\n', block.size()));
-      std::size_t length = newline - block.data();
-      std::size_t content = length > 0 && block[length - 1] == '\r' ? length - 1 : length;
-      if (content > 0 && block.front() == '.') converted_ += '.';
-      converted_.append(block.data(), content);
-      converted_ += crlf;
-      block.remove_prefix(length + 1);
-    }
-    out_.write(converted_);
+    if (converted_.size() < stuffed_capacity(block.size())) converted_.resize(stuffed_capacity(block.size()));
+    out_.write({converted_.data(), stuff_lines(block, converted_.data())});
     at_line_start_ = true;
   }
 

@@ -88,8 +88,9 @@ void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogi
   connection.on_tick([&login] { login.tick(); });
   const char* how = run_session(engine, connection, tls, peer);
   if (login.logged_in()) log_session_end(login.user(), peer, engine.stats(), how);
-  login.end_session();  // the locks go before the connection lingers
-  connection.close_gracefully();
+  // The index is written and the locks go once the client has its last
+  // reply and the end of the connection, before it lingers.
+  connection.close_gracefully([&login] { login.end_session(); });
 }
 
 int serve(const Options& options) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <random>
 #include <string>
 
 #include "io/fd.h"
@@ -57,6 +58,50 @@ TEST_CASE("remove_ranges keeps everything else, byte for byte, and the inode") {
     CHECK(error.empty());
     CHECK(read_file(mailbox) == c.expected);
     CHECK(inode(mailbox) == before);
+    CHECK(!exists(journal));
+  }
+}
+
+TEST_CASE("large commits go in steps: every pattern of deletion gives the kept bytes exactly") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::mt19937 random(31);
+  std::string data(12 << 20, '\0');
+  for (char& c : data) c = static_cast<char>('a' + random() % 26);
+  // Records of 1 to 64 KiB.
+  std::vector<std::uint64_t> starts = {0};
+  while (starts.back() < data.size()) starts.push_back(starts.back() + 1024 + random() % 65536);
+  starts.back() = data.size();
+  std::size_t records = starts.size() - 1;
+  auto pattern = [&](auto doomed) {
+    std::vector<Range> removed;
+    std::string kept;
+    for (std::size_t i = 0; i < records; ++i) {
+      if (!doomed(i)) {
+        kept += data.substr(starts[i], starts[i + 1] - starts[i]);
+        continue;
+      }
+      if (!removed.empty() && removed.back().end == starts[i])
+        removed.back().end = starts[i + 1];
+      else
+        removed.push_back({starts[i], starts[i + 1]});
+    }
+    return std::pair{removed, kept};
+  };
+  std::vector<std::pair<std::vector<Range>, std::string>> cases = {
+      pattern([](std::size_t i) { return i == 0; }),                          // all but one byte journaled
+      pattern([&](std::size_t i) { return i < records / 10; }),              // nothing journaled
+      pattern([](std::size_t i) { return i % 2 == 1; }),                      // a growing gap
+      pattern([&](std::size_t) { return random() % 10 == 0; }),              // a random tenth
+      pattern([&](std::size_t i) { return i == records / 2 || i == records / 2 + 3; }),
+  };
+  for (const auto& [removed, kept] : cases) {
+    write_file(mailbox, data);
+    UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+    std::string error;
+    CHECK(remove_ranges(fd.get(), removed, journal, error));
+    CHECK(error.empty());
+    CHECK(read_file(mailbox) == kept);
     CHECK(!exists(journal));
   }
 }

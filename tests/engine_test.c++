@@ -1,10 +1,12 @@
 // The protocol engine on byte strings, with an in-memory maildrop.
 #include <doctest/doctest.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
 #include "protocol/engine.h"
+#include "protocol/stuffing.h"
 
 using namespace popd::protocol;
 
@@ -409,4 +411,36 @@ TEST_CASE("require-tls: no USER, PASS or AUTH before TLS, and CAPA does not offe
   engine.tls_started();
   CHECK(talk("CAPA\r\n").find("USER") != std::string::npos);
   CHECK(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop") != std::string::npos);
+}
+
+TEST_CASE("stuff_lines: CRLF line ends and dot-stuffing, vector path and tail alike") {
+  // The plain rule, line by line.
+  auto reference = [](std::string_view block) {
+    std::string out;
+    while (!block.empty()) {
+      auto newline = block.find('\n');
+      std::string_view line = block.substr(0, newline);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!line.empty() && line.front() == '.') out += '.';
+      out += line;
+      out += "\r\n";
+      block.remove_prefix(newline + 1);
+    }
+    return out;
+  };
+  std::mt19937 random(5);
+  const char alphabet[] = {'a', 'b', '.', '\r', '\n', 'F', ' '};
+  for (int round = 0; round < 3000; ++round) {
+    std::string block;
+    std::size_t length = random() % 200;
+    for (std::size_t i = 0; i < length; ++i) {
+      // Long runs without a line feed as well as short lines.
+      char c = alphabet[random() % (round % 2 ? 7 : 5)];
+      block += random() % 8 == 0 ? '\n' : c;
+    }
+    block += '\n';
+    std::string out(popd::protocol::stuffed_capacity(block.size()), '\0');
+    out.resize(popd::protocol::stuff_lines(block, out.data()));
+    REQUIRE(out == reference(block));
+  }
 }
