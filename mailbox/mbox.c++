@@ -168,43 +168,54 @@ class LineScanner {
   bool exhausted_ = false;
 };
 
-// Counts line feeds and CR LF pairs over blocks of 16 bytes, and finds
+// Counts line feeds and CR LF pairs over blocks of 64 bytes, and finds
 // where a line feed is followed by 'F' (a line that may start "From ").
-// The counts stay in per-byte vector counters, summed every 255 blocks.
+// The counts stay in per-byte vector counters, summed every 63 blocks.
 class LineEndCounter {
  public:
-  // Counts the 16-byte blocks of data[i, limit) up to the first block
-  // with a candidate, whose bits (bit j: data[i+j] data[i+j+1] is LF 'F')
-  // land in `candidates`; returns that block's index (counted), or where
-  // the blocks end. Reads one byte past each block.
-  std::size_t blocks(const char* data, std::size_t i, std::size_t limit, unsigned& candidates) {
+  static constexpr std::size_t block = 64;
+
+  // Counts the blocks of data[i, limit) up to the first block with a
+  // candidate, whose bits (bit j: data[i+j] data[i+j+1] is LF 'F') land in
+  // `candidates`; returns that block's index (counted), or where the
+  // blocks end. Reads one byte past each block.
+  std::size_t blocks(const char* data, std::size_t i, std::size_t limit, std::uint64_t& candidates) {
     candidates = 0;
 #if defined(__SSE2__)
-    // Per-byte counters (a match is -1, subtracted), summed before they
-    // can overflow.
+    // Per-byte counters (a match is -1, subtracted; four a block at most),
+    // summed before they can overflow.
     __m128i lf_bytes = _mm_setzero_si128(), crlf_bytes = _mm_setzero_si128();
     const __m128i lf_char = _mm_set1_epi8('\n'), cr_char = _mm_set1_epi8('\r'), f_char = _mm_set1_epi8('F');
     unsigned pending = 0;
-    for (; i + 16 <= limit; i += 16) {
-      __m128i here = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
-      __m128i next = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + 1));
-      __m128i lf = _mm_cmpeq_epi8(here, lf_char);
-      lf_bytes = _mm_sub_epi8(lf_bytes, lf);
-      crlf_bytes = _mm_sub_epi8(crlf_bytes, _mm_and_si128(_mm_cmpeq_epi8(here, cr_char), _mm_cmpeq_epi8(next, lf_char)));
-      candidates = static_cast<unsigned>(_mm_movemask_epi8(_mm_and_si128(lf, _mm_cmpeq_epi8(next, f_char))));
-      if (candidates || ++pending == 255) {
+    for (; i + block <= limit; i += block) {
+      std::uint64_t found = 0;
+      for (unsigned j = 0; j < block; j += 16) {
+        __m128i here = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + j));
+        __m128i next = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + j + 1));
+        __m128i lf = _mm_cmpeq_epi8(here, lf_char);
+        lf_bytes = _mm_sub_epi8(lf_bytes, lf);
+        crlf_bytes =
+            _mm_sub_epi8(crlf_bytes, _mm_and_si128(_mm_cmpeq_epi8(here, cr_char), _mm_cmpeq_epi8(next, lf_char)));
+        found |= std::uint64_t{static_cast<std::uint16_t>(
+                     _mm_movemask_epi8(_mm_and_si128(lf, _mm_cmpeq_epi8(next, f_char))))}
+                 << j;
+      }
+      if (found || ++pending == 63) {
         lf_ += sum(lf_bytes), crlf_ += sum(crlf_bytes);
         lf_bytes = crlf_bytes = _mm_setzero_si128();
         pending = 0;
-        if (candidates) return i;
+        if (found) {
+          candidates = found;
+          return i;
+        }
       }
     }
     lf_ += sum(lf_bytes), crlf_ += sum(crlf_bytes);
 #else
-    for (; i + 16 <= limit; i += 16) {
-      for (unsigned j = 0; j < 16; ++j) {
+    for (; i + block <= limit; i += block) {
+      for (unsigned j = 0; j < block; ++j) {
         add(data[i + j], data[i + j + 1], 1);
-        candidates |= unsigned{data[i + j] == '\n' && data[i + j + 1] == 'F'} << j;
+        candidates |= std::uint64_t{data[i + j] == '\n' && data[i + j + 1] == 'F'} << j;
       }
       if (candidates) return i;
     }
@@ -261,17 +272,17 @@ LineScanner::BodyEnd LineScanner::skip_body(std::uint64_t blank_line) {
     bool last = !more_data();
     std::size_t limit = last ? fill_ : std::max(pos_, fill_ - std::min(fill_, from_.size()));
     std::size_t i = pos_;
-    unsigned candidates;
-    while ((i = counter.blocks(data_, i, limit, candidates)) + 16 <= limit) {
+    std::uint64_t candidates;
+    while ((i = counter.blocks(data_, i, limit, candidates)) + LineEndCounter::block <= limit) {
       for (; candidates; candidates &= candidates - 1) {
-        std::size_t k = i + __builtin_ctz(candidates);
+        std::size_t k = i + __builtin_ctzll(candidates);
         // The whole block is counted already: take back what follows k.
         if (empty_line_ending_at(k) && from_line_at(k + 1)) {
-          count(k, i + 16, -1);
+          count(k, i + LineEndCounter::block, -1);
           if (auto end = ends_at(k, k)) return *end;
         }
       }
-      i += 16;
+      i += LineEndCounter::block;
     }
     for (; i < limit; ++i) {
       if (data_[i] == '\n' && data_[i + 1] == 'F')
@@ -603,13 +614,14 @@ std::uint64_t from_line_hash(std::string_view line) {
 
 std::string Message::uid() const {
   static constexpr char hex[] = "0123456789abcdef";
-  std::string id;
-  for (unsigned char byte : digest) {
-    id += hex[byte >> 4];
-    id += hex[byte & 15];
+  char id[2 * sizeof digest];
+  for (std::size_t i = 0; i < sizeof digest; ++i) {
+    id[2 * i] = hex[digest[i] >> 4];
+    id[2 * i + 1] = hex[digest[i] & 15];
   }
-  if (duplicate > 0) id += "-" + std::to_string(duplicate + 1);
-  return id;
+  std::string uid(id, sizeof id);
+  if (duplicate > 0) uid += "-" + std::to_string(duplicate + 1);
+  return uid;
 }
 
 std::uint64_t Mbox::record_end(std::size_t index) const {
