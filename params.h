@@ -73,6 +73,20 @@ inline constexpr std::size_t top_block = 16 * 1024;
 // are flushed whenever no more commands wait, so no reply waits for it.
 inline constexpr std::size_t output_buffer = 1024 * 1024;
 
+// A write this large (a piece of a RETR body) goes to the socket as it is
+// rather than through the output buffer: copying it there would cost more
+// than the call it saves.
+inline constexpr std::size_t direct_write = 64 * 1024;
+
+// RETR converts a message's lines (CRLF, dot-stuffing) in pieces of about
+// this size: big enough for few writes, small enough that the scratch
+// space (up to twice a piece) does not weigh on a session's memory.
+inline constexpr std::size_t stuffing_piece = 256 * 1024;
+
+// Allocations from this size on are mmapped, so freeing them returns the
+// memory (popd.c++): a session's peak is what it holds at once.
+inline constexpr int mmap_threshold = 256 * 1024;
+
 // Input read from the client per read(2).
 inline constexpr std::size_t input_block = 16 * 1024;
 

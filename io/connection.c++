@@ -229,7 +229,7 @@ Connection::ReadResult Connection::read(std::string& data) {
 
 void Connection::write(std::string_view bytes) {
   if (failed_) return;
-  if (buffer_.size() + bytes.size() < params::output_buffer) {
+  if (bytes.size() < params::direct_write && buffer_.size() + bytes.size() < params::output_buffer) {
     buffer_.append(bytes);
     return;
   }

@@ -77,11 +77,20 @@ class StuffingSink final : public MessageSink {
     out_.write(crlf);
     at_line_start_ = true;
   }
-  // The body of a RETR: converted into one block and written at once.
-  // The scratch space only grows, so that it is never zeroed again.
+  // The body of a RETR: converted in pieces of whole lines, each written
+  // at once. The scratch space only grows, so that it is never zeroed
+  // again, and no more than a piece needs.
   void lines(std::string_view block) override {
-    if (converted_.size() < stuffed_capacity(block.size())) converted_.resize(stuffed_capacity(block.size()));
-    out_.write({converted_.data(), stuff_lines(block, converted_.data())});
+    while (!block.empty()) {
+      std::size_t take = block.size();
+      if (take > params::stuffing_piece) {
+        std::size_t last = block.rfind('\n', params::stuffing_piece - 1);
+        take = (last == std::string_view::npos ? block.find('\n') : last) + 1;
+      }
+      if (converted_.size() < stuffed_capacity(take)) converted_.resize(stuffed_capacity(take));
+      out_.write({converted_.data(), stuff_lines(block.substr(0, take), converted_.data())});
+      block.remove_prefix(take);
+    }
     at_line_start_ = true;
   }
 
