@@ -48,12 +48,13 @@ $(BUILD)/libfaults.so: tests/faults/shim.c++
 
 # Fuzz targets (tests/fuzz/): replayed on their corpus by `make check`;
 # fuzzed with clang's libFuzzer, each for FUZZ_SECONDS, by `make fuzz`.
-FUZZ_TARGETS = engine mbox base64
+FUZZ_TARGETS = engine mbox base64 proxy
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   = -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++
 fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/digest.c++
 fuzz_sources_base64 = protocol/base64.c++
+fuzz_sources_proxy  = io/proxy.c++
 
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -73,7 +74,7 @@ fuzz:
 
 $(BUILD)/%.o: %.c++
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -MMD -MP -c -o $@ $<
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(DEPS)
 
@@ -100,20 +101,49 @@ demo: deps
 	$(MAKE) popd
 	@demo/run.sh ./popd
 
-# The PAM service file is installed only if there is none: it is the
-# administrator's once it exists.
+# Where `make install` puts things; the Debian package sets them too.
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SYSCONFDIR  ?= /etc
+UNITS        = popd.socket pop3s.socket popd@.service pop3s@.service
+XINETD       = popd pop3s
+# Installed files that name the binary get its installed path.
+at_sbindir   = sed 's|/usr/local/sbin/popd|$(SBINDIR)/popd|'
+
+# The Debian package (debian/), built from a copy of the tree in build/deb.
+VERSION = $(shell sed -n '1s/.*(\(.*\)).*/\1/p' debian/changelog)
+deb:
+	@tests/install-deps deb
+	rm -rf build/deb && mkdir -p build/deb/popd-$(VERSION)
+	tar --exclude=./build --exclude=./.git --exclude=./popd -cf - . | tar -xf - -C build/deb/popd-$(VERSION)
+	cd build/deb/popd-$(VERSION) && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning build/deb/popd_$(VERSION)_*.changes
+
+# The PAM service and /etc/default/popd are installed only if there are
+# none: they are the administrator's once they exist, and `make uninstall`
+# leaves them.
 install: popd
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
-	  $(DESTDIR)/etc/xinetd.d $(DESTDIR)/etc/pam.d $(DESTDIR)$(PREFIX)/lib/systemd/system
-	install -m 755 popd $(DESTDIR)$(PREFIX)/sbin/popd
-	install -m 644 man/popd.8 $(DESTDIR)$(PREFIX)/share/man/man8/popd.8
-	sed 's|/usr/local/sbin/popd|$(PREFIX)/sbin/popd|' xinetd.d/popd >$(DESTDIR)/etc/xinetd.d/popd
-	sed 's|/usr/local/sbin/popd|$(PREFIX)/sbin/popd|' systemd/popd@.service \
-	  >$(DESTDIR)$(PREFIX)/lib/systemd/system/popd@.service
-	install -m 644 systemd/popd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/popd.socket
-	[ -e $(DESTDIR)/etc/pam.d/popd ] || install -m 644 pam.d/popd $(DESTDIR)/etc/pam.d/popd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/xinetd.d $(DESTDIR)$(SYSCONFDIR)/pam.d $(DESTDIR)$(SYSCONFDIR)/default \
+	  $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d $(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d
+	install -m 755 popd $(DESTDIR)$(SBINDIR)/popd
+	install -m 644 man/popd.8 $(DESTDIR)$(MANDIR)/man8/popd.8
+	for u in $(UNITS); do $(at_sbindir) systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 644 systemd/popd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/popd.conf
+	for x in $(XINETD); do $(at_sbindir) xinetd.d/$$x >$(DESTDIR)$(SYSCONFDIR)/xinetd.d/$$x || exit 1; done
+	install -m 644 fail2ban/filter.d/popd.conf $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/popd.conf
+	install -m 644 fail2ban/jail.d/popd.conf $(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d/popd.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/pam.d/popd ] || install -m 644 pam.d/popd $(DESTDIR)$(SYSCONFDIR)/pam.d/popd
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/popd ] || install -m 644 default/popd $(DESTDIR)$(SYSCONFDIR)/default/popd
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/popd $(DESTDIR)$(MANDIR)/man8/popd.8 $(DESTDIR)$(TMPFILESDIR)/popd.conf \
+	  $(UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(XINETD:%=$(DESTDIR)$(SYSCONFDIR)/xinetd.d/%) \
+	  $(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/popd.conf $(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d/popd.conf
 
 clean:
 	rm -rf build popd
 
-.PHONY: all deps check demo install clean fuzz bench
+.PHONY: all deps check demo install uninstall clean fuzz bench deb

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <string_view>
 
+#include "io/proxy.h"
 #include "mailbox/spool.h"
 #include "params.h"
 
@@ -48,6 +49,10 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          root (default popd, else nobody)
   --privsep-dir DIR      empty directory it is chrooted to (default
                          /run/popd, created if missing)
+  --proxy-protocol       connections start with a PROXY protocol header
+                         (HAProxy, version 1 or 2) that names the client
+  --proxy-from LIST      addresses and networks that may send one, comma-
+                         separated (default 127.0.0.1,::1)
   --help                 show this help and exit
   --version              show the version and exit
 )";
@@ -71,6 +76,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--tls-ciphersuites", &options.tls.ciphersuites},
                            {"--privsep-user", &options.privsep_user},
                            {"--privsep-dir", &options.privsep_dir},
+                           {"--proxy-from", &options.proxy_from},
                            {"--timeout", nullptr},
                            {"--max-session", nullptr},
                            {"--failure-delay", nullptr}};
@@ -86,9 +92,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     }
     if (name == "--help") return Exit{0, usage()};
     if (name == "--version") return Exit{0, std::string(version) + "\n"};
-    if (name == "--tls-implicit" || name == "--require-tls") {
+    if (name == "--tls-implicit" || name == "--require-tls" || name == "--proxy-protocol") {
       if (has_value) return bad(std::string(name) + " takes no value");
-      (name == "--tls-implicit" ? options.tls_implicit : options.require_tls) = true;
+      (name == "--tls-implicit" ? options.tls_implicit : name == "--require-tls" ? options.require_tls
+                                                                                 : options.proxy_protocol) = true;
       continue;
     }
     const Valued* option = nullptr;
@@ -117,6 +124,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
     }
   }
+  if (!io::AddressList::parse(options.proxy_from))
+    return bad("--proxy-from needs addresses or networks (ADDR or ADDR/BITS), comma-separated");
   if (options.tls.certificate.empty() != options.tls.key.empty())
     return bad("--tls-cert and --tls-key go together");
   if ((options.tls_implicit || options.require_tls) && !options.tls_configured())

@@ -24,6 +24,10 @@ struct Options {
   // pre-authentication process runs as and in, when popd starts as root.
   std::string privsep_user = "popd";  // "nobody" if there is no such account
   std::string privsep_dir = "/run/popd";
+  // Behind a load balancer: the connection starts with a PROXY protocol
+  // header naming the client, accepted only from these addresses.
+  bool proxy_protocol = false;
+  std::string proxy_from = "127.0.0.1,::1";
 
   bool tls_configured() const { return !tls.certificate.empty(); }
 };

@@ -111,6 +111,10 @@ inline constexpr std::chrono::seconds relay_grace{5};
 // unfinished line, so this bound is never reached by a real client.
 inline constexpr std::size_t max_handover = input_block + max_sasl_line + 1024;
 
+// A load balancer sends its PROXY protocol header at once; a connection
+// that has not sent it by then is not from one.
+inline constexpr std::chrono::milliseconds proxy_header_wait{5000};
+
 // RFC 1939: a unique-id is 1 to 70 characters in 0x21..0x7E.
 inline constexpr std::size_t max_uid_length = 70;
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "io/proxy.h"
 #include "params.h"
 
 namespace popd::io {
@@ -279,7 +280,7 @@ std::string peer_address(int fd) {
     ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&address)->sin6_addr, text, sizeof text);
   else if (address.ss_family == AF_UNIX)
     return "local";
-  return text;
+  return canonical_address(text);  // a dual-stack socket's IPv4 clients as IPv4
 }
 
 }  // namespace popd::io

@@ -274,6 +274,7 @@ void Engine::pass_command(std::string_view args) {
   // RFC 1939 allows spaces in the password: it is the rest of the line after
   // the single space that follows PASS.
   if (!args.empty() && is_space(args.front())) args.remove_prefix(1);
+  mechanism_ = "user";
   login(user_, args);
 }
 
@@ -319,7 +320,21 @@ void Engine::sasl_plain(std::string_view response) {
   if (!valid_user_name(authcid)) return err("[AUTH] Invalid user name");
   if (!authzid.empty() && authzid != authcid)
     return login_failed("[AUTH] Authorization identity must be empty or the user's own");
+  mechanism_ = "sasl-plain";
   login(std::string(authcid), password);
+}
+
+SessionStats Engine::stats() const {
+  SessionStats stats = stats_;
+  if (maildrop_ || handed_off_) stats.auth = mechanism_;
+  // After a commit the maildrop no longer has the deleted messages; quit()
+  // counted what stays before it.
+  for (std::size_t i = 0; maildrop_ && !committed_ && i < deleted_.size(); ++i) {
+    ++stats.kept_messages;
+    stats.kept_bytes += maildrop_->size(i);
+  }
+  stats.too_many_failures = failures_ >= params::max_login_failures;
+  return stats;
 }
 
 void Engine::login_failed(std::string_view text) {
@@ -362,10 +377,15 @@ void Engine::quit() {
     return;
   }
   std::uint64_t marked = std::count(deleted_.begin(), deleted_.end(), true);
+  for (std::size_t i = 0; i < deleted_.size(); ++i)
+    if (!deleted_[i]) ++stats_.kept_messages, stats_.kept_bytes += maildrop_->size(i);
   std::string error;
   if (marked > 0 && !maildrop_->commit(deleted_, error)) {
     err("[SYS/TEMP] Deletions not committed: " + error);
+    stats_.commit_failed = true;
+    stats_.kept_messages = stats_.kept_bytes = 0;  // stats() counts them all
   } else {
+    committed_ = true;
     stats_.deleted_messages = marked;
     ok("popd signing off (" + std::to_string(marked) + " messages deleted)");
   }
@@ -486,6 +506,7 @@ void Engine::top(std::string_view args) {
   if (!message_number(arg, index)) return;
   ok("top of message follows");
   send_message(index, lines);
+  if (!closed()) ++stats_.top_messages;
 }
 
 void Engine::send_message(std::size_t index, std::optional<std::uint64_t> body_lines) {

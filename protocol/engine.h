@@ -14,9 +14,15 @@ namespace popd::protocol {
 
 // What the session has done, for the log line at its end.
 struct SessionStats {
+  std::string auth;  // how the user logged in: "user" (USER/PASS), "sasl-plain"; empty if not
   std::uint64_t retrieved_messages = 0;
   std::uint64_t retrieved_bytes = 0;
+  std::uint64_t top_messages = 0;
   std::uint64_t deleted_messages = 0;  // only counted once committed
+  std::uint64_t kept_messages = 0;     // in the maildrop at the end
+  std::uint64_t kept_bytes = 0;
+  bool commit_failed = false;
+  bool too_many_failures = false;      // the connection closed after failed logins
 };
 
 // User names go to PAM, syslog and file names: printable, no slash, no
@@ -64,7 +70,11 @@ class Engine {
   // pending_input() is what it must get.
   bool handed_off() const { return handed_off_; }
   const std::string& user() const { return user_; }
-  const SessionStats& stats() const { return stats_; }
+  // Also what the maildrop holds now, or after a committed QUIT.
+  SessionStats stats() const;
+  // How the login that another process answered was made (privilege
+  // separation), for stats().auth.
+  void set_mechanism(std::string_view mechanism) { mechanism_ = mechanism; }
   // Input received but not yet answered (handed on when the process changes).
   std::string_view pending_input() const;
 
@@ -109,7 +119,9 @@ class Engine {
   std::size_t consumed_ = 0;
   bool discarding_long_line_ = false;
   std::string user_;
+  std::string mechanism_;  // of the last login attempt
   bool have_user_ = false;
+  bool committed_ = false;
   int failures_ = 0;
   Maildrop* maildrop_ = nullptr;
   std::vector<bool> deleted_;

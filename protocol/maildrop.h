@@ -50,8 +50,10 @@ class Maildrop {
   // the reply is broken and the session must end.
   virtual bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
                     MessageSink& sink) = 0;
-  // Removes the messages marked true, durably. On failure the maildrop is
-  // unchanged (or recoverable to that) and `error` says why.
+  // Removes the messages marked true, durably; then the maildrop holds
+  // only the others (numbered anew). On failure `error` says why: nothing
+  // changed, or the deletions may have taken effect and the next session
+  // completes them.
   virtual bool commit(const std::vector<bool>& deleted, std::string& error) = 0;
 };
 

@@ -58,7 +58,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   std::string user(user_name);
   auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
-    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s: %s", user.c_str(), or_unknown(peer_), why);
+    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", user.c_str(), or_unknown(peer_), why);
     std::this_thread::sleep_until(began + options_.failure_delay);
     return Login{outcome, std::move(text)};
   };

@@ -98,6 +98,10 @@ std::string encode_reply(const Login& login) {
 
 // --- The pre-authentication process ---
 
+// Its exit status after a connection that never logged in: this, plus
+// twice the Ending, plus one with TLS.
+constexpr int unauthenticated_status = 64;
+
 // Asks the monitor; on success the monitor hands over the session socket.
 class MonitorAuthenticator final : public protocol::Authenticator {
  public:
@@ -160,13 +164,17 @@ bool drop_to(const Unprivileged& account, const std::string& directory, std::str
 // in direct mode the client's descriptors (SCM_RIGHTS) with the header.
 
 enum class Handover : char { direct = 'D', relay = 'R' };
-constexpr std::size_t handover_header = 1 + sizeof(std::uint32_t);
+// The login's mechanism, for the session's log line.
+enum class Mechanism : char { user = 'U', sasl_plain = 'P' };
+constexpr std::size_t handover_header = 2 + sizeof(std::uint32_t);
 
 // Without TLS the session gets the client itself and this process is done;
 // with TLS (its state lives here) this process relays until the end.
-void hand_over(io::Connection& client, int session, std::string_view pending, const Options& options) {
+void hand_over(io::Connection& client, int session, std::string_view pending, std::string_view mechanism,
+               const Options& options) {
   bool direct = !client.tls_active();
   std::string message(1, static_cast<char>(direct ? Handover::direct : Handover::relay));
+  message += static_cast<char>(mechanism == "sasl-plain" ? Mechanism::sasl_plain : Mechanism::user);
   auto length = static_cast<std::uint32_t>(pending.size());
   message.append(reinterpret_cast<const char*>(&length), sizeof length);
   message += pending;
@@ -178,6 +186,7 @@ void hand_over(io::Connection& client, int session, std::string_view pending, co
 struct Received {
   std::string pending;
   std::vector<io::UniqueFd> client;  // input and output; empty: relayed
+  std::string mechanism;
 };
 
 // The session process checks what the pre-auth process sends it, as it
@@ -187,11 +196,14 @@ std::optional<Received> receive_handover(int socket) {
   auto header = receive_message(socket, &received.client, handover_header);
   if (!header || header->size() != handover_header) return std::nullopt;
   std::uint32_t length;
-  std::memcpy(&length, header->data() + 1, sizeof length);
+  std::memcpy(&length, header->data() + 2, sizeof length);
   auto mode = static_cast<Handover>((*header)[0]);
+  auto mechanism = static_cast<Mechanism>((*header)[1]);
   bool direct = mode == Handover::direct && received.client.size() == 2;
   bool relayed = mode == Handover::relay && received.client.empty();
   if (!(direct || relayed) || length > params::max_handover) return std::nullopt;
+  if (mechanism != Mechanism::user && mechanism != Mechanism::sasl_plain) return std::nullopt;
+  received.mechanism = mechanism == Mechanism::user ? "user" : "sasl-plain";
   received.pending.resize(length);
   for (std::size_t done = 0; done < length;) {
     ssize_t n = ::read(socket, received.pending.data() + done, length - done);
@@ -214,9 +226,13 @@ int pre_authentication(int channel, const Options& options, const io::TlsContext
   MonitorAuthenticator authenticator(channel);
   protocol::Engine engine(authenticator, *connection, features(options, tls, *connection));
   engine.greet();
-  run_session(engine, *connection, tls, peer);
-  if (engine.handed_off()) hand_over(*connection, authenticator.session(), engine.pending_input(), options);
-  return 0;
+  Ending ending = run_session(engine, *connection, tls, peer);
+  if (engine.handed_off()) {
+    hand_over(*connection, authenticator.session(), engine.pending_input(), engine.stats().auth, options);
+    return 0;
+  }
+  // No session followed: the monitor logs the end, told how by the status.
+  return unauthenticated_status + 2 * static_cast<int>(ending) + (connection->tls_active() ? 1 : 0);
 }
 
 // --- The session process (forked by SystemLogin, running as the user) ---
@@ -233,9 +249,10 @@ int session(int socket, const Login& login, SystemLogin& system_login, const Opt
   int out = direct ? handover->client[1].get() : socket;
   io::Connection connection(in, out, std::chrono::seconds(options.timeout_seconds));
   protocol::Engine engine(system_login, connection);
+  engine.set_mechanism(handover->mechanism);
   engine.apply_login(login);
   engine.receive(handover->pending);
-  serve_user(engine, connection, system_login, nullptr, peer);
+  serve_user(engine, connection, system_login, nullptr, peer, !direct);
   return 0;
 }
 
@@ -263,10 +280,23 @@ bool prepare_directory(const std::string& directory, std::string& error) {
   return true;
 }
 
+// The session-end line of a connection that never got a session.
+void log_unauthenticated_end(int status, const std::string& user, int failures, const std::string& peer) {
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) - unauthenticated_status : -1;
+  bool known = code >= 0 && code <= 2 * static_cast<int>(Ending::lost) + 1;
+  protocol::SessionStats stats;
+  stats.too_many_failures = failures >= params::max_login_failures;
+  log_session_end(user, peer, known && code % 2, stats, known ? static_cast<Ending>(code / 2) : Ending::lost);
+}
+
 }  // namespace
 
 int run_separated(const Options& options, const io::TlsContext* tls) {
-  std::string peer = io::peer_address(STDIN_FILENO);
+  // The PROXY protocol header comes from a listed proxy, before any byte
+  // of the client's: the monitor reads it, and nothing else (DESIGN).
+  auto client = client_address(options);
+  if (!client) return 1;
+  const std::string& peer = *client;
   std::string error;
   auto account = unprivileged_account(options.privsep_user);
   if (!account) error = "no unprivileged account " + options.privsep_user;
@@ -291,10 +321,12 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
 
   SystemLogin login(options, peer);
   int failures = 0;
+  std::string last_user;
   while (auto request = receive_message(monitor.get())) {
     // The pre-auth process is not trusted: check what it asks.
     auto nul = request->find('\0');
     std::string user = request->substr(0, nul);
+    if (protocol::valid_user_name(user)) last_user = user;
     std::string_view password = nul == std::string::npos ? "" : std::string_view(*request).substr(nul + 1);
     Login result;
     if (nul == std::string::npos || !protocol::valid_user_name(user)) {
@@ -329,6 +361,7 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
   int status = 0;
   while (::waitpid(pre_auth, &status, 0) < 0 && errno == EINTR) {
   }
+  log_unauthenticated_end(status, last_user, failures, peer);
   return 0;
 }
 

@@ -6,7 +6,9 @@
 
 #include "auth/privileges.h"
 #include "io/file.h"
+#include "io/proxy.h"
 #include "io/tls.h"
+#include "params.h"
 #include "server/login.h"
 #include "server/privsep.h"
 
@@ -16,15 +18,53 @@ namespace {
 
 const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
 
-void log_session_end(const std::string& user, const std::string& peer, const protocol::SessionStats& stats,
-                     const char* how) {
-  syslog(LOG_INFO, "session end: user=%s rhost=%s retrieved=%llu messages/%llu bytes deleted=%llu: %s",
-         user.c_str(), or_local(peer), static_cast<unsigned long long>(stats.retrieved_messages),
-         static_cast<unsigned long long>(stats.retrieved_bytes),
-         static_cast<unsigned long long>(stats.deleted_messages), how);
+// When this connection began: popd starts with it.
+const auto connection_start = std::chrono::steady_clock::now();
+
+const char* result_of(Ending ending, const protocol::SessionStats& stats) {
+  switch (ending) {
+    case Ending::quit:
+      return stats.commit_failed ? "commit-failed" : stats.too_many_failures ? "auth-failed" : "quit";
+    case Ending::timeout: return "timeout";
+    case Ending::time_limit: return "time-limit";
+    case Ending::closed: return "closed";
+    case Ending::signal: return "signal";
+    case Ending::tls_failed: return "tls-failed";
+    case Ending::lost: return "lost";
+  }
+  return "unknown";
 }
 
 }  // namespace
+
+void log_session_end(const std::string& user, const std::string& peer, bool tls,
+                     const protocol::SessionStats& stats, Ending ending) {
+  std::chrono::duration<double> duration = std::chrono::steady_clock::now() - connection_start;
+  auto n = [](std::uint64_t value) { return static_cast<unsigned long long>(value); };
+  syslog(LOG_INFO,
+         "session end: user=%s rhost=%s tls=%s auth=%s retr=%llu/%llu top=%llu dele=%llu kept=%llu/%llu "
+         "duration=%.3f result=%s",
+         user.empty() ? "-" : user.c_str(), or_local(peer), tls ? "yes" : "no",
+         stats.auth.empty() ? "-" : stats.auth.c_str(), n(stats.retrieved_messages), n(stats.retrieved_bytes),
+         n(stats.top_messages), n(stats.deleted_messages), n(stats.kept_messages), n(stats.kept_bytes),
+         duration.count(), result_of(ending, stats));
+}
+
+std::optional<std::string> client_address(const Options& options) {
+  std::string peer = io::peer_address(STDIN_FILENO);
+  if (!options.proxy_protocol) return peer;
+  if (!io::AddressList::parse(options.proxy_from)->contains(peer)) {
+    syslog(LOG_WARNING, "PROXY protocol: rhost=%s is not in --proxy-from; connection closed", or_local(peer));
+    return std::nullopt;
+  }
+  std::string error;
+  auto source = io::read_proxy_header(STDIN_FILENO, params::proxy_header_wait, error);
+  if (!source) {
+    syslog(LOG_WARNING, "PROXY protocol: proxy=%s: %s; connection closed", or_local(peer), error.c_str());
+    return std::nullopt;
+  }
+  return source->empty() ? peer : *source;  // a health check of the proxy's own
+}
 
 std::unique_ptr<io::Connection> open_client(const Options& options, const io::TlsContext* tls,
                                             const std::string& peer) {
@@ -44,8 +84,8 @@ protocol::Features features(const Options& options, const io::TlsContext* tls, c
           .require_tls = options.require_tls};
 }
 
-const char* run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
-                        const std::string& peer) {
+Ending run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
+                   const std::string& peer) {
   std::string data, error;
   while (!engine.closed()) {
     // Answer every complete command, then flush once: pipelined commands
@@ -58,36 +98,37 @@ const char* run_session(protocol::Engine& engine, io::Connection& connection, co
       engine.discard_pending_input();
       if (!tls || !connection.flush() || !connection.start_tls(*tls, error)) {
         syslog(LOG_NOTICE, "STLS: rhost=%s: %s", or_local(peer), error.c_str());
-        return "TLS handshake failed";
+        return Ending::tls_failed;
       }
       engine.tls_started();
       continue;
     }
-    if (!connection.flush()) return "connection lost, nothing committed";
+    if (!connection.flush()) return Ending::lost;
     switch (connection.read(data)) {
       case io::Connection::ReadResult::data: engine.receive(data); break;
       case io::Connection::ReadResult::timeout:
         if (io::Connection::session_expired()) {
           engine.abort("Session time limit reached, closing connection");
           connection.flush();
-          return "session time limit, nothing committed";
+          return Ending::time_limit;
         }
         engine.abort("Idle timeout, closing connection");
         connection.flush();
-        return "idle timeout, nothing committed";
-      case io::Connection::ReadResult::stopped: return "stopped by a signal, nothing committed";
-      case io::Connection::ReadResult::end: return "connection closed without QUIT, nothing committed";
+        return Ending::timeout;
+      case io::Connection::ReadResult::stopped: return Ending::signal;
+      case io::Connection::ReadResult::end: return Ending::closed;
     }
   }
-  connection.flush();
-  return "quit";
+  return connection.flush() ? Ending::quit : Ending::lost;
 }
 
 void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogin& login,
-                const io::TlsContext* tls, const std::string& peer) {
+                const io::TlsContext* tls, const std::string& peer, bool tls_relayed) {
   connection.on_tick([&login] { login.tick(); });
-  const char* how = run_session(engine, connection, tls, peer);
-  if (login.logged_in()) log_session_end(login.user(), peer, engine.stats(), how);
+  Ending ending = run_session(engine, connection, tls, peer);
+  // The user PAM accepted, else the last name the client tried.
+  log_session_end(login.user().empty() ? engine.user() : login.user(), peer, connection.tls_active() || tls_relayed,
+                  engine.stats(), ending);
   // The index is written and the locks go once the client has its last
   // reply and the end of the connection, before it lingers.
   connection.close_gracefully([&login] { login.end_session(); });
@@ -110,13 +151,15 @@ int serve(const Options& options) {
   if (auth::running_as_root()) return run_separated(options, tls.get());
 
   // Not root: nothing to separate; one process serves the invoking user.
-  std::string peer = io::peer_address(STDIN_FILENO);
+  auto client = client_address(options);
+  if (!client) return 1;
+  const std::string& peer = *client;
   auto connection = open_client(options, tls.get(), peer);
   if (!connection) return 1;
   SystemLogin login(options, peer);
   protocol::Engine engine(login, *connection, features(options, tls.get(), *connection));
   engine.greet();
-  serve_user(engine, *connection, login, tls.get(), peer);
+  serve_user(engine, *connection, login, tls.get(), peer, false);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "io/connection.h"
@@ -16,6 +17,11 @@ class SystemLogin;
 
 int serve(const Options& options);
 
+// The client's address for PAM, the log and the failure policy: the peer's,
+// or with --proxy-protocol the one its header names (from a listed proxy
+// only). nullopt: the connection must be closed; that is logged.
+std::optional<std::string> client_address(const Options& options);
+
 // The client connection popd was started on (standard input and output),
 // TLS already up with --tls-implicit; nullptr, logged, if that failed.
 std::unique_ptr<io::Connection> open_client(const Options& options, const io::TlsContext* tls,
@@ -23,15 +29,22 @@ std::unique_ptr<io::Connection> open_client(const Options& options, const io::Tl
 // What the engine offers on that connection before login.
 protocol::Features features(const Options& options, const io::TlsContext* tls, const io::Connection& connection);
 
+// How a session ended, for the result= of its log line (popd.8, LOGGING).
+enum class Ending { quit, timeout, time_limit, closed, signal, tls_failed, lost };
+
 // Runs the engine on the connection until the session ends, is handed off,
-// or the client goes; STLS needs `tls`. Returns how it ended, for the log.
-const char* run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
-                        const std::string& peer);
+// or the client goes; STLS needs `tls`.
+Ending run_session(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,
+                   const std::string& peer);
+
+// The one line that ends every session, in a stable key=value form.
+void log_session_end(const std::string& user, const std::string& peer, bool tls,
+                     const protocol::SessionStats& stats, Ending ending);
 
 // The rest of a session whose login runs through `login`: runs it, logs its
 // end, releases the mailbox, and closes the connection so that the last
-// reply arrives.
+// reply arrives. `tls_relayed`: TLS is up, in the process that relays.
 void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogin& login,
-                const io::TlsContext* tls, const std::string& peer);
+                const io::TlsContext* tls, const std::string& peer, bool tls_relayed);
 
 }  // namespace popd::server

@@ -10,6 +10,7 @@ import fcntl
 import os
 import poplib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -708,11 +709,13 @@ def test_syslog(env):
         text = "\n".join(lines)
         mail_facility = [l for l in lines if l.startswith("<2")]  # LOG_MAIL is 2 << 3: <16>..<23>
         check(len(mail_facility) == len(lines) and lines, text)
-        check("login failed: user=alice rhost=local" in text, text)
+        check("login failed: user=alice rhost=local reason=" in text, text)
         check("login: user=alice rhost=local" in text, text)
         check(f"took over the stale lock {path}.lock" in text, text)
         size = len(client_form(messages[0]))
-        check(f"session end: user=alice rhost=local retrieved=1 messages/{size} bytes deleted=1: quit" in text, text)
+        kept = len(client_form(messages[0])) + len(client_form(messages[2]))
+        check(re.search(rf"session end: user=alice rhost=local tls=no auth=user retr=1/{size} top=0 dele=1 "
+                        rf"kept=2/{kept} duration=\d+\.\d{{3}} result=quit$", text, re.M), text)
         check("wrongpassword" not in text and "secret" not in text, "a password reached syslog")
     finally:
         log.close()

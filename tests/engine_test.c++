@@ -53,6 +53,11 @@ struct MemoryMaildrop final : Maildrop {
       return false;
     }
     committed = deleted;
+    // As a spool does: only the others are left, numbered anew.
+    std::vector<std::string> kept;
+    for (std::size_t i = 0; i < messages.size(); ++i)
+      if (!deleted[i]) kept.push_back(messages[i]);
+    messages = kept;
     return true;
   }
 };
@@ -181,6 +186,41 @@ TEST_CASE("DELE hides a message; RSET brings it back; QUIT commits") {
   CHECK(f.drop.committed == std::vector<bool>{false, true});
   CHECK(f.engine.closed());
   CHECK(f.engine.stats().deleted_messages == 1);
+}
+
+TEST_CASE("the figures of the session-end log line") {
+  Fixture f;
+  f.login();
+  f.talk("RETR 1\r\nTOP 2 1\r\nTOP 9 1\r\nDELE 1\r\nQUIT\r\n");
+  SessionStats stats = f.engine.stats();
+  CHECK(stats.auth == "user");
+  CHECK(stats.retrieved_messages == 1);
+  CHECK(stats.top_messages == 1);
+  CHECK(stats.deleted_messages == 1);
+  CHECK(stats.kept_messages == 1);
+  CHECK(stats.kept_bytes == 40);
+  CHECK(!stats.commit_failed);
+
+  Fixture plain;  // AUTH PLAIN; a commit that fails keeps everything
+  plain.drop.fail_commit = true;
+  plain.talk("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nDELE 2\r\nQUIT\r\n");
+  stats = plain.engine.stats();
+  CHECK(stats.auth == "sasl-plain");
+  CHECK(stats.commit_failed);
+  CHECK(stats.kept_messages == 2);
+  CHECK(stats.kept_bytes == 75);
+
+  Fixture dropped;  // no QUIT: nothing committed
+  dropped.login();
+  dropped.talk("DELE 1\r\n");
+  CHECK(dropped.engine.stats().kept_messages == 2);
+
+  Fixture guessing;
+  guessing.talk("USER alice\r\nPASS a\r\nUSER alice\r\nPASS b\r\nUSER alice\r\nPASS c\r\n");
+  stats = guessing.engine.stats();
+  CHECK(stats.too_many_failures);
+  CHECK(stats.auth.empty());
+  CHECK(stats.kept_messages == 0);
 }
 
 TEST_CASE("QUIT without DELE commits nothing; a failed commit is -ERR [SYS/TEMP]") {

@@ -2,7 +2,8 @@
 # Runs the end-to-end tests against the given popd binary as the current
 # user and, when that is root, once more as an unprivileged user (nobody),
 # so that both the privilege drop and the plain-user mode are exercised;
-# then the crash-safety tests, with the fault-injection shim given second.
+# then the crash-safety tests, with the fault-injection shim given second;
+# then real clients, the spawners and the Debian package.
 set -e
 popd=$(realpath "$1")
 shim=$(realpath "$2")
@@ -20,3 +21,11 @@ fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
 /usr/bin/python3 "$here/pipelining.py" "$popd"
+/usr/bin/python3 "$here/clients.py" "$popd"
+/usr/bin/python3 "$here/deploy.py" "$popd"
+# The Debian package, built, installed, used and purged (as root only). It
+# builds its own binary: once, not again for the sanitizer run.
+case "$popd" in
+  */sanitize/*) ;;
+  *) /usr/bin/python3 "$here/package.py" ;;
+esac

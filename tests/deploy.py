@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""popd under the programs it is deployed with (as root, loopback only):
+xinetd in the foreground with the repository's service file; a real
+HAProxy with send-proxy and send-proxy-v2 in front of popd under
+systemd-socket-activate, the log showing the client's address from the
+header; fail2ban-regex with the shipped filter on the log lines these
+sessions produced; and the locks of two sessions that reach one spool
+through two mount namespaces.
+
+Usage: tests/deploy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+"""
+import contextlib
+import os
+import poplib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e  # noqa: E402
+from e2e import (IS_ROOT, POPD, SocketServer, check, check_equal, client_form, login, make_mbox,  # noqa: E402
+                 wait_until_listening)
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Syslog:
+    """Catches what popd sends to /dev/log, where no syslog daemon owns it,
+    and reads it at once: a full queue would block popd in syslog()."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __enter__(self):
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind("/dev/log")
+        self.socket.settimeout(0.2)
+        self.running = True
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+        return self
+
+    def _read(self):
+        while self.running:
+            try:
+                self.lines.append(self.socket.recv(8192).decode(errors="replace"))
+            except socket.timeout:
+                pass
+
+    def collect(self, until, wait=5):
+        """The lines so far, once one holds `until` (or `wait` is over)."""
+        deadline = time.time() + wait
+        while time.time() < deadline and not any(until in l for l in self.lines):
+            time.sleep(0.05)
+        time.sleep(0.3)  # the lines that come with it
+        return list(self.lines)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.reader.join()
+        self.socket.close()
+        os.unlink("/dev/log")
+
+
+def can_bind_dev_log():
+    return IS_ROOT and not os.path.exists("/dev/log")
+
+
+class FromAddress(poplib.POP3):
+    """poplib from a source address of our choosing (127.0.0.2, say)."""
+
+    def __init__(self, host, port, source):
+        self.source = source
+        super().__init__(host, port, timeout=30)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+def round_trip(pop, messages, delete=()):
+    pop.user("alice")
+    pop.pass_("secret")
+    check_equal(pop.stat()[0], len(messages), "STAT")
+    for i, m in enumerate(messages, 1):
+        _, lines, _ = pop.retr(i)
+        check_equal(b"".join(l + b"\r\n" for l in lines), client_form(m).encode(), f"RETR {i}")
+    for i in delete:
+        pop.dele(i)
+    check(pop.quit().startswith(b"+OK"), "QUIT")
+
+
+def closed(sock):
+    """The server closed without a word (a reset, if it left input unread)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def skip(why):
+    print(f"     (skipped: {why})")
+
+
+# --- xinetd -------------------------------------------------------------------
+
+def test_xinetd_in_the_foreground(env):
+    """The repository's xinetd.d/popd, as an administrator enables it, on a
+    test port with the test's PAM and users."""
+    if not IS_ROOT:
+        return skip("xinetd runs services as root")
+    messages, records = make_mbox(6, seed=31)
+    env.write_mailbox("".join(records).encode())
+    port = free_port()
+    service = open(f"{TOP}/xinetd.d/popd").read()
+    check("disable\t\t= yes" in service, "xinetd.d/popd is not shipped disabled")
+    args = " ".join(env.command()[1:])
+    passed = dict(env.variables(), **{k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
+    variables = " ".join(f"{k}={v}" for k, v in passed.items())
+    service = (service.replace("/usr/local/sbin/popd", POPD).replace("disable\t\t= yes", "disable\t\t= no")
+               .replace("\tprotocol\t= tcp\n", f"\tprotocol\t= tcp\n\ttype\t\t= UNLISTED\n\tport\t\t= {port}\n"
+                        f"\tbind\t\t= 127.0.0.1\n\tserver_args\t= {args}\n\tenv\t\t= {variables}\n"))
+    conf = env.dir + "/xinetd.conf"
+    with open(conf, "w") as f:
+        f.write("defaults\n{\n}\n" + service)
+    xinetd = subprocess.Popen(["xinetd", "-dontfork", "-f", conf, "-pidfile", env.dir + "/xinetd.pid"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(port)
+        round_trip(poplib.POP3("127.0.0.1", port, timeout=30), messages, delete=[2])
+    finally:
+        xinetd.terminate()
+        xinetd.wait()
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records[:1] + records[2:]).encode(), "after QUIT")
+
+
+# --- HAProxy and the PROXY protocol ------------------------------------------
+
+HAPROXY = """global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend v1
+    bind 127.0.0.1:{v1}
+    default_backend popd_v1
+frontend v2
+    bind 127.0.0.1:{v2}
+    default_backend popd_v2
+backend popd_v1
+    server popd 127.0.0.1:{popd} send-proxy
+backend popd_v2
+    server popd 127.0.0.1:{popd} send-proxy-v2
+"""
+
+
+@contextlib.contextmanager
+def haproxy(env, popd_port):
+    v1, v2 = free_port(), free_port()
+    conf = env.dir + "/haproxy.cfg"
+    with open(conf, "w") as f:
+        f.write(HAPROXY.format(v1=v1, v2=v2, popd=popd_port))
+    process = subprocess.Popen(["haproxy", "-db", "-f", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(v1)
+        wait_until_listening(v2)
+        yield v1, v2
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def syslog_file(lines, path):
+    """Datagrams as a syslog daemon would write them (no <priority>)."""
+    with open(path, "w") as f:
+        for line in lines:
+            f.write(re.sub(r"^<\d+>", "", line) + "\n")
+    return path
+
+
+def test_haproxy_send_proxy_v1_and_v2(env):
+    if not can_bind_dev_log():
+        return skip("needs root and no syslog daemon owning /dev/log")
+    messages, records = make_mbox(5, seed=32)
+    env.write_mailbox("".join(records).encode())
+    with Syslog() as log, SocketServer(env, ["--proxy-protocol"]) as popd, haproxy(env, popd.port) as (v1, v2):
+        round_trip(FromAddress("127.0.0.1", v1, "127.0.0.2"), messages)
+        round_trip(FromAddress("127.0.0.1", v2, "127.0.0.3"), messages, delete=[1])
+        for source, port in (("127.0.0.4", v1), ("127.0.0.5", v2)):
+            pop = FromAddress("127.0.0.1", port, source)
+            for _ in range(3):
+                try:
+                    pop.user("alice")
+                    pop.pass_("wrong")
+                except poplib.error_proto:
+                    pass
+            pop.close()
+        # Straight to popd, bypassing the proxy: no header, closed unanswered.
+        with socket.create_connection(("127.0.0.1", popd.port), timeout=10) as direct:
+            direct.sendall(b"USER alice\r\n")
+            check(closed(direct), "a connection without a PROXY header was answered")
+        text = "\n".join(log.collect(until="rhost=127.0.0.5", wait=15))
+    check(re.search(r"session end: user=alice rhost=127\.0\.0\.2 tls=no auth=user retr=5/\d+ top=0 dele=0 "
+                    r"kept=5/\d+ duration=[\d.]+ result=quit", text), text)
+    check(re.search(r"session end: user=alice rhost=127\.0\.0\.3 .* dele=1 kept=4/\d+ .*result=quit", text), text)
+    check("login: user=alice rhost=127.0.0.2" in text and "login: user=alice rhost=127.0.0.3" in text, text)
+    check(re.search(r"session end: user=alice rhost=127\.0\.0\.4 tls=no auth=- .* result=auth-failed", text), text)
+    check("PROXY protocol: proxy=127.0.0.1: no PROXY protocol header; connection closed" in text, text)
+    check("rhost=127.0.0.1 " not in text.replace("proxy=127.0.0.1", ""), "a session logged the proxy's address:\n" + text)
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records[1:]).encode(), "after QUIT through v2")
+
+    # fail2ban's own tool and the shipped filter, installed beside
+    # fail2ban's common definitions as in /etc/fail2ban, on these very lines.
+    path = syslog_file(log.lines, env.dir + "/mail.log")
+    config = env.dir + "/fail2ban"
+    shutil.copytree("/etc/fail2ban", config)
+    shutil.copy(f"{TOP}/fail2ban/filter.d/popd.conf", f"{config}/filter.d/popd.conf")
+    p = subprocess.run(["fail2ban-regex", "-c", config, "--print-all-matched", path, "popd"],
+                       capture_output=True, text=True, timeout=120)
+    check_equal(p.returncode, 0, p.stdout + p.stderr)
+    total = re.search(r"Failregex: (\d+) total", p.stdout)
+    check(total and int(total.group(1)) == 6, p.stdout)
+    matched = re.findall(r"rhost=(127\.0\.0\.\d+) reason=", p.stdout)
+    check_equal(sorted(set(matched)), ["127.0.0.4", "127.0.0.5"], "hosts fail2ban would ban")
+    print(f"     HAProxy send-proxy and send-proxy-v2: sessions logged with the client's address; "
+          f"fail2ban-regex matched {total.group(1)} failed logins")
+
+
+def test_proxy_header_rules(env):
+    """Without --proxy-protocol a header is a bad command; with it, only a
+    listed proxy may send one."""
+    env.write_mailbox(b"")
+    out, _ = env.run(b"PROXY TCP4 198.51.100.7 192.0.2.1 51000 110\r\nQUIT\r\n")
+    check("-ERR Unknown command" in out, out)
+    with SocketServer(env, ["--proxy-protocol", "--proxy-from", "10.1.2.3,192.0.2.0/24"]) as popd:
+        with socket.create_connection(("127.0.0.1", popd.port), timeout=10) as s:
+            s.sendall(b"PROXY TCP4 198.51.100.7 192.0.2.1 51000 110\r\n")
+            check(closed(s), "a header from an address not in --proxy-from was answered")
+    with SocketServer(env, ["--proxy-protocol"]) as popd:
+        for header in (b"PROXY TCP4 198.51.100.7 192.0.2.1 51000 110\r\n", b"PROXY UNKNOWN\r\n",
+                       b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"):  # v2 LOCAL: a health check
+            with socket.create_connection(("127.0.0.1", popd.port), timeout=10) as s:
+                s.sendall(header)
+                check(s.recv(100).startswith(b"+OK"), f"greeting after {header!r}")
+        for bad in (b"PROXY TCP4 198.51.100.7\r\n", b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c" + bytes(12)):
+            with socket.create_connection(("127.0.0.1", popd.port), timeout=10) as s:
+                s.sendall(bad)
+                check(closed(s), f"a malformed header {bad!r} was answered")
+
+
+# --- one spool, two mount namespaces -------------------------------------------
+
+def test_two_mounts_of_one_spool_lock_each_other(env):
+    """NFS cannot run here (no NFS server in the test machine), so the lock
+    is shown through what NFS clients share: two sessions that see one spool
+    directory under different paths, each in its own mount namespace (bind
+    mounts), refuse each other with [IN-USE]."""
+    if not IS_ROOT or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        return skip("needs root and mount namespaces")
+    messages, records = make_mbox(3, seed=33)
+    env.write_mailbox("".join(records).encode())
+    mounts = []
+    for name in ("a", "b"):
+        mounts.append(f"{env.dir}/mnt-{name}")
+        os.mkdir(mounts[-1])
+
+    def in_namespace(mount):
+        # A private mount namespace where the spool directory is also at `mount`.
+        command = env.command()
+        command[command.index("--mailbox") + 1] = mount + "/%u"
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", env.dir + "/mail", mount] + command
+
+    variables = dict(os.environ, **env.variables())
+    first = subprocess.Popen(in_namespace(mounts[0]), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=variables)
+    first.stdin.write(login().encode())
+    first.stdin.flush()
+    for _ in range(3):
+        line = first.stdout.readline()
+    check(line.startswith(b"+OK maildrop has 3 messages"), f"first session: {line!r}")
+    second = subprocess.run(in_namespace(mounts[1]), input=(login() + "QUIT\r\n").encode(), capture_output=True,
+                            env=variables, timeout=60)
+    check(b"-ERR [IN-USE]" in second.stdout, second.stdout.decode() + second.stderr.decode())
+    first.stdin.write(b"DELE 1\r\nQUIT\r\n")
+    first.stdin.close()
+    first.wait(timeout=30)
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records[1:]).encode(), "after the first session's QUIT")
+    third = subprocess.run(in_namespace(mounts[1]), input=(login() + "STAT\r\nQUIT\r\n").encode(),
+                           capture_output=True, env=variables, timeout=60)
+    check(b"+OK 2 " in third.stdout, third.stdout.decode())
+
+
+if __name__ == "__main__":
+    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "deploy",
+                  sys.argv[2] if len(sys.argv) > 2 else "", debian_spool=True)

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""The Debian package, as an administrator meets it (as root): `make deb`
+builds it and lintian checks it; it installs on this machine; every file
+lands where popd.8 says; a real account logs in through real PAM
+(/etc/pam.d/popd) with the command line of the installed units, port 110
+and 995; `dpkg --purge` removes popd and leaves the spool alone.
+
+Usage: tests/package.py
+"""
+import glob
+import os
+import poplib
+import pwd
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+sys.argv = sys.argv[:1] + ["/usr/sbin/popd"]  # e2e's POPD: the installed one
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import check, check_equal, client_form, make_mbox, wait_until_listening  # noqa: E402
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER, PASSWORD = "popd-pkgtest", "pkg-Test-pw-1"
+SPOOL = f"/var/mail/{USER}"
+# Where popd.8 (FILES) says each file is.
+FILES = ["/usr/sbin/popd", "/usr/share/man/man8/popd.8.gz", "/etc/pam.d/popd", "/etc/default/popd",
+         "/lib/systemd/system/popd.socket", "/lib/systemd/system/popd@.service",
+         "/lib/systemd/system/pop3s.socket", "/lib/systemd/system/pop3s@.service",
+         "/etc/xinetd.d/popd", "/etc/xinetd.d/pop3s", "/etc/fail2ban/filter.d/popd.conf",
+         "/etc/fail2ban/jail.d/popd.conf", "/usr/lib/tmpfiles.d/popd.conf"]
+
+
+def sh(*args, **kw):
+    p = subprocess.run(list(args), capture_output=True, text=True, **kw)
+    check(p.returncode == 0, f"{args}: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+    return p.stdout
+
+
+def unit_command(unit):
+    """ExecStart of an installed unit, its variables expanded the way
+    systemd does: Environment= first, then /etc/default/popd."""
+    text = open(f"/lib/systemd/system/{unit}").read()
+    variables = dict(line.split("=", 2)[1:] for line in text.splitlines() if line.startswith("Environment="))
+    defaults = sh("sh", "-c", ". /etc/default/popd; env")
+    variables.update(line.split("=", 1) for line in defaults.splitlines() if line.startswith("POPD_"))
+    command = next(line[len("ExecStart="):] for line in text.splitlines() if line.startswith("ExecStart="))
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("$") and not word.startswith("${"):
+            words += variables.get(word[1:], "").split()  # $X: split into words
+        else:
+            words.append(word.replace("${POPD_TLS_CERT}", variables.get("POPD_TLS_CERT", ""))
+                         .replace("${POPD_TLS_KEY}", variables.get("POPD_TLS_KEY", "")))
+    return words
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(command):
+    port = free_port()
+    process = subprocess.Popen(["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{port}"] + command,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_listening(port)
+    return process, port
+
+
+def main():
+    if os.geteuid() != 0:
+        print("package: skipped (needs root)")
+        return
+    sh("make", "-C", TOP, "deb", timeout=1800)
+    deb = glob.glob(f"{TOP}/build/deb/popd_*.deb")
+    check(len(deb) == 1, f"built: {deb}")
+    print(f"     built {os.path.basename(deb[0])}; lintian: no errors or warnings")
+    sh("apt-get", "install", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef", "-o",
+       "Dpkg::Options::=--force-confold", deb[0], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+       timeout=900)
+    try:
+        installed(deb[0])
+    finally:
+        subprocess.run(["userdel", "-r", USER], capture_output=True)
+        if os.path.exists(SPOOL):
+            os.unlink(SPOOL)
+    print("package: 1 passed, 0 failed")
+
+
+def installed(deb):
+    for path in FILES:
+        check(os.path.exists(path), f"{path} is not installed")
+    check(os.path.isdir("/run/popd") and os.stat("/run/popd").st_uid == 0, "/run/popd")
+    check(pwd.getpwnam("popd").pw_shell in ("/usr/sbin/nologin", "/bin/false"), "the popd account")
+    for service in ("popd", "pop3s"):
+        check("disable\t\t= yes" in open(f"/etc/xinetd.d/{service}").read(), f"xinetd {service} enabled")
+
+    # A real account and a Debian spool, as the MDA leaves them.
+    subprocess.run(["userdel", "-r", USER], capture_output=True)
+    sh("useradd", "--create-home", "--shell", "/bin/sh", USER)
+    sh("chpasswd", input=f"{USER}:{PASSWORD}\n")
+    messages, records = make_mbox(4, seed=41)
+    with open(SPOOL, "wb") as f:
+        f.write("".join(records).encode())
+    account = pwd.getpwnam(USER)
+    os.chown(SPOOL, account.pw_uid, 8)
+    os.chmod(SPOOL, 0o660)
+
+    process, port = serve(unit_command("popd@.service"))
+    try:
+        pop = poplib.POP3("127.0.0.1", port, timeout=30)
+        pop.user(USER)
+        pop.pass_(PASSWORD)
+        for i, m in enumerate(messages, 1):
+            _, lines, _ = pop.retr(i)
+            check_equal(b"".join(l + b"\r\n" for l in lines), client_form(m).encode(), f"RETR {i}")
+        pop.dele(1)
+        check(pop.quit().startswith(b"+OK"), "QUIT")
+    finally:
+        process.terminate()
+        process.wait()
+    kept = "".join(records[1:]).encode()
+    check_equal(open(SPOOL, "rb").read(), kept, "spool after QUIT through popd@.service")
+
+    process, port = serve(unit_command("pop3s@.service"))
+    try:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        pop = poplib.POP3_SSL("127.0.0.1", port, context=context, timeout=30)
+        pop.user(USER)
+        pop.pass_(PASSWORD)
+        check_equal(pop.stat()[0], 3, "STAT through pop3s@.service")
+        pop.quit()
+    finally:
+        process.terminate()
+        process.wait()
+    print(f"     installed; {USER} logged in through /etc/pam.d/popd with popd@.service's and "
+          "pop3s@.service's command lines")
+
+    sh("dpkg", "--purge", "popd")
+    for path in FILES:
+        check(not os.path.exists(path), f"{path} left after dpkg --purge")
+    check_equal(open(SPOOL, "rb").read(), kept, "spool after dpkg --purge")
+    check(os.path.exists(f"{account.pw_dir}/.popd-index"), "the user's index after dpkg --purge")
+    print("     dpkg --purge: popd and its configuration gone, the spool and the user's files left alone")
+
+
+if __name__ == "__main__":
+    main()
