@@ -98,9 +98,10 @@ std::string encode_reply(const Login& login) {
 
 // --- The pre-authentication process ---
 
-// Its exit status after a connection that never logged in: this, plus
-// twice the Ending, plus one with TLS.
-constexpr int unauthenticated_status = 64;
+// After a connection that never logged in, the pre-auth process tells the
+// monitor how it ended, for the log line: this byte (no user name starts
+// with it), the Ending, and whether TLS was up.
+constexpr char end_report = '\x01';
 
 // Asks the monitor; on success the monitor hands over the session socket.
 class MonitorAuthenticator final : public protocol::Authenticator {
@@ -231,8 +232,10 @@ int pre_authentication(int channel, const Options& options, const io::TlsContext
     hand_over(*connection, authenticator.session(), engine.pending_input(), engine.stats().auth, options);
     return 0;
   }
-  // No session followed: the monitor logs the end, told how by the status.
-  return unauthenticated_status + 2 * static_cast<int>(ending) + (connection->tls_active() ? 1 : 0);
+  // No session followed: the monitor logs the end.
+  std::string report{end_report, static_cast<char>(ending), connection->tls_active() ? '1' : '0'};
+  send_message(channel, report);
+  return 0;
 }
 
 // --- The session process (forked by SystemLogin, running as the user) ---
@@ -280,13 +283,15 @@ bool prepare_directory(const std::string& directory, std::string& error) {
   return true;
 }
 
-// The session-end line of a connection that never got a session.
-void log_unauthenticated_end(int status, const std::string& user, int failures, const std::string& peer) {
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) - unauthenticated_status : -1;
-  bool known = code >= 0 && code <= 2 * static_cast<int>(Ending::lost) + 1;
+// The session-end line of a connection that never got a session, from
+// the pre-auth process's report (checked: it is not trusted): lost if none.
+void log_unauthenticated_end(const std::string& report, const std::string& user, int failures,
+                             const std::string& peer) {
+  bool known = report.size() == 3 && report[1] >= 0 && report[1] <= static_cast<char>(Ending::lost);
   protocol::SessionStats stats;
   stats.too_many_failures = failures >= params::max_login_failures;
-  log_session_end(user, peer, known && code % 2, stats, known ? static_cast<Ending>(code / 2) : Ending::lost);
+  log_session_end(user, peer, known && report[2] == '1', stats,
+                  known ? static_cast<Ending>(report[1]) : Ending::lost);
 }
 
 }  // namespace
@@ -321,8 +326,12 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
 
   SystemLogin login(options, peer);
   int failures = 0;
-  std::string last_user;
+  std::string last_user, report;
   while (auto request = receive_message(monitor.get())) {
+    if (request->starts_with(end_report)) {
+      report = *request;
+      break;
+    }
     // The pre-auth process is not trusted: check what it asks.
     auto nul = request->find('\0');
     std::string user = request->substr(0, nul);
@@ -357,11 +366,19 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
     if (result.outcome == Login::Outcome::rejected && ++failures >= params::max_login_failures) break;
     if (result.close) break;
   }
+  // After the last login attempt the pre-auth process still reports how
+  // the connection ended; nothing else is answered.
+  while (report.empty()) {
+    auto message = receive_message(monitor.get());
+    if (!message) break;
+    if (message->starts_with(end_report)) report = *message;
+    explicit_bzero(message->data(), message->size());
+  }
   monitor.reset();
   int status = 0;
   while (::waitpid(pre_auth, &status, 0) < 0 && errno == EINTR) {
   }
-  log_unauthenticated_end(status, last_user, failures, peer);
+  log_unauthenticated_end(report, last_user, failures, peer);
   return 0;
 }
 
