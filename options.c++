@@ -32,6 +32,13 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          (default %h/.popd-journal)
   --index TEMPLATE       index of the mailbox, so that a login need not
                          read it all again (default %h/.popd-index)
+  --uidl-scheme NAME     unique-ids as another server gave them: popd
+                         (default), popa3d, dovecot, uw-imap or x-uidl
+  --uidvalidity TEMPLATE where the dovecot and uw-imap schemes keep the
+                         UIDVALIDITY once its message is deleted (default
+                         %h/.popd-uidvalidity)
+  --list-uids MAILBOX    print each message's number and unique-id as UIDL
+                         would, reading MAILBOX only, and exit
   --pam-service NAME     PAM service name (default popd)
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
   --max-session SECONDS  total time a connection may last (default 86400)
@@ -61,12 +68,16 @@ as started by xinetd or systemd socket activation (Accept=yes).
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   Options options;
   auto bad = [](std::string message) { return Exit{2, "popd: " + message + "\n" + usage()}; };
-  std::string* const paths[] = {&options.mailbox, &options.journal, &options.index};
+  std::string* const paths[] = {&options.mailbox, &options.journal, &options.index, &options.uidvalidity};
   struct Valued {
     std::string_view name;
     std::string* target;
   };
+  std::string scheme;
   const Valued valued[] = {{"--mailbox", &options.mailbox},
+                           {"--uidl-scheme", &scheme},
+                           {"--uidvalidity", &options.uidvalidity},
+                           {"--list-uids", &options.list_uids},
                            {"--journal", &options.journal},
                            {"--index", &options.index},
                            {"--pam-service", &options.pam_service},
@@ -123,6 +134,11 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       if (!parse_seconds(value, 0, seconds)) return bad("--failure-delay needs a number of seconds from 0 to 86400");
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
     }
+  }
+  if (!scheme.empty()) {
+    auto named = mailbox::uid_scheme_named(scheme);
+    if (!named) return bad("--uidl-scheme is popd, popa3d, dovecot, uw-imap or x-uidl");
+    options.uidl_scheme = *named;
   }
   if (!io::AddressList::parse(options.proxy_from))
     return bad("--proxy-from needs addresses or networks (ADDR or ADDR/BITS), comma-separated");

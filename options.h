@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "io/tls.h"
+#include "mailbox/uids.h"
 
 namespace popd {
 
@@ -13,6 +14,10 @@ struct Options {
   std::string mailbox = "/var/mail/%u";
   std::string journal = "%h/.popd-journal";
   std::string index = "%h/.popd-index";  // mailbox/index.h
+  mailbox::UidScheme uidl_scheme = mailbox::UidScheme::popd;
+  std::string uidvalidity = "%h/.popd-uidvalidity";  // mailbox/uids.h
+  // popd --list-uids MAILBOX: print the unique-ids and exit.
+  std::string list_uids;
   std::string pam_service = "popd";
   int timeout_seconds = 600;
   int max_session_seconds = 86400;  // total connection time

@@ -19,22 +19,28 @@ namespace popd::mailbox {
 namespace {
 
 // Layout (host byte order; the index never leaves the host): a Header,
-// `count` Entries (the UW IMAP pseudo-message first if there is one), and
-// an XXH3-128 checksum of both, against torn and stale writes.
-constexpr char magic[16] = "popd-index-1\n";
+// `count` Entries (the UW IMAP pseudo-message first if there is one), the
+// X-UIDL values (x-uidl scheme), and an XXH3-128 checksum of all of them,
+// against torn and stale writes.
+constexpr char magic[16] = "popd-index-2\n";
 
 struct Header {
   char magic[16];
   std::uint64_t entry_size, count, has_internal, parsed_end;
   FileState state;  // the spool's when it was parsed (or last changed by popd)
+  std::uint64_t scheme;    // the --uidl-scheme it was parsed for
+  std::uint64_t validity;  // bit 32: known; the UIDVALIDITY below
+  std::uint64_t x_uidls;   // bytes of X-UIDL values after the entries
 };
 
 struct Entry {
-  std::uint64_t record_offset, content_length, size, from_hash;
-  std::uint32_t from_length, duplicate;
+  std::uint64_t record_offset, content_length, size, from_hash, old_key;
+  std::uint32_t from_length, duplicate, old_found, reserved;
   std::array<unsigned char, 16> digest;
 };
-static_assert(sizeof(Entry) == 56 && sizeof(Header) == 104, "no padding in the index");
+static_assert(sizeof(Entry) == 72 && sizeof(Header) == 128, "no padding in the index");
+
+constexpr std::uint64_t validity_known = std::uint64_t{1} << 32;
 
 using Checksum = std::array<unsigned char, sizeof(XXH128_canonical_t)>;
 
@@ -62,8 +68,11 @@ Entry entry_of(const Message& message) {
           message.content_length,
           message.size,
           message.from_hash,
+          message.old_key,
           static_cast<std::uint32_t>(message.content_offset - message.record_offset),
           message.duplicate,
+          message.old_found,
+          0,
           message.digest};
 }
 
@@ -76,6 +85,8 @@ Message message_of(const Entry& entry) {
   message.digest = entry.digest;
   message.duplicate = entry.duplicate;
   message.from_hash = entry.from_hash;
+  message.old_key = entry.old_key;
+  message.old_found = entry.old_found != 0;
   return message;
 }
 
@@ -137,7 +148,7 @@ FileState FileState::of(const struct stat& st) {
           st.st_ctim.tv_sec, st.st_ctim.tv_nsec};
 }
 
-std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now) {
+std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now, UidScheme scheme) {
   io::UniqueFd in(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   struct stat st;
   if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) return {};
@@ -146,7 +157,10 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   if (std::memcmp(header.magic, magic, sizeof magic) != 0 || header.entry_size != sizeof(Entry) ||
       header.has_internal > 1 || header.count < header.has_internal ||
       header.count > (static_cast<std::uint64_t>(st.st_size) - sizeof header) / sizeof(Entry) ||
-      static_cast<std::uint64_t>(st.st_size) != sizeof header + header.count * sizeof(Entry) + sizeof(Checksum))
+      header.x_uidls > static_cast<std::uint64_t>(st.st_size) ||
+      static_cast<std::uint64_t>(st.st_size) !=
+          sizeof header + header.count * sizeof(Entry) + header.x_uidls + sizeof(Checksum) ||
+      header.scheme != static_cast<std::uint64_t>(scheme))
     return {};
   // The same file, no shorter; if no longer, unchanged since (ctime
   // follows every write and cannot be set back).
@@ -156,6 +170,8 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
 
   Mbox box;
   box.end = header.parsed_end;
+  box.scheme = scheme;
+  if (header.validity & validity_known) box.validity = static_cast<std::uint32_t>(header.validity);
   Hasher hasher;
   hasher.update(&header, sizeof header);
   Order order(header.parsed_end);
@@ -175,11 +191,18 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
     }
     done += n;
   }
+  std::uint64_t tail = sizeof header + header.count * sizeof(Entry);
+  box.x_uidls.resize(header.x_uidls);
+  if (!io::pread_all(in.get(), box.x_uidls.data(), box.x_uidls.size(), tail)) return {};
+  hasher.update(box.x_uidls.data(), box.x_uidls.size());
   Checksum stored;
-  if (!io::pread_all(in.get(), reinterpret_cast<char*>(stored.data()), stored.size(),
-                     sizeof header + header.count * sizeof(Entry)) ||
+  if (!io::pread_all(in.get(), reinterpret_cast<char*>(stored.data()), stored.size(), tail + header.x_uidls) ||
       stored != hasher.finish())
     return {};
+  for (const Message& message : box.messages)
+    if (message.old_found && scheme == UidScheme::x_uidl &&
+        (message.old_key >> 8) + (message.old_key & 0xff) > box.x_uidls.size())
+      return {};
   if (box.internal && !records_unchanged(fd, {*box.internal})) return {};
   if (!records_unchanged(fd, box.messages)) return {};
   return box;
@@ -197,6 +220,9 @@ bool save_index(const std::string& path, const Mbox& box, const FileState& state
   header.count = box.messages.size() + header.has_internal;
   header.parsed_end = box.end;
   header.state = state;
+  header.scheme = static_cast<std::uint64_t>(box.scheme);
+  header.validity = box.validity ? validity_known | *box.validity : 0;
+  header.x_uidls = box.x_uidls.size();
   Hasher hasher;
   std::string buffer(reinterpret_cast<const char*>(&header), sizeof header);
   bool ok = true;
@@ -211,6 +237,7 @@ bool save_index(const std::string& path, const Mbox& box, const FileState& state
   };
   if (box.internal) put(*box.internal);
   for (const Message& message : box.messages) put(message);
+  buffer += box.x_uidls;
   hasher.update(buffer.data(), buffer.size());
   Checksum checksum = hasher.finish();
   buffer.append(reinterpret_cast<const char*>(checksum.data()), checksum.size());

@@ -30,8 +30,10 @@ struct FileState {
 
 // The index at `path` for the spool open at `fd`, whose state is `now`:
 // what parse() found in its first `end` bytes (all of it, or less if mail
-// was appended since), or nothing if there is no index it can trust.
-std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now);
+// was appended since) for `scheme`, or nothing if there is no index it can
+// trust.
+std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now,
+                               UidScheme scheme = UidScheme::popd);
 
 // Saves `box`, the parse of the spool when it was in `state`, under a
 // temporary name renamed into place. Not synced: a lost or torn index

@@ -409,9 +409,10 @@ std::uint64_t sent_size(ByteSource& source, std::uint64_t begin, std::uint64_t e
 // line that starts a record.
 class Parser {
  public:
-  Parser(ByteSource& source, std::uint64_t begin = 0)
-      : source_(source), scanner_(source, begin, source.size()), at_start_of_data_(begin == 0) {
+  Parser(ByteSource& source, UidScheme scheme, std::uint64_t begin = 0)
+      : source_(source), scanner_(source, begin, source.size()), at_start_of_data_(begin == 0), old_(scheme) {
     box_.end = source.size();
+    box_.scheme = scheme;
   }
 
   // Runs to the end of the data, or until a record starts at or after
@@ -454,6 +455,7 @@ class Parser {
     internal_marker_ = false;
     content_length_.reset();
     uncounted_size_ = 0;
+    old_.start();
   }
 
   void finish(std::uint64_t content_end) {
@@ -463,10 +465,26 @@ class Parser {
     digest_.update("\n" + std::to_string(current_.size - uncounted_size_));
     auto value = digest_.finish();
     std::copy_n(value.begin(), current_.digest.size(), current_.digest.begin());
+    keep_old_id();
     if (at_start_of_data_ && box_.messages.empty() && !box_.internal && internal_marker_)
       box_.internal = current_;
     else
       box_.messages.push_back(current_);
+  }
+
+  // What the scheme found in the header; the UIDVALIDITY only from the
+  // first record of the file (UW IMAP's pseudo-message, or the first
+  // message, where Dovecot and UW keep X-IMAPbase).
+  void keep_old_id() {
+    old_.finish();
+    if (at_start_of_data_ && box_.messages.empty() && !box_.validity) box_.validity = old_.validity();
+    if (!old_.found()) return;
+    current_.old_found = true;
+    current_.old_key = old_.key();
+    if (box_.scheme == UidScheme::x_uidl) {
+      current_.old_key = box_.x_uidls.size() << 8 | old_.text().size();
+      box_.x_uidls += old_.text();
+    }
   }
 
   void header_piece(const Piece& piece) {
@@ -478,6 +496,8 @@ class Parser {
       skipped_to_record_ = true;  // the scanner is at the next "From " line, or the end
       return;
     }
+    old_.header_piece(piece.data, piece.starts_line);
+    if (piece.starts_line && piece.ends_line) old_.header_line(content(piece));
     if (filter_.hidden(piece)) {
       if (piece.starts_line && iequals(header_name(content(piece)), "X-IMAP")) internal_marker_ = true;
       return;
@@ -535,27 +555,51 @@ class Parser {
   bool counting_excluded_ = false;
   std::optional<std::uint64_t> content_length_;
   std::uint64_t uncounted_size_ = 0;
+  OldId old_;
 };
 
-// Moves `from` to the end of `to` block by block, never copying all at once.
-void append(std::deque<Message>& from, std::deque<Message>& to) {
-  while (!from.empty()) {
-    to.push_back(from.front());
-    from.pop_front();
+// Moves the messages of `from` to the end of `to` block by block, never
+// copying all at once, with the X-UIDL values they refer to.
+void append(Mbox& from, Mbox& to) {
+  std::uint64_t shift = to.x_uidls.size() << 8;
+  to.x_uidls += from.x_uidls;
+  while (!from.messages.empty()) {
+    Message& message = to.messages.emplace_back(from.messages.front());
+    if (message.old_found && to.scheme == UidScheme::x_uidl) message.old_key += shift;
+    from.messages.pop_front();
   }
 }
 
-// Identical messages get the same digest; number them in file order. By
+std::string_view x_uidl_of(const Mbox& box, const Message& message) {
+  return std::string_view(box.x_uidls).substr(message.old_key >> 8, message.old_key & 0xff);
+}
+
+// Numbers, in file order, the messages `same` says have the same id. By
 // sorting indices (4 bytes a message), not with a hash map (ten times that).
-void number_duplicates(std::deque<Message>& messages) {
-  std::vector<std::uint32_t> order(messages.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
+template <typename Less>
+void number_in_order(std::deque<Message>& messages, std::vector<std::uint32_t> order, Less less) {
+  std::stable_sort(order.begin(), order.end(), less);
   for (std::size_t i = 0; i < order.size(); ++i) {
-    bool same = i > 0 && messages[order[i]].digest == messages[order[i - 1]].digest;
+    bool same = i > 0 && !less(order[i - 1], order[i]);
     messages[order[i]].duplicate = same ? messages[order[i - 1]].duplicate + 1 : 0;
   }
+}
+
+// Identical messages get the same id: popd's own (the digest), or the one
+// the scheme gives; number each kind apart.
+void number_duplicates(Mbox& box) {
+  auto& messages = box.messages;
+  std::vector<std::uint32_t> own, old;
+  for (std::uint32_t i = 0; i < messages.size(); ++i) (box.has_old_id(i) ? old : own).push_back(i);
+  number_in_order(messages, std::move(own),
+                  [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
+  if (box.scheme == UidScheme::x_uidl)
+    number_in_order(messages, std::move(old), [&](std::uint32_t a, std::uint32_t b) {
+      return x_uidl_of(box, messages[a]) < x_uidl_of(box, messages[b]);
+    });
+  else
+    number_in_order(messages, std::move(old),
+                    [&](std::uint32_t a, std::uint32_t b) { return messages[a].old_key < messages[b].old_key; });
 }
 
 // A record start near the middle of [begin, end of data), for a second
@@ -577,8 +621,8 @@ std::uint64_t middle_record(ByteSource& source, std::uint64_t begin) {
 // The records from `begin` (the start of the data, or of a record) to the
 // end, parsed by two threads from `parallel_from` bytes on; duplicates are
 // not numbered yet.
-Mbox parse_from(ByteSource& source, std::uint64_t begin, std::uint64_t parallel_from) {
-  Parser first(source, begin);
+Mbox parse_from(ByteSource& source, UidScheme scheme, std::uint64_t begin, std::uint64_t parallel_from) {
+  Parser first(source, scheme, begin);
   std::uint64_t middle = source.size() - begin >= parallel_from ? middle_record(source, begin) : 0;
   if (middle <= begin) {
     first.run();
@@ -589,7 +633,7 @@ Mbox parse_from(ByteSource& source, std::uint64_t begin, std::uint64_t parallel_
   // trusted) only the first pass can tell: it stops at the first record
   // at or after the middle, and the two results are joined only if it is
   // exactly there. Otherwise the first pass goes on alone.
-  Parser second(source, middle);
+  Parser second(source, scheme, middle);
   std::exception_ptr failed;
   std::jthread helper([&] {
     try {
@@ -601,8 +645,8 @@ Mbox parse_from(ByteSource& source, std::uint64_t begin, std::uint64_t parallel_
   std::uint64_t met = first.run(middle);
   helper.join();
   std::optional<Parser> again;
-  if (met != middle || failed) again.emplace(source, met), again->run();
-  append((again ? *again : second).box().messages, first.box().messages);
+  if (met != middle || failed) again.emplace(source, scheme, met), again->run();
+  append((again ? *again : second).box(), first.box());
   return std::move(first.box());
 }
 
@@ -628,23 +672,38 @@ std::uint64_t Mbox::record_end(std::size_t index) const {
   return index + 1 < messages.size() ? messages[index + 1].record_offset : end;
 }
 
-Mbox parse(ByteSource& source, std::uint64_t parallel_from) {
-  Mbox box = parse_from(source, 0, parallel_from);
-  number_duplicates(box.messages);
+std::string Mbox::uid(std::size_t index) const {
+  const Message& message = messages[index];
+  if (!has_old_id(index)) return message.uid();
+  std::string id = scheme == UidScheme::x_uidl ? std::string(x_uidl_of(*this, message))
+                                               : format_old_id(scheme, message.old_key, validity.value_or(0));
+  if (message.duplicate == 0) return id;
+  // A later copy; popd's own id if the suffix would make it too long.
+  id += "-" + std::to_string(message.duplicate + 1);
+  return id.size() <= params::max_uid_length ? id : message.uid();
+}
+
+bool Mbox::has_old_id(std::size_t index) const {
+  return scheme != UidScheme::popd && messages[index].old_found && (validity || !needs_validity(scheme));
+}
+
+Mbox parse(ByteSource& source, UidScheme scheme, std::uint64_t parallel_from) {
+  Mbox box = parse_from(source, scheme, 0, parallel_from);
+  number_duplicates(box);
   return box;
 }
 
 Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from) {
   if (known.end == source.size()) return known;
-  if (known.messages.empty()) return parse(source, parallel_from);
+  if (known.messages.empty()) return parse(source, known.scheme, parallel_from);
   // The last record may go on (a line without a newline, or no empty line
   // before what was appended): it is parsed again with what follows.
   std::uint64_t resume = known.messages.back().record_offset;
   known.messages.pop_back();
-  Mbox tail = parse_from(source, resume, parallel_from);
-  append(tail.messages, known.messages);
+  Mbox tail = parse_from(source, known.scheme, resume, parallel_from);
+  append(tail, known);
   known.end = tail.end;
-  number_duplicates(known.messages);
+  number_duplicates(known);
   return known;
 }
 
@@ -664,7 +723,7 @@ void Mbox::remove(const std::vector<bool>& deleted) {
   }
   messages.resize(kept);
   end -= removed;
-  number_duplicates(messages);
+  number_duplicates(*this);
 }
 
 namespace {

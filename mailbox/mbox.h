@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mailbox/uids.h"
 #include "params.h"
 #include "protocol/maildrop.h"
 
@@ -48,9 +49,16 @@ struct Message {
   std::uint64_t content_length = 0;  // the message, without the separator
   std::uint64_t size = 0;            // octets sent: CRLF, metadata headers hidden
   std::array<unsigned char, 16> digest{};
-  std::uint32_t duplicate = 0;  // earlier messages in the mbox with the same digest
   std::uint64_t from_hash = 0;  // of its From_ line (from_line_hash), for the index
+  // What --uidl-scheme takes from the header (mailbox/uids.h): the key, or
+  // for x-uidl where Mbox::x_uidls holds the value (offset << 8 | length).
+  std::uint64_t old_key = 0;
+  bool old_found = false;
+  // Earlier messages in the mbox with the same id: the same digest, or the
+  // same old id where the scheme gives one.
+  std::uint32_t duplicate = 0;
 
+  // popd's own id.
   std::string uid() const;
 };
 
@@ -61,9 +69,16 @@ struct Mbox {
   // The UW IMAP "FOLDER INTERNAL DATA" pseudo-message, hidden and never deleted.
   std::optional<Message> internal;
   std::uint64_t end = 0;  // bytes parsed: the file size when it was read
+  UidScheme scheme = UidScheme::popd;
+  std::optional<std::uint32_t> validity;  // the UIDVALIDITY of X-IMAPbase or X-IMAP
+  std::string x_uidls;                    // X-UIDL values, for the x-uidl scheme
 
   // Where the record of messages[i] ends: the next record or the end.
   std::uint64_t record_end(std::size_t index) const;
+  // The unique-id of messages[i] in this scheme.
+  std::string uid(std::size_t index) const;
+  // Whether messages[i] has an id of the scheme, not popd's own.
+  bool has_old_id(std::size_t index) const;
   // Becomes what parse() finds in the file once the messages marked true
   // are removed from it (mailbox/commit.h).
   void remove(const std::vector<bool>& deleted);
@@ -75,7 +90,8 @@ std::uint64_t from_line_hash(std::string_view line);
 
 // Throws NotMbox when the data does not start with a "From " line. From
 // `parallel_from` bytes on, both halves are parsed at once (two threads).
-Mbox parse(ByteSource& source, std::uint64_t parallel_from = params::parallel_parse);
+Mbox parse(ByteSource& source, UidScheme scheme = UidScheme::popd,
+           std::uint64_t parallel_from = params::parallel_parse);
 
 // The same as parse(), given `known`: what parse() found in the first
 // known.end bytes of this data (mailbox/index.h). Only what follows is read,

@@ -29,7 +29,7 @@ std::size_t FileSource::read_at(std::uint64_t offset, char* buffer, std::size_t 
   return done;
 }
 
-Spool::Opened Spool::open(const std::string& path, const std::string& journal, const std::string& index) {
+Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme scheme) {
   Opened result;
   auto refuse = [&result](Outcome outcome, std::string text) {
     result.outcome = outcome;
@@ -37,8 +37,9 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal, c
     return std::move(result);
   };
   std::unique_ptr<Spool> spool(new Spool);
-  spool->journal_ = journal;
-  spool->index_ = index;
+  spool->journal_ = files.journal;
+  spool->index_ = files.index;
+  spool->uidvalidity_ = files.uidvalidity;
   std::string error;
 
   // No spool file: no mail has come since the account was made. The
@@ -85,7 +86,7 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal, c
     case LockStatus::failed: return refuse(Outcome::temporary, error);
   }
 
-  RecoveryResult recovery = recover(spool->fd_.get(), journal);
+  RecoveryResult recovery = recover(spool->fd_.get(), files.journal);
   if (!recovery.action.empty()) result.notes += (result.notes.empty() ? "" : "; ") + recovery.action;
   if (!recovery.ok) return refuse(Outcome::temporary, "Mailbox needs recovery that failed");
 
@@ -94,12 +95,13 @@ Spool::Opened Spool::open(const std::string& path, const std::string& journal, c
       return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
     FileSource source(spool->fd_.get(), st.st_size);
     spool->state_ = FileState::of(st);
-    if (auto known = load_index(index, spool->fd_.get(), spool->state_)) {
+    if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme)) {
       spool->index_current_ = known->end == spool->state_.size;
       spool->mbox_ = parse_after(source, std::move(*known));
     } else {
-      spool->mbox_ = parse(source);
+      spool->mbox_ = parse(source, scheme);
     }
+    if (needs_validity(scheme) && !spool->mbox_.validity) spool->mbox_.validity = read_validity(files.uidvalidity);
   } catch (const NotMbox&) {
     return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
   } catch (const std::system_error& e) {
@@ -146,6 +148,10 @@ bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
       removed.push_back(range);
   }
   if (removed.empty()) return true;
+  // The first message may hold the UIDVALIDITY the ids need: kept first.
+  if (needs_validity(mbox_.scheme) && mbox_.validity && deleted.at(0) &&
+      !write_validity(uidvalidity_, *mbox_.validity, error))
+    return false;
   if (!remove_ranges(fd_.get(), removed, journal_, error)) {
     index_.clear();  // the spool may be mid-commit: the next session decides
     return false;

@@ -33,14 +33,18 @@ class Spool final : public protocol::Maildrop {
     std::unique_ptr<Spool> spool;   // set when accepted
     std::string notes;              // stale lock taken over, recovery done: for syslog
   };
-  // Locks, recovers and parses the mailbox at `path` for the calling user.
-  // `journal` is where the recovery journal of this mailbox lives, `index`
-  // where its index does (mailbox/index.h).
-  static Opened open(const std::string& path, const std::string& journal, const std::string& index);
+  // Locks, recovers and parses the mailbox at `path` for the calling user;
+  // `scheme` gives the unique-ids.
+  struct Files {
+    std::string journal;      // the recovery journal of this mailbox
+    std::string index;        // its index (mailbox/index.h)
+    std::string uidvalidity;  // where a deleted X-IMAPbase's value is kept (mailbox/uids.h)
+  };
+  static Opened open(const std::string& path, const Files& files, UidScheme scheme = UidScheme::popd);
 
   std::size_t count() const override { return mbox_.messages.size(); }
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }
-  std::string uid(std::size_t index) const override { return mbox_.messages[index].uid(); }
+  std::string uid(std::size_t index) const override { return mbox_.uid(index); }
   bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
             protocol::MessageSink& sink) override;
   bool commit(const std::vector<bool>& deleted, std::string& error) override;
@@ -55,6 +59,7 @@ class Spool final : public protocol::Maildrop {
 
   std::string journal_;
   std::string index_;
+  std::string uidvalidity_;
   bool index_current_ = false;  // the index on disk describes mbox_ and state_
   FileState state_;             // of the spool as mbox_ describes it
   DotLock dotlock_;

@@ -112,9 +112,11 @@ Login SystemLogin::start_session(const ::passwd& account) {
     return Login{Outcome::forbidden, "Cannot switch to the user", nullptr, true};
   }
   std::string mailbox = mailbox::expand_path(options_.mailbox, account.pw_name, account.pw_dir);
-  std::string journal = mailbox::expand_path(options_.journal, account.pw_name, account.pw_dir);
-  std::string index = mailbox::expand_path(options_.index, account.pw_name, account.pw_dir);
-  auto opened = mailbox::Spool::open(mailbox, journal, index);
+  auto expand = [&](const std::string& path_template) {
+    return mailbox::expand_path(path_template, account.pw_name, account.pw_dir);
+  };
+  auto opened = mailbox::Spool::open(
+      mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme);
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
            user_.c_str(), mailbox.c_str(), opened.notes.c_str());

@@ -1,13 +1,22 @@
 #include "server/session.h"
 
+#include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <system_error>
+#include <utility>
+
 #include "auth/privileges.h"
+#include "io/fd.h"
 #include "io/file.h"
 #include "io/proxy.h"
 #include "io/tls.h"
+#include "mailbox/spool.h"
 #include "params.h"
 #include "server/login.h"
 #include "server/privsep.h"
@@ -134,7 +143,37 @@ void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogi
   connection.close_gracefully([&login] { login.end_session(); });
 }
 
+int list_uids(const Options& options) {
+  // Only reads: no PAM, no lock that would hold up a delivery, no index.
+  io::UniqueFd fd(::open(options.list_uids.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(),
+                 fd ? "not a regular file" : io::error_text(errno).c_str());
+    return 1;
+  }
+  try {
+    mailbox::FileSource source(fd.get(), st.st_size);
+    mailbox::Mbox box = mailbox::parse(source, options.uidl_scheme);
+    // A UIDVALIDITY kept after its message was deleted is the owner's.
+    if (const passwd* owner = ::getpwuid(st.st_uid); owner && mailbox::needs_validity(box.scheme) && !box.validity)
+      box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir));
+    std::string out;
+    for (std::size_t i = 0; i < box.messages.size(); ++i) {
+      out += std::to_string(i + 1) + " " + box.uid(i) + "\n";
+      if (out.size() >= params::output_buffer) io::write_all(STDOUT_FILENO, std::exchange(out, {}));
+    }
+    return io::write_all(STDOUT_FILENO, out) ? 0 : 1;
+  } catch (const mailbox::NotMbox& e) {
+    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(), e.what());
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(), e.what());
+  }
+  return 1;
+}
+
 int serve(const Options& options) {
+  if (!options.list_uids.empty()) return list_uids(options);
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
   io::Connection::stop_on_termination_signals();
   io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));

@@ -17,6 +17,10 @@ class SystemLogin;
 
 int serve(const Options& options);
 
+// popd --list-uids MAILBOX: each message's number and unique-id, as UIDL
+// would list them, on standard output.
+int list_uids(const Options& options);
+
 // The client's address for PAM, the log and the failure policy: the peer's,
 // or with --proxy-protocol the one its header names (from a listed proxy
 // only). nullopt: the connection must be closed; that is logged.

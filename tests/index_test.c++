@@ -191,7 +191,7 @@ TEST_CASE("index: the spool is never written, and a session's index follows its 
   REQUIRE(::stat(mailbox.c_str(), &before) == 0);
   std::vector<std::string> uids;
   {
-    auto opened = popd::mailbox::Spool::open(mailbox, journal, index);
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
     REQUIRE(opened.spool);
     for (std::size_t i = 0; i < opened.spool->count(); ++i) uids.push_back(opened.spool->uid(i));
     std::string error;
@@ -206,7 +206,7 @@ TEST_CASE("index: the spool is never written, and a session's index follows its 
   std::vector<bool> deleted(uids.size());
   deleted[0] = deleted[7] = deleted[8] = deleted[39] = true;
   {
-    auto opened = popd::mailbox::Spool::open(mailbox, journal, index);
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
     REQUIRE(opened.spool);
     std::string error;
     REQUIRE(opened.spool->commit(deleted, error));
@@ -222,4 +222,29 @@ TEST_CASE("index: the spool is never written, and a session's index follows its 
   REQUIRE(known->messages.size() == uids.size() - 4);
   CHECK(known->messages[0].uid() == uids[1]);
   CHECK(known->messages.back().uid() == uids[38]);
+}
+
+TEST_CASE("index: ids of other schemes come back the same, and a scheme's index serves only it") {
+  std::string data = "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 77 2\nX-UID: 1\nX-UIDL: one\nReceived: x\n\nb\n\n"
+                     "From a Mon Jan  1 00:00:00 2024\nX-UID: 2\nX-UIDL: two\nReceived: y\n\nb\n\n"
+                     "From a Mon Jan  1 00:00:00 2024\nX-UIDL: two\nReceived: y\n\nb\n";
+  for (UidScheme scheme : {UidScheme::popa3d, UidScheme::dovecot, UidScheme::uw_imap, UidScheme::x_uidl}) {
+    SpoolFile spool(data);
+    FileSource source(spool.fd.get(), spool.state().size);
+    Mbox box = parse(source, scheme);
+    std::string error;
+    REQUIRE(save_index(spool.index, box, spool.state(), error));
+    auto known = load_index(spool.index, spool.fd.get(), spool.state(), scheme);
+    REQUIRE(known);
+    for (std::size_t i = 0; i < box.messages.size(); ++i) CHECK(known->uid(i) == box.uid(i));
+    CHECK(!load_index(spool.index, spool.fd.get(), spool.state(), UidScheme::popd));
+    // Mail appended: the known part's values and the new ones together.
+    append(spool.mailbox, "\nFrom b Mon Jan  1 00:00:00 2024\nX-UID: 3\nX-UIDL: three\n\nnew\n");
+    known = load_index(spool.index, spool.fd.get(), spool.state(), scheme);
+    REQUIRE(known);
+    FileSource grown(spool.fd.get(), spool.state().size);
+    Mbox resumed = parse_after(grown, std::move(*known)), whole = parse(grown, scheme);
+    REQUIRE(resumed.messages.size() == 4);
+    for (std::size_t i = 0; i < whole.messages.size(); ++i) CHECK(resumed.uid(i) == whole.uid(i));
+  }
 }

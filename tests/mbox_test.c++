@@ -118,8 +118,8 @@ TEST_CASE("bodies are scanned in blocks: separators at every offset around the r
 
 void check_parallel_parse(const std::string& data) {
   StringSource source(data);
-  Mbox one_pass = parse(source, std::numeric_limits<std::uint64_t>::max());
-  Mbox two_threads = parse(source, 0);
+  Mbox one_pass = parse(source, UidScheme::popd, std::numeric_limits<std::uint64_t>::max());
+  Mbox two_threads = parse(source, UidScheme::popd, 0);
   CHECK(summary(two_threads) == summary(one_pass));
 }
 
@@ -138,7 +138,7 @@ TEST_CASE("two threads find what one pass finds") {
     REQUIRE(data.find("\n\nFrom ", data.size() / 2) == data.find("\n\nFrom not"));
     check_parallel_parse(data);
     StringSource source(data);
-    CHECK(parse(source, 0).messages.size() == 2);
+    CHECK(parse(source, UidScheme::popd, 0).messages.size() == 2);
   }
   SUBCASE("identical copies on both sides of the middle are numbered in file order") {
     std::string message = "From s Mon Jan  1 00:00:00 2024\nSubject: same\n\nbody\n\n";

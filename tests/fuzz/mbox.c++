@@ -23,12 +23,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   StringSource source(std::string_view(reinterpret_cast<const char*>(data), size));
   Mbox box;
   try {
-    box = parse(source, std::numeric_limits<std::uint64_t>::max());
+    box = parse(source, UidScheme::popd, std::numeric_limits<std::uint64_t>::max());
   } catch (const NotMbox&) {
     return 0;
   }
   // Two threads, one from a record near the middle, find the same.
-  Mbox parallel = parse(source, 0);
+  Mbox parallel = parse(source, UidScheme::popd, 0);
   if (parallel.messages.size() != box.messages.size() || parallel.internal.has_value() != box.internal.has_value())
     std::abort();
   for (std::size_t i = 0; i < box.messages.size(); ++i) {
