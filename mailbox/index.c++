@@ -205,6 +205,9 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
       return {};
   if (box.internal && !records_unchanged(fd, {*box.internal})) return {};
   if (!records_unchanged(fd, box.messages)) return {};
+  // The stored numbers are popd's own; which messages keep a scheme's id
+  // depends on the others too.
+  if (scheme != UidScheme::popd) box.renumber();
   return box;
 }
 

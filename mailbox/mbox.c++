@@ -586,20 +586,38 @@ void number_in_order(std::deque<Message>& messages, std::vector<std::uint32_t> o
 }
 
 // Identical messages get the same id: popd's own (the digest), or the one
-// the scheme gives; number each kind apart.
+// the scheme gives; each kind is numbered apart. A later copy's X-UIDL
+// with its "-N" may be another message's X-UIDL (or too long): that copy
+// gets popd's own id instead, so that all ids stay distinct.
 void number_duplicates(Mbox& box) {
   auto& messages = box.messages;
+  bool validity = box.validity || !needs_validity(box.scheme);
   std::vector<std::uint32_t> own, old;
-  for (std::uint32_t i = 0; i < messages.size(); ++i) (box.has_old_id(i) ? old : own).push_back(i);
-  number_in_order(messages, std::move(own),
-                  [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
-  if (box.scheme == UidScheme::x_uidl)
-    number_in_order(messages, std::move(old), [&](std::uint32_t a, std::uint32_t b) {
-      return x_uidl_of(box, messages[a]) < x_uidl_of(box, messages[b]);
-    });
-  else
+  for (std::uint32_t i = 0; i < messages.size(); ++i) {
+    messages[i].old_used = box.scheme != UidScheme::popd && messages[i].old_found && validity;
+    (messages[i].old_used ? old : own).push_back(i);
+  }
+  if (box.scheme == UidScheme::x_uidl) {
+    auto value = [&](std::uint32_t i) { return x_uidl_of(box, messages[i]); };
+    number_in_order(messages, old, [&](std::uint32_t a, std::uint32_t b) { return value(a) < value(b); });
+    std::vector<std::string_view> values;
+    for (std::uint32_t i : old) values.push_back(value(i));
+    std::sort(values.begin(), values.end());
+    for (std::uint32_t i : old) {
+      if (messages[i].duplicate == 0) continue;
+      std::string id = std::string(value(i)) + "-" + std::to_string(messages[i].duplicate + 1);
+      if (id.size() > params::max_uid_length || std::binary_search(values.begin(), values.end(), id)) {
+        messages[i].old_used = false;
+        own.push_back(i);
+      }
+    }
+    std::sort(own.begin(), own.end());
+  } else {
     number_in_order(messages, std::move(old),
                     [&](std::uint32_t a, std::uint32_t b) { return messages[a].old_key < messages[b].old_key; });
+  }
+  number_in_order(messages, std::move(own),
+                  [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
 }
 
 // A record start near the middle of [begin, end of data), for a second
@@ -677,15 +695,13 @@ std::string Mbox::uid(std::size_t index) const {
   if (!has_old_id(index)) return message.uid();
   std::string id = scheme == UidScheme::x_uidl ? std::string(x_uidl_of(*this, message))
                                                : format_old_id(scheme, message.old_key, validity.value_or(0));
-  if (message.duplicate == 0) return id;
-  // A later copy; popd's own id if the suffix would make it too long.
-  id += "-" + std::to_string(message.duplicate + 1);
-  return id.size() <= params::max_uid_length ? id : message.uid();
+  if (message.duplicate > 0) id += "-" + std::to_string(message.duplicate + 1);
+  return id;
 }
 
-bool Mbox::has_old_id(std::size_t index) const {
-  return scheme != UidScheme::popd && messages[index].old_found && (validity || !needs_validity(scheme));
-}
+bool Mbox::has_old_id(std::size_t index) const { return messages[index].old_used; }
+
+void Mbox::renumber() { number_duplicates(*this); }
 
 Mbox parse(ByteSource& source, UidScheme scheme, std::uint64_t parallel_from) {
   Mbox box = parse_from(source, scheme, 0, parallel_from);

@@ -54,6 +54,7 @@ struct Message {
   // for x-uidl where Mbox::x_uidls holds the value (offset << 8 | length).
   std::uint64_t old_key = 0;
   bool old_found = false;
+  bool old_used = false;  // the id is the scheme's (worked out with the numbering)
   // Earlier messages in the mbox with the same id: the same digest, or the
   // same old id where the scheme gives one.
   std::uint32_t duplicate = 0;
@@ -79,6 +80,8 @@ struct Mbox {
   std::string uid(std::size_t index) const;
   // Whether messages[i] has an id of the scheme, not popd's own.
   bool has_old_id(std::size_t index) const;
+  // Numbers the messages that would have the same id (parse() does).
+  void renumber();
   // Becomes what parse() finds in the file once the messages marked true
   // are removed from it (mailbox/commit.h).
   void remove(const std::vector<bool>& deleted);

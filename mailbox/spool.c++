@@ -101,7 +101,9 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     } else {
       spool->mbox_ = parse(source, scheme);
     }
-    if (needs_validity(scheme) && !spool->mbox_.validity) spool->mbox_.validity = read_validity(files.uidvalidity);
+    if (needs_validity(scheme) && !spool->mbox_.validity &&
+        (spool->mbox_.validity = read_validity(files.uidvalidity)))
+      spool->mbox_.renumber();
   } catch (const NotMbox&) {
     return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
   } catch (const std::system_error& e) {

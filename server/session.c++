@@ -156,8 +156,10 @@ int list_uids(const Options& options) {
     mailbox::FileSource source(fd.get(), st.st_size);
     mailbox::Mbox box = mailbox::parse(source, options.uidl_scheme);
     // A UIDVALIDITY kept after its message was deleted is the owner's.
-    if (const passwd* owner = ::getpwuid(st.st_uid); owner && mailbox::needs_validity(box.scheme) && !box.validity)
-      box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir));
+    const passwd* owner = ::getpwuid(st.st_uid);
+    if (owner && mailbox::needs_validity(box.scheme) && !box.validity &&
+        (box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir))))
+      box.renumber();
     std::string out;
     for (std::size_t i = 0; i < box.messages.size(); ++i) {
       out += std::to_string(i + 1) + " " + box.uid(i) + "\n";

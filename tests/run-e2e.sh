@@ -3,7 +3,8 @@
 # user and, when that is root, once more as an unprivileged user (nobody),
 # so that both the privilege drop and the plain-user mode are exercised;
 # then the crash-safety tests, with the fault-injection shim given second;
-# then real clients, the spawners and the Debian package.
+# then real clients, the spawners, the unique-ids of other servers and the
+# Debian package.
 set -e
 popd=$(realpath "$1")
 shim=$(realpath "$2")
@@ -23,6 +24,7 @@ fi
 /usr/bin/python3 "$here/pipelining.py" "$popd"
 /usr/bin/python3 "$here/clients.py" "$popd"
 /usr/bin/python3 "$here/deploy.py" "$popd"
+/usr/bin/python3 "$here/migration.py" "$popd"
 # The Debian package, built, installed, used and purged (as root only). It
 # builds its own binary: once, not again for the sanitizer run.
 case "$popd" in

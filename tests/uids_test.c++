@@ -126,3 +126,15 @@ TEST_CASE("schemes: two threads, an appended tail and a commit give what one pas
     }
   }
 }
+
+TEST_CASE("x-uidl: a copy whose id with -N is another message's X-UIDL gets popd's own id") {
+  std::string data = message("X-UIDL: a\n") + message("X-UIDL: a\n") + message("X-UIDL: a-2\n");
+  auto ids = uids(data, UidScheme::x_uidl);
+  CHECK(ids.at(0) == "a");
+  CHECK(popd_shaped(ids.at(1)));
+  CHECK(ids.at(2) == "a-2");
+  std::string longest = "X-UIDL: " + std::string(69, 'v') + "\n";
+  ids = uids(message(longest) + message(longest), UidScheme::x_uidl);
+  CHECK(ids.at(0) == std::string(69, 'v'));
+  CHECK(popd_shaped(ids.at(1)));  // with "-2" it would be 71 characters
+}

@@ -1,11 +1,14 @@
 // libFuzzer target: the mbox parser and message presentation. Besides
 // crashes, it checks the promise STAT and LIST rely on: every message's
-// size is exactly what RETR sends, and TOP never sends more; and a parse
-// by two threads finds what one pass finds.
+// size is exactly what RETR sends, and TOP never sends more; that a parse
+// by two threads finds what one pass finds; and that each --uidl-scheme
+// (the input's length picks one) gives valid, distinct ids.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <set>
+#include <string>
 
 #include "mailbox/mbox.h"
 
@@ -21,22 +24,28 @@ struct Counter final : popd::protocol::MessageSink {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   StringSource source(std::string_view(reinterpret_cast<const char*>(data), size));
+  constexpr UidScheme schemes[] = {UidScheme::popd, UidScheme::popa3d, UidScheme::dovecot, UidScheme::uw_imap,
+                                   UidScheme::x_uidl};
+  UidScheme scheme = schemes[size % 5];
   Mbox box;
   try {
-    box = parse(source, UidScheme::popd, std::numeric_limits<std::uint64_t>::max());
+    box = parse(source, scheme, std::numeric_limits<std::uint64_t>::max());
   } catch (const NotMbox&) {
     return 0;
   }
   // Two threads, one from a record near the middle, find the same.
-  Mbox parallel = parse(source, UidScheme::popd, 0);
+  Mbox parallel = parse(source, scheme, 0);
   if (parallel.messages.size() != box.messages.size() || parallel.internal.has_value() != box.internal.has_value())
     std::abort();
   for (std::size_t i = 0; i < box.messages.size(); ++i) {
     const Message &a = box.messages[i], &b = parallel.messages[i];
     if (a.record_offset != b.record_offset || a.content_length != b.content_length || a.size != b.size ||
-        a.uid() != b.uid())
+        box.uid(i) != parallel.uid(i))
       std::abort();
   }
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < box.messages.size(); ++i)
+    if (!valid_uid(box.uid(i)) || !ids.insert(box.uid(i)).second) std::abort();
   std::uint64_t previous_end = 0;
   for (std::size_t i = 0; i < box.messages.size(); ++i) {
     const Message& m = box.messages[i];
