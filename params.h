@@ -93,8 +93,20 @@ inline constexpr std::size_t input_block = 16 * 1024;
 // The TLS relay holds at most this much in each direction: enough to keep
 // loopback and long fat networks busy, bounded so that a side that stops
 // reading cannot make the relay grow. A full buffer stops reading from the
-// side that fills it; the other direction goes on.
+// side that fills it; the other direction goes on. The TLS records for the
+// client collect in a buffer of this size too, written to the socket when
+// it fills or when nothing more waits: a write per 16 KiB record would
+// cost the network stack four times as many packets.
 inline constexpr std::size_t relay_buffer = 256 * 1024;
+
+// With TLS, replies go from the session to the relay through a ring of
+// shared memory of this size (io/ring.h): as much as the output buffer
+// holds, so that a flush of pipelined replies rarely waits for room.
+inline constexpr std::size_t ring_size = output_buffer;
+// The session hands what it has written to the relay once this much has
+// collected, not only when no command waits: the relay encrypts while the
+// session reads on, and its TLS records are full ones (16 KiB).
+inline constexpr std::size_t ring_publish = 64 * 1024;
 
 // At the end of a session popd half-closes the connection and reads, for at
 // most this long, what the client still sends: closing a socket with unread

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "io/proxy.h"
 #include "params.h"
@@ -109,6 +110,34 @@ void Connection::set_nonblocking() {
   for (int fd : {in_, out_}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+void Connection::buffer_tls_output(std::size_t size) {
+  if (!ssl_) return;
+  BIO* socket = SSL_get_wbio(ssl_);
+  BIO* buffer = BIO_new(BIO_f_buffer());
+  if (!buffer || BIO_set_write_buffer_size(buffer, static_cast<long>(size)) != 1 || BIO_up_ref(socket) != 1) {
+    BIO_free(buffer);
+    return;  // records go out one write each, as before
+  }
+  SSL_set0_wbio(ssl_, BIO_push(buffer, socket));  // drops SSL's reference to `socket`, the chain keeps one
+}
+
+Connection::Attempt Connection::flush_some() {
+  if (!ssl_ || failed_) return {0, failed_};
+  BIO* out = SSL_get_wbio(ssl_);
+  if (BIO_wpending(out) == 0) return {};
+  if (BIO_flush(out) > 0) return {};
+  if (BIO_should_retry(out)) return {0, false, POLLOUT};
+  failed_ = true;
+  return {0, true};
+}
+
+void Connection::drain_tls_output() {
+  for (;;) {
+    Attempt flushed = flush_some();
+    if (!flushed.wait || !wait(out_, POLLOUT)) return;
+  }
+}
+
 Connection::Attempt Connection::tls_attempt(int result) {
   if (result > 0) return {static_cast<std::size_t>(result)};
   switch (SSL_get_error(ssl_, result)) {
@@ -149,10 +178,12 @@ bool Connection::finish_sending() {
   if (!flush()) return false;
   if (ssl_) {
     // close_notify, not waiting for the client's: it may never send one.
+    drain_tls_output();
     int result = SSL_shutdown(ssl_);
     if (result < 0 && SSL_get_error(ssl_, result) == SSL_ERROR_WANT_WRITE && wait(out_, POLLOUT))
       SSL_shutdown(ssl_);
-    failed_ = true;  // nothing more goes out, not even from the destructor
+    drain_tls_output();  // OpenSSL does not wait for a buffer to take the alert
+    failed_ = true;      // nothing more goes out, not even from the destructor
   }
   return out_is_socket_ && ::shutdown(out_, SHUT_WR) == 0;
 }
@@ -228,8 +259,49 @@ Connection::ReadResult Connection::read(std::string& data) {
   }
 }
 
+void Connection::reply_through(Ring ring, UniqueFd doorbell) {
+  ring_.emplace(std::move(ring));
+  doorbell_ = std::move(doorbell);
+}
+
+void Connection::write_to_ring(std::string_view data) {
+  while (!failed_ && !data.empty()) {
+    std::span<char> room = ring_->room();
+    if (room.empty()) {
+      if (!wait_for_room()) failed_ = true;
+      continue;
+    }
+    std::size_t size = std::min(room.size(), data.size());
+    std::memcpy(room.data(), data.data(), size);
+    ring_->stage(size);
+    data.remove_prefix(size);
+    if (ring_->staged() >= params::ring_publish) publish();
+  }
+}
+
+void Connection::publish() {
+  if (!ring_->publish()) return;
+  // The relay sleeps: one byte wakes it (if its socket is full, one that
+  // wakes it is there already).
+  ssize_t n;
+  while ((n = ::send(out_, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) failed_ = true;
+}
+
+bool Connection::wait_for_room() {
+  publish();  // the relay may be waiting for what is staged
+  if (failed_ || ring_->broken()) return false;
+  if (!ring_->prepare_to_wait_for_room()) return !ring_->broken();
+  if (!wait(doorbell_.get(), POLLIN)) return false;
+  char wakeups[64];
+  ssize_t n = ::recv(doorbell_.get(), wakeups, sizeof wakeups, MSG_DONTWAIT);
+  return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));  // 0: the relay has ended
+}
+
 void Connection::write(std::string_view bytes) {
   if (failed_) return;
+  if (ring_) return write_to_ring(bytes);
   if (bytes.size() < params::direct_write && buffer_.size() + bytes.size() < params::output_buffer) {
     buffer_.append(bytes);
     return;
@@ -240,6 +312,10 @@ void Connection::write(std::string_view bytes) {
 }
 
 bool Connection::flush() {
+  if (ring_) {
+    if (!failed_) publish();
+    return !failed_;
+  }
   send_all(buffer_);
   buffer_.clear();
   return !failed_;

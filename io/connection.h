@@ -5,9 +5,12 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "io/fd.h"
+#include "io/ring.h"
 #include "io/tls.h"
 #include "protocol/maildrop.h"
 
@@ -32,6 +35,12 @@ class Connection final : public protocol::Output {
   enum class ReadResult { data, end, timeout, stopped };
   // Replaces `data` with what the client sent next.
   ReadResult read(std::string& data);
+
+  // The session's side of the TLS relay (privilege separation): from now
+  // on replies go into `ring` and the output descriptor carries only
+  // wake-ups for the relay; the relay wakes this process through
+  // `doorbell` when it has made room, and closes it when it ends.
+  void reply_through(Ring ring, UniqueFd doorbell);
 
   void write(std::string_view bytes) override;
   // Writes what is buffered; false once the client is gone or stuck.
@@ -72,6 +81,14 @@ class Connection final : public protocol::Output {
   Attempt write_some(std::string_view data);
   // Makes both descriptors non-blocking, for read_some and write_some.
   void set_nonblocking();
+  // For the relay: TLS records collect in a buffer of `size` bytes and go
+  // to the socket in large writes (one per record costs the loopback and
+  // the network stack several times as much), when it fills or on
+  // flush_some().
+  void buffer_tls_output(std::size_t size);
+  // Writes what buffer_tls_output() holds; never blocks. `end` if the
+  // client is gone; else `wait` is POLLOUT while bytes remain.
+  Attempt flush_some();
 
   // Ends the connection so that what was sent arrives: flushes, sends TLS
   // close_notify, half-closes a socket and reads what the client still
@@ -83,9 +100,19 @@ class Connection final : public protocol::Output {
  private:
   // Flushes, sends close_notify and half-closes: true if a socket was.
   bool finish_sending();
+  // flush_some() until all is out, within the idle timeout.
+  void drain_tls_output();
   void linger();
   // Writes all of `data` unless the client is gone or stuck (failed_).
   void send_all(std::string_view data);
+  // The same through the ring: stages, publishes every
+  // params::ring_publish bytes, waits for room.
+  void write_to_ring(std::string_view data);
+  // Hands what is staged to the relay, waking it if it sleeps.
+  void publish();
+  // Sleeps until the relay has made room, within the idle timeout; false
+  // on timeout or a termination signal, or when the relay is gone.
+  bool wait_for_room();
   // Waits for `events` on fd up to the idle timeout; false on timeout or
   // when a termination signal came.
   bool wait(int fd, short events);
@@ -103,6 +130,8 @@ class Connection final : public protocol::Output {
   ssl_st* ssl_ = nullptr;
   std::chrono::seconds idle_timeout_;
   std::string buffer_;
+  std::optional<Ring> ring_;
+  UniqueFd doorbell_;
   bool failed_ = false;
   std::function<void()> tick_;
   std::chrono::steady_clock::time_point last_tick_;

@@ -162,7 +162,8 @@ bool drop_to(const Unprivileged& account, const std::string& directory, std::str
 // --- The hand-over from the pre-auth process to the session process, on
 // the stream socket the monitor made for them: a header (mode, length of
 // the pending input), the input the client pipelined after its login, and
-// in direct mode the client's descriptors (SCM_RIGHTS) with the header.
+// with the header two descriptors (SCM_RIGHTS): in direct mode the
+// client's, in relay mode the reply ring and the doorbell (io/relay.h).
 
 enum class Handover : char { direct = 'D', relay = 'R' };
 // The login's mechanism, for the session's log line.
@@ -179,30 +180,50 @@ void hand_over(io::Connection& client, int session, std::string_view pending, st
   auto length = static_cast<std::uint32_t>(pending.size());
   message.append(reinterpret_cast<const char*>(&length), sizeof length);
   message += pending;
-  const int fds[] = {client.input_fd(), client.output_fd()};
-  if (!send_message(session, message, direct ? std::span<const int>(fds) : std::span<const int>()) || direct) return;
-  io::relay(client, session, std::chrono::seconds(options.timeout_seconds));
+  if (direct) {
+    const int fds[] = {client.input_fd(), client.output_fd()};
+    send_message(session, message, fds);
+    return;
+  }
+  std::string error;
+  auto replies = io::Ring::create(error);
+  int doorbell[2];
+  if (!replies || ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, doorbell) != 0) {
+    syslog(LOG_ERR, "TLS relay: %s", replies ? io::error_text(errno).c_str() : error.c_str());
+    return;  // the session sees no hand-over and ends
+  }
+  io::UniqueFd relay_end(doorbell[0]), session_end(doorbell[1]);
+  const int fds[] = {replies->fd(), session_end.get()};
+  if (!send_message(session, message, fds)) return;
+  session_end.reset();
+  io::relay(client, session, *replies, relay_end.get(), std::chrono::seconds(options.timeout_seconds));
 }
 
 struct Received {
   std::string pending;
-  std::vector<io::UniqueFd> client;  // input and output; empty: relayed
+  bool direct = false;
+  std::vector<io::UniqueFd> fds;  // the client's input and output, or the ring and the doorbell
   std::string mechanism;
 };
+
+bool is_socket(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
 
 // The session process checks what the pre-auth process sends it, as it
 // checks what a client sends.
 std::optional<Received> receive_handover(int socket) {
   Received received;
-  auto header = receive_message(socket, &received.client, handover_header);
-  if (!header || header->size() != handover_header) return std::nullopt;
+  auto header = receive_message(socket, &received.fds, handover_header);
+  if (!header || header->size() != handover_header || received.fds.size() != 2) return std::nullopt;
   std::uint32_t length;
   std::memcpy(&length, header->data() + 2, sizeof length);
   auto mode = static_cast<Handover>((*header)[0]);
   auto mechanism = static_cast<Mechanism>((*header)[1]);
-  bool direct = mode == Handover::direct && received.client.size() == 2;
-  bool relayed = mode == Handover::relay && received.client.empty();
-  if (!(direct || relayed) || length > params::max_handover) return std::nullopt;
+  received.direct = mode == Handover::direct;
+  if (!received.direct && (mode != Handover::relay || !is_socket(received.fds[1].get()))) return std::nullopt;
+  if (length > params::max_handover) return std::nullopt;
   if (mechanism != Mechanism::user && mechanism != Mechanism::sasl_plain) return std::nullopt;
   received.mechanism = mechanism == Mechanism::user ? "user" : "sasl-plain";
   received.pending.resize(length);
@@ -247,10 +268,19 @@ int session(int socket, const Login& login, SystemLogin& system_login, const Opt
     syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", system_login.user().c_str());
     return 1;
   }
-  bool direct = !handover->client.empty();
-  int in = direct ? handover->client[0].get() : socket;
-  int out = direct ? handover->client[1].get() : socket;
+  bool direct = handover->direct;
+  int in = direct ? handover->fds[0].get() : socket;
+  int out = direct ? handover->fds[1].get() : socket;
   io::Connection connection(in, out, std::chrono::seconds(options.timeout_seconds));
+  if (!direct) {
+    std::string error;
+    auto replies = io::Ring::attach(std::move(handover->fds[0]), error);
+    if (!replies) {
+      syslog(LOG_ERR, "session: user=%s: %s", system_login.user().c_str(), error.c_str());
+      return 1;
+    }
+    connection.reply_through(std::move(*replies), std::move(handover->fds[1]));
+  }
   protocol::Engine engine(system_login, connection);
   engine.set_mechanism(handover->mechanism);
   engine.apply_login(login);
