@@ -289,10 +289,25 @@ void Connection::publish() {
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) failed_ = true;
 }
 
-bool Connection::wait_for_room() {
+std::span<char> Connection::room(std::size_t at_least) {
+  if (!ring_ || at_least > params::ring_size / 2) return {};
+  while (!failed_) {
+    std::span<char> room = ring_->room();
+    if (room.size() >= at_least) return room;
+    if (!wait_for_room(at_least)) failed_ = true;
+  }
+  return {};
+}
+
+void Connection::commit(std::size_t size) {
+  ring_->stage(size);
+  if (ring_->staged() >= params::ring_publish) publish();
+}
+
+bool Connection::wait_for_room(std::size_t needed) {
   publish();  // the relay may be waiting for what is staged
   if (failed_ || ring_->broken()) return false;
-  if (!ring_->prepare_to_wait_for_room()) return !ring_->broken();
+  if (!ring_->prepare_to_wait_for_room(needed)) return !ring_->broken();
   if (!wait(doorbell_.get(), POLLIN)) return false;
   char wakeups[64];
   ssize_t n = ::recv(doorbell_.get(), wakeups, sizeof wakeups, MSG_DONTWAIT);

@@ -43,6 +43,9 @@ class Connection final : public protocol::Output {
   void reply_through(Ring ring, UniqueFd doorbell);
 
   void write(std::string_view bytes) override;
+  // Through the ring only: room in it, waiting for the relay to make some.
+  std::span<char> room(std::size_t at_least) override;
+  void commit(std::size_t size) override;
   // Writes what is buffered; false once the client is gone or stuck.
   bool flush();
   bool failed() const { return failed_; }
@@ -110,9 +113,10 @@ class Connection final : public protocol::Output {
   void write_to_ring(std::string_view data);
   // Hands what is staged to the relay, waking it if it sleeps.
   void publish();
-  // Sleeps until the relay has made room, within the idle timeout; false
-  // on timeout or a termination signal, or when the relay is gone.
-  bool wait_for_room();
+  // Sleeps until the relay has made `needed` bytes of room (at most half
+  // the ring), within the idle timeout; false on timeout or a termination
+  // signal, or when the relay is gone.
+  bool wait_for_room(std::size_t needed = 1);
   // Waits for `events` on fd up to the idle timeout; false on timeout or
   // when a termination signal came.
   bool wait(int fd, short events);

@@ -126,9 +126,9 @@ bool Ring::publish() {
   return atomic(shared().reader_waits).exchange(0, std::memory_order_seq_cst) != 0;
 }
 
-bool Ring::prepare_to_wait_for_room() {
+bool Ring::prepare_to_wait_for_room(std::size_t needed) {
   atomic(shared().writer_waits).store(1, std::memory_order_seq_cst);
-  if (room().empty() && !broken_) return true;
+  if (room().size() < needed && !broken_) return true;
   atomic(shared().writer_waits).store(0, std::memory_order_relaxed);
   return false;
 }
@@ -141,6 +141,9 @@ std::string_view Ring::data() {
 bool Ring::consume(std::size_t size) {
   position_ += size;
   atomic(shared().consumed).store(position_, std::memory_order_seq_cst);
+  // A writer that sleeps is woken once half the ring is free, not for
+  // every record: it then fills that half at once.
+  if (published_by_writer() - position_ > capacity / 2) return false;
   return atomic(shared().writer_waits).exchange(0, std::memory_order_seq_cst) != 0;
 }
 

@@ -50,15 +50,16 @@ class Ring {
   std::size_t staged() const { return staged_; }
   // Makes the staged bytes the reader's. true: the reader sleeps, wake it.
   bool publish();
-  // Before sleeping for room: true if there is still none (sleep), false
-  // if the reader made some meanwhile.
-  bool prepare_to_wait_for_room();
+  // Before sleeping for `needed` bytes of room (at most half the ring):
+  // true if there are still fewer (sleep), false if the reader made them
+  // meanwhile.
+  bool prepare_to_wait_for_room(std::size_t needed = 1);
 
   // --- The reader (relay).
   // What was published and not yet consumed, in one piece.
   std::string_view data();
-  // The first `size` bytes of data() are done. true: the writer sleeps,
-  // wake it.
+  // The first `size` bytes of data() are done. true: the writer sleeps
+  // and half the ring is free, wake it.
   bool consume(std::size_t size);
   // Before sleeping for data: true if there is still none (sleep), false
   // if the writer published some meanwhile.

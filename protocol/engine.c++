@@ -62,6 +62,14 @@ bool valid_user_name(std::string_view name) {
 
 namespace {
 
+// The length of the whole lines at the start of `block` that fit in
+// `limit` bytes; the first line alone if it does not fit.
+std::size_t whole_lines(std::string_view block, std::size_t limit) {
+  if (block.size() <= limit) return block.size();
+  std::size_t last = limit > 0 ? block.rfind('\n', limit - 1) : std::string_view::npos;
+  return (last == std::string_view::npos ? block.find('\n') : last) + 1;
+}
+
 // Writes message lines to the output with RFC 1939 byte-stuffing and CRLF.
 class StuffingSink final : public MessageSink {
  public:
@@ -78,17 +86,21 @@ class StuffingSink final : public MessageSink {
     at_line_start_ = true;
   }
   // The body of a RETR: converted in pieces of whole lines, each written
-  // at once. The scratch space only grows, so that it is never zeroed
-  // again, and no more than a piece needs.
+  // at once, in place where the output lends room. The scratch space only
+  // grows, so that it is never zeroed again, and no more than a piece
+  // needs.
   void lines(std::string_view block) override {
     while (!block.empty()) {
-      std::size_t take = block.size();
-      if (take > params::stuffing_piece) {
-        std::size_t last = block.rfind('\n', params::stuffing_piece - 1);
-        take = (last == std::string_view::npos ? block.find('\n') : last) + 1;
+      std::span<char> room = out_.room(stuffed_capacity(params::direct_write));
+      std::size_t limit = params::stuffing_piece;
+      if (!room.empty()) limit = std::min(limit, (room.size() - stuffed_capacity(0)) / 2);
+      std::size_t take = whole_lines(block, limit);
+      if (stuffed_capacity(take) <= room.size()) {
+        out_.commit(stuff_lines(block.substr(0, take), room.data()));
+      } else {
+        if (converted_.size() < stuffed_capacity(take)) converted_.resize(stuffed_capacity(take));
+        out_.write({converted_.data(), stuff_lines(block.substr(0, take), converted_.data())});
       }
-      if (converted_.size() < stuffed_capacity(take)) converted_.resize(stuffed_capacity(take));
-      out_.write({converted_.data(), stuff_lines(block.substr(0, take), converted_.data())});
       block.remove_prefix(take);
     }
     at_line_start_ = true;

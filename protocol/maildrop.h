@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,6 +87,11 @@ class Authenticator {
 class Output {
  public:
   virtual void write(std::string_view bytes) = 0;
+  // For a writer that would fill a buffer of its own and write() it: room
+  // of at least `at_least` bytes to write in place, then commit() what was
+  // written there. Empty if this output has none to lend (use write()).
+  virtual std::span<char> room(std::size_t /*at_least*/) { return {}; }
+  virtual void commit(std::size_t /*size*/) {}
 
  protected:
   ~Output() = default;

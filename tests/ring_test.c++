@@ -89,9 +89,11 @@ TEST_CASE("ring: full means no room until the reader consumes; waiting and wakin
   CHECK(writer.room().empty());
   CHECK(!writer.publish());                    // the reader does not sleep
   CHECK(writer.prepare_to_wait_for_room());    // still full: sleep
-  CHECK(reader.consume(10));                   // the writer sleeps: wake it
+  CHECK(!reader.consume(10));                  // the writer sleeps, but too little is free
+  CHECK(writer.room().size() == 10);
+  CHECK(reader.consume(capacity / 2 - 10));    // half is free: wake it
   CHECK(!reader.consume(10));                  // woken once
-  CHECK(writer.room().size() == 20);
+  CHECK(writer.room().size() == capacity / 2 + 10);
   CHECK(!writer.prepare_to_wait_for_room());   // room now: no sleep
   reader.consume(reader.data().size());
   CHECK(reader.prepare_to_wait_for_data());    // empty: sleep
