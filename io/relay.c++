@@ -69,83 +69,127 @@ void wake(int doorbell) {
   }
 }
 
+// One relay: its buffers and what each side has done; run() until the end.
+class Relay {
+ public:
+  Relay(Connection& client, int session, Ring& replies, int doorbell, std::chrono::seconds idle_timeout)
+      : client_(client), session_(session), replies_(replies), doorbell_(doorbell), idle_timeout_(idle_timeout) {}
+
+  void run() {
+    client_.set_nonblocking();
+    client_.buffer_tls_output(params::relay_buffer);
+    for (auto last_progress = Clock::now();;) {
+      client_in_ = client_out_ = session_events_ = 0;
+      bool progress = commands_to_session();
+      switch (replies_to_client()) {
+        case Step::done: return;
+        case Step::moved: progress = true; break;
+        case Step::stuck: break;
+      }
+      if (progress)
+        last_progress = Clock::now();
+      else if (!wait(last_progress))
+        return;
+    }
+  }
+
+ private:
+  enum class Step { stuck, moved, done };
+
+  // Client to session: read while there is room, write while there is
+  // data. true if anything moved.
+  bool commands_to_session() {
+    bool progress = false;
+    if (auto [room, size] = to_session_.space(); client_sends_ && size > 0) {
+      auto got = client_.read_some(room, std::min(size, params::input_block));
+      to_session_.commit(got.bytes);
+      if (got.end) client_sends_ = false;
+      progress |= got.bytes > 0 || got.end;
+      (got.wait == POLLIN ? client_in_ : client_out_) |= got.wait;
+    }
+    if (!to_session_.empty() && session_takes_) {
+      auto put = session_write(session_, to_session_.data());
+      to_session_.consume(put.bytes);
+      if (put.end) session_takes_ = false, to_session_.clear();  // the session has ended
+      progress |= put.bytes > 0 || put.end;
+      session_events_ |= put.wait;
+    } else if (!client_sends_ && !session_shut_) {
+      // The client said all it will (a piped script): the session answers
+      // what it has, then sees the end.
+      ::shutdown(session_, SHUT_WR);
+      session_shut_ = true;
+    }
+    return progress;
+  }
+
+  // Session to client, out of the ring; done once the session has ended
+  // and all it sent is out, or the client is gone.
+  Step replies_to_client() {
+    bool ended = session_sends_ && std::exchange(session_readable_, false) && session_ended(session_);
+    if (ended) session_sends_ = false;
+    std::string_view waiting = replies_.data();
+    replies_pending_ = !waiting.empty();
+    if (replies_.broken()) return Step::done;
+    if (replies_pending_) {
+      auto put = client_.write_some(waiting);
+      if (put.end) return Step::done;  // the client is gone
+      if (put.bytes > 0 && replies_.consume(put.bytes)) wake(doorbell_);
+      (put.wait == POLLIN ? client_in_ : client_out_) |= put.wait;
+      return put.bytes > 0 || ended ? Step::moved : Step::stuck;
+    }
+    // All that came is encrypted: what the TLS output buffer holds goes
+    // out now, not when more fills it.
+    auto flushed = client_.flush_some();
+    if (flushed.end) return Step::done;
+    client_out_ |= flushed.wait;
+    if (!session_sends_ && !flushed.wait) {
+      client_.close_gracefully();
+      return Step::done;
+    }
+    return ended ? Step::moved : Step::stuck;
+  }
+
+  // Nothing moves: sleeps until a side can. While bytes wait for a side
+  // that takes none, that side has the idle timeout; otherwise the session
+  // decides when to end. false: give up.
+  bool wait(Clock::time_point last_progress) {
+    if (Connection::stop_requested()) return false;
+    if (session_sends_ && !replies_pending_ && !replies_.prepare_to_wait_for_data()) return true;  // it came
+    auto deadline = Connection::session_end();
+    if (deadline != Clock::time_point::max()) deadline += params::relay_grace;
+    if (replies_pending_ || !to_session_.empty() || client_out_)
+      deadline = std::min(deadline, last_progress + idle_timeout_);
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    if (session_sends_) session_events_ |= POLLIN;
+    // A descriptor nothing waits for is left out: its hang-up would wake
+    // the poll again and again.
+    pollfd fds[3] = {{client_in_ ? client_.input_fd() : -1, client_in_, 0},
+                     {client_out_ ? client_.output_fd() : -1, client_out_, 0},
+                     {session_events_ ? session_ : -1, session_events_, 0}};
+    if (::poll(fds, 3, static_cast<int>(std::min<long long>(left.count(), 60'000))) < 0 && errno != EINTR)
+      return false;
+    session_readable_ = fds[2].revents & (POLLIN | POLLHUP | POLLERR);
+    return true;
+  }
+
+  Connection& client_;
+  int session_;
+  Ring& replies_;
+  int doorbell_;
+  std::chrono::seconds idle_timeout_;
+  Pipe to_session_;
+  bool client_sends_ = true, session_takes_ = true, session_sends_ = true, session_shut_ = false;
+  bool session_readable_ = true;  // as the last poll said: wake-ups, or the end
+  bool replies_pending_ = false;
+  // What the last round waits for.
+  short client_in_ = 0, client_out_ = 0, session_events_ = 0;
+};
+
 }  // namespace
 
 void relay(Connection& client, int session, Ring& replies, int doorbell, std::chrono::seconds idle_timeout) {
-  client.set_nonblocking();
-  client.buffer_tls_output(params::relay_buffer);
-  Pipe to_session;
-  bool client_sends = true, session_takes = true, session_sends = true, session_shut = false;
-  bool session_readable = true;  // as the last poll said: wake-ups, or the end
-  auto last_progress = Clock::now();
-  for (;;) {
-    bool progress = false;
-    short client_in = 0, client_out = 0, session_events = 0;
-    // Client to session: read while there is room, write while there is data.
-    if (auto [room, size] = to_session.space(); client_sends && size > 0) {
-      auto got = client.read_some(room, std::min(size, params::input_block));
-      to_session.commit(got.bytes);
-      if (got.end) client_sends = false;
-      progress |= got.bytes > 0 || got.end;
-      (got.wait == POLLIN ? client_in : client_out) |= got.wait;
-    }
-    if (!to_session.empty() && session_takes) {
-      auto put = session_write(session, to_session.data());
-      to_session.consume(put.bytes);
-      if (put.end) session_takes = false, to_session.clear();  // the session has ended
-      progress |= put.bytes > 0 || put.end;
-      session_events |= put.wait;
-    } else if (!client_sends && !session_shut) {
-      // The client said all it will (a piped script): the session answers
-      // what it has, then sees the end.
-      ::shutdown(session, SHUT_WR);
-      session_shut = true;
-    }
-    // Session to client, out of the ring.
-    if (session_sends && std::exchange(session_readable, false) && session_ended(session))
-      session_sends = false, progress = true;
-    std::string_view replies_waiting = replies.data();
-    if (replies.broken()) return;
-    if (!replies_waiting.empty()) {
-      auto put = client.write_some(replies_waiting);
-      if (put.end) return;  // the client is gone
-      if (put.bytes > 0 && replies.consume(put.bytes)) wake(doorbell);
-      progress |= put.bytes > 0;
-      (put.wait == POLLIN ? client_in : client_out) |= put.wait;
-    } else {
-      // All that came is encrypted: what the TLS output buffer holds goes
-      // out now, not when more fills it.
-      auto flushed = client.flush_some();
-      if (flushed.end) return;
-      client_out |= flushed.wait;
-      if (!session_sends && !flushed.wait) {
-        client.close_gracefully();
-        return;
-      }
-    }
-    if (progress) {
-      last_progress = Clock::now();
-      continue;
-    }
-    // Nothing moves. While bytes wait for a side that takes none, that side
-    // has the idle timeout; otherwise the session decides when to end.
-    if (Connection::stop_requested()) return;
-    if (session_sends && replies_waiting.empty() && !replies.prepare_to_wait_for_data()) continue;
-    auto deadline = Connection::session_end();
-    if (deadline != Clock::time_point::max()) deadline += params::relay_grace;
-    if (!replies_waiting.empty() || !to_session.empty() || client_out)
-      deadline = std::min(deadline, last_progress + idle_timeout);
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return;
-    if (session_sends) session_events |= POLLIN;
-    // A descriptor nothing waits for is left out: its hang-up would wake
-    // the poll again and again.
-    pollfd fds[3] = {{client_in ? client.input_fd() : -1, client_in, 0},
-                     {client_out ? client.output_fd() : -1, client_out, 0},
-                     {session_events ? session : -1, session_events, 0}};
-    if (::poll(fds, 3, static_cast<int>(std::min<long long>(left.count(), 60'000))) < 0 && errno != EINTR) return;
-    session_readable = fds[2].revents & (POLLIN | POLLHUP | POLLERR);
-  }
+  Relay(client, session, replies, doorbell, idle_timeout).run();
 }
 
 }  // namespace popd::io
