@@ -265,17 +265,13 @@ void Connection::reply_through(Ring ring, UniqueFd doorbell) {
 }
 
 void Connection::write_to_ring(std::string_view data) {
-  while (!failed_ && !data.empty()) {
-    std::span<char> room = ring_->room();
-    if (room.empty()) {
-      if (!wait_for_room()) failed_ = true;
-      continue;
-    }
-    std::size_t size = std::min(room.size(), data.size());
-    std::memcpy(room.data(), data.data(), size);
-    ring_->stage(size);
+  while (!data.empty()) {
+    std::span<char> space = room(1);
+    if (space.empty()) return;  // failed
+    std::size_t size = std::min(space.size(), data.size());
+    std::memcpy(space.data(), data.data(), size);
+    commit(size);
     data.remove_prefix(size);
-    if (ring_->staged() >= params::ring_publish) publish();
   }
 }
 

@@ -43,7 +43,9 @@ class Connection final : public protocol::Output {
   void reply_through(Ring ring, UniqueFd doorbell);
 
   void write(std::string_view bytes) override;
-  // Through the ring only: room in it, waiting for the relay to make some.
+  // Through the ring only: room in it, waiting for the relay to make some
+  // (empty once the connection has failed); commit() stages what was
+  // written there and publishes every params::ring_publish bytes.
   std::span<char> room(std::size_t at_least) override;
   void commit(std::size_t size) override;
   // Writes what is buffered; false once the client is gone or stuck.
@@ -85,9 +87,8 @@ class Connection final : public protocol::Output {
   // Makes both descriptors non-blocking, for read_some and write_some.
   void set_nonblocking();
   // For the relay: TLS records collect in a buffer of `size` bytes and go
-  // to the socket in large writes (one per record costs the loopback and
-  // the network stack several times as much), when it fills or on
-  // flush_some().
+  // to the socket in large writes when it fills or on flush_some(), not
+  // one write per record (params::relay_buffer).
   void buffer_tls_output(std::size_t size);
   // Writes what buffer_tls_output() holds; never blocks. `end` if the
   // client is gone; else `wait` is POLLOUT while bytes remain.
@@ -108,8 +109,7 @@ class Connection final : public protocol::Output {
   void linger();
   // Writes all of `data` unless the client is gone or stuck (failed_).
   void send_all(std::string_view data);
-  // The same through the ring: stages, publishes every
-  // params::ring_publish bytes, waits for room.
+  // The same through the ring: room(), then commit().
   void write_to_ring(std::string_view data);
   // Hands what is staged to the relay, waking it if it sleeps.
   void publish();
