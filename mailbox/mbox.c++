@@ -46,9 +46,19 @@ class LineScanner {
   // It has `padding` zero bytes beyond its end for vector loads.
   LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end, std::size_t block = params::read_block)
       : source_(&source),
-        size_(std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin))),
-        buffer_(new char[size_ + padding]),  // not zeroed: only read bytes are looked at
-        data_(buffer_.get()),
+        size_(buffer_size(begin, end, block)),
+        owned_(new char[size_ + padding]),  // not zeroed: only read bytes are looked at
+        buffer_(owned_.get()),
+        data_(buffer_),
+        buffer_offset_(begin),
+        end_(end) {}
+
+  // Reads into `kept` (params::read_block bytes, made on first use).
+  LineScanner(ByteSource& source, std::uint64_t begin, std::uint64_t end, std::size_t block, ReadBuffer& kept)
+      : source_(&source),
+        size_(buffer_size(begin, end, std::min(block, params::read_block))),
+        buffer_((kept ? kept : kept = ReadBuffer(new char[params::read_block + padding])).get()),
+        data_(buffer_),
         buffer_offset_(begin),
         end_(end) {}
 
@@ -118,20 +128,24 @@ class LineScanner {
   BodyEnd skip_body(std::uint64_t blank_line);
 
  private:
+  static std::size_t buffer_size(std::uint64_t begin, std::uint64_t end, std::size_t block) {
+    return std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin));
+  }
+
   bool more_data() const { return buffer_offset_ + fill_ < end_ && !exhausted_; }
 
   // Keeps the bytes from pos_ (and `behind` bytes before it), reads more.
   void refill(std::size_t behind = 0) {
     std::size_t keep = std::min(pos_, behind);
-    std::memmove(buffer_.get(), data_ + pos_ - keep, fill_ - pos_ + keep);
+    std::memmove(buffer_, data_ + pos_ - keep, fill_ - pos_ + keep);
     buffer_offset_ += pos_ - keep;
     fill_ -= pos_ - keep;
     pos_ = keep;
     std::uint64_t want = std::min<std::uint64_t>(size_ - fill_, end_ - (buffer_offset_ + fill_));
-    std::size_t got = source_->read_at(buffer_offset_ + fill_, buffer_.get() + fill_, want);
+    std::size_t got = source_->read_at(buffer_offset_ + fill_, buffer_ + fill_, want);
     if (got == 0) exhausted_ = true;  // the file shrank under us: stop here
     fill_ += got;
-    std::memset(buffer_.get() + fill_, 0, padding);
+    std::memset(buffer_ + fill_, 0, padding);
   }
 
   // Where the "\n" at k (followed by "From ") ends an empty line, that
@@ -159,7 +173,8 @@ class LineScanner {
 
   ByteSource* source_ = nullptr;  // none over memory
   std::size_t size_;
-  std::unique_ptr<char[]> buffer_;  // what data_ points to, unless over memory
+  std::unique_ptr<char[]> owned_;  // the buffer, unless the caller keeps it
+  char* buffer_ = nullptr;         // what data_ points to, unless over memory
   const char* data_;
   std::uint64_t buffer_offset_;
   std::uint64_t end_;
@@ -775,11 +790,11 @@ void send_lines(LineScanner& scanner, std::optional<std::uint64_t> body_lines, p
 }  // namespace
 
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
-          protocol::MessageSink& sink) {
+          protocol::MessageSink& sink, ReadBuffer& buffer) {
   // TOP needs the header and a few lines: a small first read, not the
   // whole message.
   LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
-                      body_lines ? params::top_block : params::read_block);
+                      body_lines ? params::top_block : params::read_block, buffer);
   send_lines(scanner, body_lines, sink);
 }
 

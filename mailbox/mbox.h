@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -101,10 +102,17 @@ Mbox parse(ByteSource& source, UidScheme scheme = UidScheme::popd,
 // and the last known record again.
 Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from = params::parallel_parse);
 
+// Memory that send() reads a message into, kept by the caller from one
+// message to the next: a RETR of many large messages then allocates it
+// once, rather than a fresh block (that the kernel zeroes page by page)
+// for each. Empty until the first send() that needs it.
+using ReadBuffer = std::unique_ptr<char[]>;
+
 // Sends a message as the client sees it (see protocol::Maildrop::send),
-// reading it from `source`, or from `content`: its bytes, already in memory.
+// reading it from `source` (into `buffer`), or from `content`: its bytes,
+// already in memory.
 void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
-          protocol::MessageSink& sink);
+          protocol::MessageSink& sink, ReadBuffer& buffer);
 void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink);
 

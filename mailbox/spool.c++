@@ -119,7 +119,7 @@ bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, pro
   try {
     FileSource source(fd_.get(), mbox_.end);
     if (message.content_length > params::read_block) {
-      mailbox::send(source, message, body_lines, sink);
+      mailbox::send(source, message, body_lines, sink, read_buffer_);
       return true;
     }
     // Messages that clients fetch one after the other lie one after the

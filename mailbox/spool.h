@@ -67,6 +67,7 @@ class Spool final : public protocol::Maildrop {
   Mbox mbox_;
   std::string window_;  // bytes of the spool from window_offset_, read for send()
   std::uint64_t window_offset_ = 0;
+  ReadBuffer read_buffer_;  // for send() of a message larger than the window
 };
 
 // Expands %u (user name), %h (home directory) and %% in a path template.

@@ -28,10 +28,11 @@ Mbox parse_string(const std::string& data) {
 }
 
 std::string sent(const std::string& data, const Message& message,
-                 std::optional<std::uint64_t> body_lines = std::nullopt) {
+                 std::optional<std::uint64_t> body_lines = std::nullopt, ReadBuffer* kept = nullptr) {
   StringSource source(data);
   CollectSink sink;
-  send(source, message, body_lines, sink);
+  ReadBuffer fresh;
+  send(source, message, body_lines, sink, kept ? *kept : fresh);
   return sink.out;
 }
 
@@ -300,6 +301,33 @@ TEST_CASE("lines longer than the read buffer") {
   std::string got = sent(data, box.messages[0]);
   CHECK(got == "Subject: big\r\n\r\n" + huge + "\r\nend\r\n");
   CHECK(box.messages[0].size == got.size());
+}
+
+TEST_CASE("one read buffer serves message after message: large, small, TOP and RETR") {
+  // What a buffer held for an earlier message must not show in a later one:
+  // large messages of different lengths (lines across the buffer's end, and
+  // one longer than the buffer), small ones, TOP between them, and back.
+  std::mt19937 random(7);
+  std::string data;
+  std::vector<std::string> bodies;
+  for (std::size_t length : {popd::params::read_block * 2 + 333, std::size_t{40}, popd::params::read_block + 1,
+                             std::size_t{3}, popd::params::read_block * 3 / 2}) {
+    std::string body;
+    while (body.size() < length) {
+      std::size_t line = random() % 3 == 0 ? random() % 200 : random() % 90;
+      body += (random() % 7 == 0 ? "." : "") + std::string(line, static_cast<char>('a' + random() % 26)) + "\n";
+    }
+    if (bodies.size() == 2) body += std::string(popd::params::read_block + 5, 'L') + "\n";
+    bodies.push_back("Subject: " + std::to_string(bodies.size()) + "\n\n" + body);
+    data += "From a Mon Jan  1 00:00:00 2024\n" + bodies.back() + "\n";
+  }
+  Mbox box = parse_string(data);
+  REQUIRE(box.messages.size() == bodies.size());
+  ReadBuffer kept;
+  for (std::size_t i : {0, 1, 2, 3, 4, 2, 0, 3}) {
+    CHECK(sent(data, box.messages[i], std::nullopt, &kept) == expected_form(bodies[i]));
+    CHECK(sent(data, box.messages[i], 2, &kept) == sent(data, box.messages[i], 2));
+  }
 }
 
 TEST_CASE("unique-ids: stable, distinct for identical copies, unaffected by other changes") {

@@ -52,8 +52,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (m.record_offset < previous_end || m.content_offset + m.content_length > box.record_end(i)) std::abort();
     previous_end = box.record_end(i);
     Counter all, top;
-    send(source, m, std::nullopt, all);
-    send(source, m, 1, top);
+    ReadBuffer buffer;
+    send(source, m, std::nullopt, all, buffer);
+    send(source, m, 1, top, buffer);
     if (all.bytes != m.size || top.bytes > all.bytes) std::abort();
   }
   return 0;
