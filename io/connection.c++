@@ -175,7 +175,9 @@ void Connection::close_gracefully(const std::function<void()>& meanwhile) {
 }
 
 bool Connection::finish_sending() {
-  if (!flush()) return false;
+  bool sent = flush() && (!sender_ || wait_for_sender());
+  sender_.reset();  // the thread ends here: what follows may fork
+  if (!sent) return false;
   if (ssl_) {
     // close_notify, not waiting for the client's: it may never send one.
     drain_tls_output();
@@ -264,7 +266,7 @@ void Connection::reply_through(Ring ring, UniqueFd doorbell) {
   doorbell_ = std::move(doorbell);
 }
 
-void Connection::write_to_ring(std::string_view data) {
+void Connection::write_in_place(std::string_view data) {
   while (!data.empty()) {
     std::span<char> space = room(1);
     if (space.empty()) return;  // failed
@@ -286,7 +288,12 @@ void Connection::publish() {
 }
 
 std::span<char> Connection::room(std::size_t at_least) {
-  if (!ring_ || at_least > params::ring_size / 2) return {};
+  if (!ring_) {
+    if (at_least > Sender::capacity || !start_sender()) return {};
+    if (sender_->room().size() < at_least && !hand_to_sender()) return {};
+    return sender_->room();
+  }
+  if (at_least > params::ring_size / 2) return {};
   while (!failed_) {
     std::span<char> room = ring_->room();
     if (room.size() >= at_least) return room;
@@ -296,8 +303,43 @@ std::span<char> Connection::room(std::size_t at_least) {
 }
 
 void Connection::commit(std::size_t size) {
+  if (!ring_) return sender_->commit(size);  // handed over when full, or at a flush
   ring_->stage(size);
   if (ring_->staged() >= params::ring_publish) publish();
+}
+
+bool Connection::start_sender() {
+  if (sender_) return !failed_;
+  if (failed_ || ssl_ || !out_is_socket_) return false;
+  send_all(buffer_);
+  buffer_.clear();
+  if (failed_) return false;
+  try {
+    sender_ = std::make_unique<Sender>(out_, idle_timeout_);
+  } catch (const std::exception&) {
+    return false;  // no thread: the replies go out from this one, as before
+  }
+  return true;
+}
+
+bool Connection::wait_for_sender() {
+  while (!failed_) {
+    switch (sender_->wait(std::chrono::milliseconds(100))) {
+      case Sender::State::idle: return true;
+      case Sender::State::failed: failed_ = true; break;
+      case Sender::State::busy:
+        if (stop_signal_seen) failed_ = true;
+        tick_if_due();
+        break;
+    }
+  }
+  return false;
+}
+
+bool Connection::hand_to_sender() {
+  if (!wait_for_sender()) return false;
+  sender_->hand_over();
+  return true;
 }
 
 bool Connection::wait_for_room(std::size_t needed) {
@@ -312,7 +354,7 @@ bool Connection::wait_for_room(std::size_t needed) {
 
 void Connection::write(std::string_view bytes) {
   if (failed_) return;
-  if (ring_) return write_to_ring(bytes);
+  if (ring_ || sender_) return write_in_place(bytes);
   if (bytes.size() < params::direct_write && buffer_.size() + bytes.size() < params::output_buffer) {
     buffer_.append(bytes);
     return;
@@ -327,6 +369,7 @@ bool Connection::flush() {
     if (!failed_) publish();
     return !failed_;
   }
+  if (sender_) return !failed_ && (sender_->filled() == 0 || hand_to_sender());
   send_all(buffer_);
   buffer_.clear();
   return !failed_;

@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "io/fd.h"
 #include "io/ring.h"
+#include "io/sender.h"
 #include "io/tls.h"
 #include "protocol/maildrop.h"
 
@@ -43,9 +45,11 @@ class Connection final : public protocol::Output {
   void reply_through(Ring ring, UniqueFd doorbell);
 
   void write(std::string_view bytes) override;
-  // Through the ring only: room in it, waiting for the relay to make some
-  // (empty once the connection has failed); commit() stages what was
-  // written there and publishes every params::ring_publish bytes.
+  // Room to write replies in place, waiting for some to be free (empty
+  // once the connection has failed). Through the ring, commit() stages
+  // what was written there and publishes every params::ring_publish bytes.
+  // Plain on a socket, the first call starts a Sender (io/sender.h), and
+  // from then on all output goes through it. Otherwise there is none.
   std::span<char> room(std::size_t at_least) override;
   void commit(std::size_t size) override;
   // Writes what is buffered; false once the client is gone or stuck.
@@ -109,8 +113,16 @@ class Connection final : public protocol::Output {
   void linger();
   // Writes all of `data` unless the client is gone or stuck (failed_).
   void send_all(std::string_view data);
-  // The same through the ring: room(), then commit().
-  void write_to_ring(std::string_view data);
+  // The same through the ring or the sender: room(), then commit().
+  void write_in_place(std::string_view data);
+  // Starts the sender thread, after what is buffered; false where there is
+  // none (TLS in this process, not a socket, no thread to be had).
+  bool start_sender();
+  // Waits for the sender to finish what it has, ticking and heeding
+  // termination signals; false once it failed. Then hands it what was
+  // written since.
+  bool wait_for_sender();
+  bool hand_to_sender();
   // Hands what is staged to the relay, waking it if it sleeps.
   void publish();
   // Sleeps until the relay has made `needed` bytes of room (at most half
@@ -136,6 +148,7 @@ class Connection final : public protocol::Output {
   std::string buffer_;
   std::optional<Ring> ring_;
   UniqueFd doorbell_;
+  std::unique_ptr<Sender> sender_;
   bool failed_ = false;
   std::function<void()> tick_;
   std::chrono::steady_clock::time_point last_tick_;

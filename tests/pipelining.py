@@ -231,24 +231,57 @@ def test_tls_session_is_relayed(env):
                 f"popd processes by uid after login: {processes}")
 
 
-def test_tls_client_that_stops_reading(env):
-    """A TLS client that stops reading mid-reply is dropped after the idle
-    timeout; the mailbox is left as it was and unlocked."""
+def stuck_client(env, tls, timeout=2, signal=None):
+    """A client that stops reading mid-reply (RETRs of a 30 MB message, then
+    QUIT after a DELE) is dropped after the idle timeout, or at once on
+    `signal` to the session; the mailbox is left as it was and unlocked,
+    and no popd process is left. Returns the seconds until the lock went."""
     big = "From a Mon Jan  1 00:00:00 2024\nSubject: big\n\n" + ("y" * 999 + "\n") * 30000 + "\n"
     small = "From b Mon Jan  1 00:00:00 2024\nSubject: small\n\nx\n\n"
     path = env.write_mailbox((big + small).encode())
-    with SocketServer(env, tls_files(env) + ["--tls-implicit", "--timeout", "2"]) as server:
+    args = (tls_files(env) + ["--tls-implicit"] if tls else []) + ["--timeout", str(timeout)]
+    with SocketServer(env, args) as server:
         raw = socket.create_connection(("127.0.0.1", server.port), timeout=20)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s = client_context().wrap_socket(raw)
+        s = client_context().wrap_socket(raw) if tls else raw
         s.sendall((login() + "DELE 2\r\n" + "RETR 1\r\n" * 3 + "QUIT\r\n").encode())
         start = time.time()
+        if signal:
+            check(wait_for(lambda: any(uid == ALICE_UID for uid, _, _ in popd_processes(server).values())),
+                  "no session")
+            time.sleep(1)  # well into the RETRs, the client's buffers full
+            session = next(pid for pid, (uid, _, _) in popd_processes(server).items() if uid == ALICE_UID)
+            start = time.time()
+            os.kill(session, signal)
         while os.path.exists(path + ".lock") or time.time() - start < 1:
             check(time.time() - start < 20, "popd still holds the mailbox 20 s after the client stopped reading")
-            time.sleep(0.2)
+            time.sleep(0.05)
+        took = time.time() - start
         check(wait_for(lambda: not popd_processes(server), 15), f"popd processes left: {popd_processes(server)}")
         s.close()
     check_equal(open(path, "rb").read(), (big + small).encode(), "mailbox after a stuck client")
+    return took
+
+
+def test_tls_client_that_stops_reading(env):
+    stuck_client(env, tls=True)
+
+
+def test_plain_client_that_stops_reading(env):
+    """The same in plain text, where a second thread of the session writes
+    RETR bodies to the socket (io/sender.h)."""
+    stuck_client(env, tls=False)
+
+
+def test_termination_while_a_plain_client_stops_reading(env):
+    """SIGTERM ends a session whose sending thread waits for a stuck client
+    at once, not after the idle timeout, and the locks go."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    import signal
+    took = stuck_client(env, tls=False, timeout=60, signal=signal.SIGTERM)
+    check(took < 5, f"the session took {took:.1f} s to end after SIGTERM")
 
 
 if __name__ == "__main__":
