@@ -119,9 +119,9 @@ class Connection final : public protocol::Output {
   // none (TLS in this process, not a socket, no thread to be had).
   bool start_sender();
   // Waits for the sender to finish what it has, ticking and heeding
-  // termination signals; false once it failed. Then hands it what was
-  // written since.
+  // termination signals; false once it failed.
   bool wait_for_sender();
+  // That, then hands it what was written since.
   bool hand_to_sender();
   // Hands what is staged to the relay, waking it if it sleeps.
   void publish();
