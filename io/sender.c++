@@ -31,7 +31,12 @@ Sender::Sender(int socket, std::chrono::seconds idle_timeout)
   sigemptyset(&termination);
   for (int signal : {SIGTERM, SIGHUP, SIGINT, SIGALRM, SIGPIPE}) sigaddset(&termination, signal);
   pthread_sigmask(SIG_BLOCK, &termination, &saved);
-  thread_ = std::thread([this] { run(); });
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    throw;  // no thread to be had: the caller does without
+  }
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
