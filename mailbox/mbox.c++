@@ -453,6 +453,8 @@ class Parser {
   }
 
   Mbox& box() { return box_; }
+  // The UIDVALIDITY in the header of the first record this parser read.
+  std::optional<std::uint32_t> first_validity() const { return first_validity_; }
 
  private:
   void start(Piece& piece) {
@@ -492,6 +494,7 @@ class Parser {
   // message, where Dovecot and UW keep X-IMAPbase).
   void keep_old_id() {
     old_.finish();
+    if (!first_record_done_) first_validity_ = old_.validity(), first_record_done_ = true;
     if (at_start_of_data_ && box_.messages.empty() && !box_.validity) box_.validity = old_.validity();
     if (!old_.found()) return;
     current_.old_found = true;
@@ -571,6 +574,8 @@ class Parser {
   std::optional<std::uint64_t> content_length_;
   std::uint64_t uncounted_size_ = 0;
   OldId old_;
+  bool first_record_done_ = false;
+  std::optional<std::uint32_t> first_validity_;
 };
 
 // Moves the messages of `from` to the end of `to` block by block, never
@@ -677,10 +682,22 @@ Mbox parse_from(ByteSource& source, UidScheme scheme, std::uint64_t begin, std::
   });
   std::uint64_t met = first.run(middle);
   helper.join();
+  Mbox& box = first.box();
+  if (begin == 0 && !box.internal && box.messages.empty()) {
+    // Only empty lines before the middle: its record is the file's first,
+    // which may be UW IMAP's pseudo-message. Rare enough to parse again.
+    Parser whole(source, scheme);
+    whole.run();
+    return std::move(whole.box());
+  }
   std::optional<Parser> again;
   if (met != middle || failed) again.emplace(source, scheme, met), again->run();
-  append((again ? *again : second).box(), first.box());
-  return std::move(first.box());
+  Parser& rest = again ? *again : second;
+  // If the first pass read only UW IMAP's pseudo-message and it had no
+  // X-IMAP, the UIDVALIDITY comes from the first message: the rest's first.
+  if (begin == 0 && box.messages.empty() && !box.validity) box.validity = rest.first_validity();
+  append(rest.box(), box);
+  return std::move(box);
 }
 
 }  // namespace

@@ -117,10 +117,10 @@ TEST_CASE("bodies are scanned in blocks: separators at every offset around the r
   }
 }
 
-void check_parallel_parse(const std::string& data) {
+void check_parallel_parse(const std::string& data, UidScheme scheme = UidScheme::popd) {
   StringSource source(data);
-  Mbox one_pass = parse(source, UidScheme::popd, std::numeric_limits<std::uint64_t>::max());
-  Mbox two_threads = parse(source, UidScheme::popd, 0);
+  Mbox one_pass = parse(source, scheme, std::numeric_limits<std::uint64_t>::max());
+  Mbox two_threads = parse(source, scheme, 0);
   CHECK(summary(two_threads) == summary(one_pass));
 }
 
@@ -146,6 +146,31 @@ TEST_CASE("two threads find what one pass finds") {
     std::string data;
     for (int i = 0; i < 6; ++i) data += message;
     check_parallel_parse(data);
+  }
+  // UW IMAP's ids take the UIDVALIDITY from the file's first record, or
+  // the first message after a pseudo-message without X-IMAP.
+  std::string pseudo = "From MAILER-DAEMON Mon Jan  1 00:00:00 2024\n"
+                       "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 7 9\n\nx\n\n";
+  std::string first = "From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 5 3\nX-UID: 1\n\nb\n\n";
+  std::string second = "From b Mon Jan  1 00:00:00 2024\nX-UID: 2\nSubject: " + std::string(300, 's') + "\n\nc\n";
+  SUBCASE("the middle is the first message after a pseudo-message without X-IMAP") {
+    std::string no_x_imap = pseudo;
+    no_x_imap.replace(no_x_imap.find("X-IMAP"), 6, "X-IMAQ");
+    std::string rest = first + second;
+    no_x_imap.insert(no_x_imap.size() - 2, std::string(rest.size() + 10 - no_x_imap.size(), 'x'));
+    std::string data = no_x_imap + rest;
+    REQUIRE(data.find("\n\nFrom ", data.size() / 2) + 2 == data.find("From a"));
+    check_parallel_parse(data, UidScheme::uw_imap);
+    StringSource source(data);
+    CHECK(parse(source, UidScheme::uw_imap, 0).uid(0) == "0000000500000001");
+  }
+  SUBCASE("only empty lines before the middle: its record is the file's first") {
+    std::string data = std::string(400, '\n') + pseudo + first;
+    check_parallel_parse(data, UidScheme::uw_imap);
+    StringSource source(data);
+    Mbox box = parse(source, UidScheme::uw_imap, 0);
+    CHECK(box.internal);
+    CHECK(box.uid(0) == "0000000700000001");
   }
 }
 

@@ -54,10 +54,14 @@ inline std::string random_mbox(std::mt19937& random, int count, const std::strin
 // Everything parse() finds, for comparing two parses.
 inline std::vector<std::string> summary(const mailbox::Mbox& box) {
   std::vector<std::string> rows;
-  for (const mailbox::Message& m : box.messages)
+  for (std::size_t i = 0; i < box.messages.size(); ++i) {
+    const mailbox::Message& m = box.messages[i];
     rows.push_back(std::to_string(m.record_offset) + " " + std::to_string(m.content_offset) + " " +
-                   std::to_string(m.content_length) + " " + std::to_string(m.size) + " " + m.uid() + " " + std::to_string(m.from_hash));
+                   std::to_string(m.content_length) + " " + std::to_string(m.size) + " " + m.uid() + " " +
+                   std::to_string(m.from_hash) + " " + box.uid(i));
+  }
   rows.push_back(box.internal ? "internal " + std::to_string(box.internal->record_offset) : "no internal");
+  rows.push_back(box.validity ? "validity " + std::to_string(*box.validity) : "no validity");
   return rows;
 }
 
