@@ -644,11 +644,11 @@ void number_duplicates(Mbox& box) {
 // thread to parse from: a "From " line after an empty line. 0 if there is
 // none nearby.
 std::uint64_t middle_record(ByteSource& source, std::uint64_t begin) {
-  std::string window(params::read_block, '\0');
+  std::unique_ptr<char[]> window(new char[params::read_block]);  // not zeroed: only read bytes are looked at
   std::uint64_t at = begin + (source.size() - begin) / 2;
-  for (int tries = 0; tries < 8 && at < source.size(); ++tries, at += window.size() - 8) {
-    std::size_t got = source.read_at(at, window.data(), window.size());
-    std::string_view data(window.data(), got);
+  for (int tries = 0; tries < 8 && at < source.size(); ++tries, at += params::read_block - 8) {
+    std::size_t got = source.read_at(at, window.get(), params::read_block);
+    std::string_view data(window.get(), got);
     for (std::string_view separator : {std::string_view("\n\nFrom "), std::string_view("\n\r\nFrom ")})
       if (auto found = data.find(separator); found != std::string_view::npos)
         return at + found + separator.size() - from_.size();

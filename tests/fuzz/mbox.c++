@@ -47,12 +47,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::size_t i = 0; i < box.messages.size(); ++i)
     if (!valid_uid(box.uid(i)) || !ids.insert(box.uid(i)).second) std::abort();
   std::uint64_t previous_end = 0;
+  ReadBuffer buffer;  // one for all messages, as a session has
   for (std::size_t i = 0; i < box.messages.size(); ++i) {
     const Message& m = box.messages[i];
     if (m.record_offset < previous_end || m.content_offset + m.content_length > box.record_end(i)) std::abort();
     previous_end = box.record_end(i);
     Counter all, top;
-    ReadBuffer buffer;
     send(source, m, std::nullopt, all, buffer);
     send(source, m, 1, top, buffer);
     if (all.bytes != m.size || top.bytes > all.bytes) std::abort();
