@@ -494,7 +494,7 @@ class Parser {
   // message, where Dovecot and UW keep X-IMAPbase).
   void keep_old_id() {
     old_.finish();
-    if (!first_record_done_) first_validity_ = old_.validity(), first_record_done_ = true;
+    if (box_.messages.empty() && !box_.internal) first_validity_ = old_.validity();
     if (at_start_of_data_ && box_.messages.empty() && !box_.validity) box_.validity = old_.validity();
     if (!old_.found()) return;
     current_.old_found = true;
@@ -574,7 +574,6 @@ class Parser {
   std::optional<std::uint64_t> content_length_;
   std::uint64_t uncounted_size_ = 0;
   OldId old_;
-  bool first_record_done_ = false;
   std::optional<std::uint32_t> first_validity_;
 };
 
