@@ -134,16 +134,23 @@ RecoveryResult set_aside(const std::string& journal) {
   return {true, "recovery journal belongs to another mailbox file; moved to " + aside};
 }
 
-// --- version 3: the journal of this popd, rolled forward --------------------
+// --- versions 3 and 4: rolled forward ---------------------------------------
 //
-// Layout (host byte order; it never leaves the host): a Header3, the
-// removed Ranges, the Steps, the saved bytes of every step in order, and a
-// checksum of all of these. Then, from the next block boundary, one block
-// per step and one for the marker, zero until a Progress record is written
-// there: each in a block of its own, so that a torn write of one cannot
-// spoil another.
+// Version 4, this popd's (host byte order; it never leaves the host): a
+// Header3, the removed Ranges, the Steps, and a checksum of these. From the
+// next block boundary, two slots, each as large as the most one step saves,
+// which take turns holding the saved bytes of the step at hand, so that the
+// journal stays small however much is moved. Then one block per step, one
+// for the end of the moves and one for the marker, zero until a Progress
+// record is written there: each in a block of its own, so that a torn write
+// of one cannot spoil another.
+//
+// Version 3 (an older popd's, only ever recovered): the same, but the saved
+// bytes of every step follow the Steps, in order, all before the checksum,
+// no slots, and no block for the end of the moves.
 
 constexpr char magic_v3[16] = "popd-journal-3\n";
+constexpr char magic_v4[16] = "popd-journal-4\n";
 constexpr char progress_magic[16] = "popd-progress\n";
 constexpr std::uint64_t progress_block = 4096;
 
@@ -166,11 +173,18 @@ struct Step {
   std::uint64_t begin, end, saved_end;
 };
 
+// Version 3: steps[index] is done; index == steps: the marker is written.
+// Version 4: every step before `index` is done, and the saved bytes of
+// steps[index] are durable in its slot; index == steps: all are done;
+// steps + 1: the marker is written.
 struct Progress {
   char magic[16];
-  std::uint64_t index;     // steps[index] is done; index == steps: the marker is written
-  Digest::Value journal;   // whose record: the journal's checksum
-  Digest::Value check;     // of the fields above
+  std::uint64_t index;
+  // Whose record: the journal's checksum; in version 4, for a step, the
+  // checksum of that and of the step's saved bytes, so that a slot damaged
+  // after it was recorded is found.
+  Digest::Value journal;
+  Digest::Value check;  // of the fields above
 };
 
 std::uint64_t marker_length(const Header3& header) {
@@ -241,25 +255,34 @@ class Moves {
   std::vector<Segment> segments_;  // in file order
 };
 
+std::uint64_t saved_length(const Step& step) { return step.saved_end - step.begin; }
+
+std::uint64_t round_up(std::uint64_t n) { return (n + progress_block - 1) / progress_block * progress_block; }
+
 // The journal's parts, where they are.
 struct Layout {
-  std::uint64_t ranges, steps, saved, checksum, progress, size;
+  std::uint64_t ranges, steps, checksum, saved, slot, progress, size;
 
-  explicit Layout(const Header3& header, std::uint64_t saved_bytes) {
+  Layout(int version, const Header3& header, const std::vector<Step>& step_list) {
     ranges = sizeof header;
     steps = ranges + header.ranges * sizeof(Range);
-    saved = steps + header.steps * sizeof(Step);
-    checksum = saved + saved_bytes;
-    progress = (checksum + sizeof(Digest::Value) + progress_block - 1) / progress_block * progress_block;
-    size = progress + (header.steps + 1) * progress_block;
+    std::uint64_t after_steps = steps + header.steps * sizeof(Step);
+    if (version == 3) {
+      saved = after_steps;
+      slot = 0;
+      for (const Step& step : step_list) slot += saved_length(step);  // one slot holds all
+      checksum = saved + slot;
+      progress = round_up(checksum + sizeof(Digest::Value));
+    } else {
+      checksum = after_steps;
+      saved = round_up(checksum + sizeof(Digest::Value));
+      slot = 0;
+      for (const Step& step : step_list) slot = std::max(slot, saved_length(step));
+      progress = round_up(saved + 2 * slot);
+    }
+    size = progress + (header.steps + (version == 3 ? 1 : 2)) * progress_block;
   }
 };
-
-std::uint64_t saved_bytes(const std::vector<Step>& steps) {
-  std::uint64_t total = 0;
-  for (const Step& step : steps) total += step.saved_end - step.begin;
-  return total;
-}
 
 // Durability comes from fdatasync (the data and the size; the times need
 // no flush). Large writes ask the kernel to start writing back each block
@@ -288,21 +311,30 @@ bool move_into_place(int fd, const Moves& moves, std::uint64_t from, std::uint64
   });
 }
 
-class Journal3 {
- public:
-  Journal3(int fd, Header3 header, std::vector<Range> ranges, std::vector<Step> steps)
-      : fd_(fd), header_(header), ranges_(std::move(ranges)), steps_(std::move(steps)),
-        moves_(ranges_, header_.end), layout_(header_, saved_bytes(steps_)) {}
+// Where a commit that was cut short goes on: from `step`; with `redo`, that
+// step may have begun, and its saved bytes come from the journal.
+struct Resume {
+  std::size_t step = 0;
+  bool redo = false;
+  bool damaged = false;  // a recorded slot no longer holds what was recorded
+};
 
-  // Writes the journal under a temporary name and renames it into place.
-  // `named`: the journal may be in place, for the next recovery to act on.
+class Journal {
+ public:
+  Journal(int version, int fd, Header3 header, std::vector<Range> ranges, std::vector<Step> steps)
+      : version_(version), fd_(fd), header_(header), ranges_(std::move(ranges)), steps_(std::move(steps)),
+        moves_(ranges_, header_.end), layout_(version_, header_, steps_) {}
+
+  // Writes a version 4 journal under a temporary name and renames it into
+  // place. `named`: the journal may be in place, for the next recovery to
+  // act on.
   bool create(const std::string& path, std::string& error, bool& named) {
     std::string temporary = path + ".new";
     ::unlink(temporary.c_str());
     named = false;
     journal_fd_.reset(::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!journal_fd_) return fail(error, "cannot create recovery journal " + temporary);
-    if (!write_contents() || !sync(journal_fd_.get()) || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    if (!write_plan() || !sync(journal_fd_.get()) || ::rename(temporary.c_str(), path.c_str()) != 0) {
       fail(error, "cannot write recovery journal " + path);
       ::unlink(temporary.c_str());
       return false;
@@ -316,42 +348,59 @@ class Journal3 {
     return true;
   }
 
-  // Runs the steps from `first` on, then the marker. With `redo`, the
-  // first step may have been cut short: its saved bytes come from the
-  // journal (its other sources lie past it, untouched).
-  bool run(std::size_t first, bool redo) {
-    for (std::size_t i = first; i < steps_.size(); ++i) {
+  // Runs the steps from `from.step` on. With `from.redo`, that step may
+  // have been cut short: its saved bytes come from the journal (its other
+  // sources lie past it, untouched).
+  bool run(Resume from) {
+    for (std::size_t i = from.step; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
-      std::uint64_t from = step.begin;
-      if (i == first && redo) {
-        if (!copy(journal_fd_.get(), saved_offset(i), step.saved_end - step.begin, fd_, step.begin)) return false;
-        from = step.saved_end;
+      std::uint64_t start = step.begin;
+      if (i == from.step && from.redo) {
+        if (!copy(journal_fd_.get(), saved_offset(i), saved_length(step), fd_, step.begin)) return false;
+        start = step.saved_end;
+      } else if (version_ == 4 && !save(i)) {
+        return false;
       }
-      if (!move_into_place(fd_, moves_, from, step.end) || !sync(fd_) || !record(i)) return false;
+      if (!move_into_place(fd_, moves_, start, step.end) || !sync(fd_)) return false;
+      if (version_ == 3 && !record(i, sum_)) return false;
     }
-    return true;
+    // The marker may overwrite a source of the last step: no redo after it.
+    return version_ == 3 || from.step == steps_.size() || record(steps_.size(), sum_);
   }
 
   // Writes the marker where the file will end, then truncates.
   bool finish(const std::string& path, bool marked) {
     if (!marked && !(io::pwrite_all(fd_, {header_.marker.data(), marker_length(header_)}, header_.kept_end) &&
-                     sync(fd_) && record(steps_.size())))
+                     sync(fd_) && record(marker_index(), sum_)))
       return false;
     return ::ftruncate(fd_, static_cast<off_t>(header_.kept_end)) == 0 && sync(fd_) &&
            remove_journal(path);
   }
 
   // Reads and checks a journal; nullopt if it is damaged.
-  static std::optional<Journal3> open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header);
+  static std::optional<Journal> open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header);
 
-  // Steps done, and whether the marker was written.
-  std::size_t steps_done() const {
-    std::size_t done = 0;
-    while (done < steps_.size() && recorded(done)) ++done;
-    return done;
+  // Where a commit cut short goes on. Version 3: after the steps recorded
+  // done, each redone from the journal's copy. Version 4: from the step
+  // last recorded, redone from its slot; none recorded, nothing was moved.
+  Resume resume() const {
+    if (version_ == 3) {
+      std::size_t done = 0;
+      while (done < steps_.size() && recorded(done, sum_)) ++done;
+      return {done, true};
+    }
+    if (recorded(steps_.size(), sum_)) return {steps_.size(), false};
+    for (std::size_t i = steps_.size(); i-- > 0;) {
+      Progress found;
+      if (!read_record(i, found)) continue;
+      Digest::Value slot{};
+      bool sound = hash_range(journal_fd_.get(), version_, saved_offset(i), saved_offset(i) + saved_length(steps_[i]),
+                              slot) && found.journal == step_tag(slot);
+      return {i, true, !sound};
+    }
+    return {0, false};
   }
-  bool marked() const { return recorded(steps_.size()); }
-  std::size_t steps() const { return steps_.size(); }
+  bool marked() const { return recorded(marker_index(), sum_); }
   // The marker is at the new end: the file was not truncated since.
   bool marker_in_place() const {
     std::array<char, sizeof header_.marker> found{};
@@ -362,58 +411,90 @@ class Journal3 {
   void adopt(io::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
 
  private:
-  bool write_contents() {
-    Checksum digest(3);
+  // The plan and its checksum; the slots and progress blocks are allocated
+  // now, reading as zero, so that the commit never needs new space later.
+  bool write_plan() {
+    Checksum digest(version_);
     std::uint64_t at = 0;
     auto put = [&](std::string_view bytes) {
       digest.update(bytes);
       at += bytes.size();
-      return write_back(journal_fd_.get(), bytes, at - bytes.size());
+      return io::pwrite_all(journal_fd_.get(), bytes, at - bytes.size());
     };
-    bool ok = put(bytes_of(header_)) &&
-              put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) &&
-              put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)});
-    for (const Step& step : steps_) {
-      ok = ok && moves_.pieces(step.begin, step.saved_end, [&](std::uint64_t source, std::uint64_t length, auto) {
-        return read_blocks(fd_, source, length, [&](std::string_view block, auto) { return put(block); });
-      });
-    }
+    if (!put(bytes_of(header_)) ||
+        !put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) ||
+        !put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)}))
+      return false;
     sum_ = digest.finish();
-    // The progress blocks are written now, zero, so that recording progress
-    // later never needs new space.
-    std::string zeros(layout_.size - layout_.checksum - sizeof sum_, '\0');
-    return ok && io::pwrite_all(journal_fd_.get(), bytes_of(sum_), at) &&
-           io::pwrite_all(journal_fd_.get(), zeros, at + sizeof sum_);
+    if (!io::pwrite_all(journal_fd_.get(), bytes_of(sum_), at)) return false;
+    int error = ::posix_fallocate(journal_fd_.get(), static_cast<off_t>(layout_.saved),
+                                  static_cast<off_t>(layout_.size - layout_.saved));
+    errno = error;
+    return error == 0;
+  }
+
+  // Version 4: copies the bytes steps_[i] will overwrite before it reads
+  // them into the step's slot, makes them durable, then records that.
+  bool save(std::size_t i) {
+    const Step& step = steps_[i];
+    Checksum digest(version_);
+    std::uint64_t at = saved_offset(i);
+    bool ok = moves_.pieces(step.begin, step.saved_end, [&](std::uint64_t source, std::uint64_t length, auto) {
+      return read_blocks(fd_, source, length, [&](std::string_view block, auto) {
+        digest.update(block);
+        at += block.size();
+        return write_back(journal_fd_.get(), block, at - block.size());
+      });
+    });
+    return ok && sync(journal_fd_.get()) && record(i, step_tag(digest.finish()));
+  }
+
+  std::size_t marker_index() const { return version_ == 3 ? steps_.size() : steps_.size() + 1; }
+
+  // Version 4: a step's record names the journal and the step's saved bytes.
+  Digest::Value step_tag(const Digest::Value& saved) const {
+    Checksum digest(version_);
+    digest.update(bytes_of(sum_));
+    digest.update(bytes_of(saved));
+    return digest.finish();
   }
 
   // Where the journal has the saved bytes of steps_[index].
   std::uint64_t saved_offset(std::size_t index) const {
+    if (version_ == 4) return layout_.saved + (index % 2) * layout_.slot;
     std::uint64_t at = layout_.saved;
-    for (std::size_t i = 0; i < index; ++i) at += steps_[i].saved_end - steps_[i].begin;
+    for (std::size_t i = 0; i < index; ++i) at += saved_length(steps_[i]);
     return at;
   }
 
-  Progress progress_record(std::uint64_t index) const {
+  Progress progress_record(std::uint64_t index, const Digest::Value& tag) const {
     Progress progress{};
     std::memcpy(progress.magic, progress_magic, sizeof progress.magic);
     progress.index = index;
-    progress.journal = sum_;
-    progress.check = Checksum::of(3, bytes_of(progress).substr(0, offsetof(Progress, check)));
+    progress.journal = tag;
+    progress.check = Checksum::of(version_, bytes_of(progress).substr(0, offsetof(Progress, check)));
     return progress;
   }
 
-  bool record(std::uint64_t index) {
-    return io::pwrite_all(journal_fd_.get(), bytes_of(progress_record(index)),
+  bool record(std::uint64_t index, const Digest::Value& tag) {
+    return io::pwrite_all(journal_fd_.get(), bytes_of(progress_record(index, tag)),
                           layout_.progress + index * progress_block) &&
            sync(journal_fd_.get());
   }
 
-  bool recorded(std::uint64_t index) const {
-    Progress found, expected = progress_record(index);
-    return pread_value(journal_fd_.get(), found, layout_.progress + index * progress_block) &&
-           std::memcmp(&found, &expected, sizeof found) == 0;
+  // A whole record for `index` is in its block (whatever its tag).
+  bool read_record(std::uint64_t index, Progress& found) const {
+    if (!pread_value(journal_fd_.get(), found, layout_.progress + index * progress_block)) return false;
+    Progress expected = progress_record(index, found.journal);
+    return std::memcmp(&found, &expected, sizeof found) == 0;
   }
 
+  bool recorded(std::uint64_t index, const Digest::Value& tag) const {
+    Progress found;
+    return read_record(index, found) && found.journal == tag;
+  }
+
+  int version_;
   int fd_;
   Header3 header_;
   std::vector<Range> ranges_;
@@ -443,7 +524,8 @@ bool plausible(const Header3& header, const std::vector<Range>& ranges, const st
   return at == header.kept_end;
 }
 
-std::optional<Journal3> Journal3::open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header) {
+std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header) {
+  int version = std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0 ? 3 : 4;
   // Counts bounded by the journal's size before anything is allocated.
   if (header.kept_end < header.begin || header.end <= header.kept_end ||
       header.ranges > journal_size / sizeof(Range) || header.steps > journal_size / sizeof(Step))
@@ -456,25 +538,27 @@ std::optional<Journal3> Journal3::open(int fd, int journal_fd, std::uint64_t jou
                      at + ranges.size() * sizeof(Range)) ||
       !plausible(header, ranges, steps))
     return std::nullopt;
-  Layout layout(header, saved_bytes(steps));
+  Layout layout(version, header, steps);
   Digest::Value computed{}, stored{};
-  if (journal_size < layout.size || !hash_range(journal_fd, 3, 0, layout.checksum, computed) ||
+  if (journal_size < layout.size || !hash_range(journal_fd, version, 0, layout.checksum, computed) ||
       !pread_value(journal_fd, stored, layout.checksum) || stored != computed)
     return std::nullopt;
-  std::optional<Journal3> journal(std::in_place, fd, header, std::move(ranges), std::move(steps));
+  std::optional<Journal> journal(std::in_place, version, fd, header, std::move(ranges), std::move(steps));
   journal->sum_ = stored;
   return journal;
 }
 
-RecoveryResult recover_v3(int fd, io::UniqueFd journal_fd, const std::string& path, std::uint64_t journal_size) {
+RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std::string& path,
+                                      std::uint64_t journal_size) {
   Header3 header{};
-  std::optional<Journal3> journal;
+  std::optional<Journal> journal;
   if (pread_value(journal_fd.get(), header, 0))
-    journal = Journal3::open(fd, journal_fd.get(), journal_size, header);
+    journal = Journal::open(fd, journal_fd.get(), journal_size, header);
   // A journal gets its name only once it is durable, so this one was
   // damaged afterwards; without it a half-moved mailbox cannot be put
   // right. Touch nothing and let an administrator look.
-  if (!journal) return {false, "recovery journal " + path + " is damaged; mailbox left alone"};
+  std::string damaged = "recovery journal " + path + " is damaged; mailbox left alone";
+  if (!journal) return {false, damaged};
   if (!same_file(fd, header.device, header.inode)) return set_aside(path);
   journal->adopt(std::move(journal_fd));
   struct stat st;
@@ -489,9 +573,9 @@ RecoveryResult recover_v3(int fd, io::UniqueFd journal_fd, const std::string& pa
   }
   if (!marked) {
     if (size < header.end) return {false, "mailbox is shorter than its recovery journal says; left alone"};
-    std::size_t done = journal->steps_done();
-    if (done < journal->steps() && !journal->run(done, true))
-      return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+    Resume from = journal->resume();
+    if (from.damaged) return {false, damaged};
+    if (!journal->run(from)) return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
   }
   if (size > header.end) {
     // Mail delivered after the crash follows the stale bytes: remove them
@@ -589,7 +673,7 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   std::uint64_t removed_bytes = 0;
   for (const Range& range : removed) removed_bytes += range.end - range.begin;
   Header3 header{};
-  std::memcpy(header.magic, magic_v3, sizeof header.magic);
+  std::memcpy(header.magic, magic_v4, sizeof header.magic);
   header.device = st.st_dev;
   header.inode = st.st_ino;
   header.begin = removed.front().begin;
@@ -607,15 +691,16 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   if (::getrandom(header.marker.data(), header.marker.size(), 0) != static_cast<ssize_t>(header.marker.size()))
     return fail(error, "cannot get random bytes");
   Moves moves(removed, end);
-  std::uint64_t floor = std::max(params::commit_step_floor, (header.kept_end - header.begin) / params::commit_steps);
+  std::uint64_t floor = std::clamp((header.kept_end - header.begin) / params::commit_steps, params::commit_step_floor,
+                                   params::commit_step_ceiling);
   std::vector<Step> steps = moves.plan(header.begin, header.kept_end, floor);
   header.ranges = removed.size();
   header.steps = steps.size();
-  Journal3 plan(fd, header, removed, std::move(steps));
+  Journal plan(4, fd, header, removed, std::move(steps));
   bool named = true;
   // Once the journal is in place the commit goes through: now, or at the
   // next recovery.
-  if (plan.create(journal, error, named) && plan.run(0, false) && plan.finish(journal, false)) return true;
+  if (plan.create(journal, error, named) && plan.run({}) && plan.finish(journal, false)) return true;
   if (named)
     error = "deletions may have taken effect, but the disk did not confirm them (" + io::error_text(errno) +
             "); the next session completes them";
@@ -636,8 +721,9 @@ RecoveryResult recover(int fd, const std::string& journal) {
   if (!pread_value(journal_fd.get(), header, 0))
     return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
   std::uint64_t size = journal_st.st_size;
-  if (std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0)
-    return recover_v3(fd, std::move(journal_fd), journal, size);
+  if (std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0 ||
+      std::memcmp(header.magic, magic_v4, sizeof header.magic) == 0)
+    return recover_rolled_forward(fd, std::move(journal_fd), journal, size);
   int version = std::memcmp(header.magic, header_magic_v1, sizeof header.magic) == 0   ? 1
                 : std::memcmp(header.magic, header_magic_v2, sizeof header.magic) == 0 ? 2
                                                                                        : 0;

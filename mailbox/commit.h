@@ -2,12 +2,13 @@
 //
 // The mailbox keeps its inode: an MDA may hold it open while it waits for the
 // lock. Only the part from the first removed byte on is rewritten, moving
-// what is kept down in a few large steps. Before the first move, a journal
-// is made durable with the plan and a copy of just the bytes a step
-// overwrites before it has read them (none where the bytes removed before a
-// step are at least its size); after each step, a progress record. From
-// then on a crash at any instant is completed by recover(), which every
-// session runs before it reads the mailbox. See popd.8, RECOVERY.
+// what is kept down in steps. Before the first move, a journal is made
+// durable with the plan; before each step, a copy of just the bytes the
+// step overwrites before it has read them (none where the bytes removed
+// before a step are at least its size), in one of two slots that take
+// turns, and a progress record. From then on a crash at any instant is
+// completed by recover(), which every session runs before it reads the
+// mailbox. See popd.8, RECOVERY.
 #pragma once
 
 #include <cstdint>

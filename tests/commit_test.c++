@@ -7,6 +7,8 @@
 
 #include <cstring>
 #include <random>
+
+#include <xxhash.h>
 #include <string>
 
 #include "io/fd.h"
@@ -186,5 +188,69 @@ TEST_CASE("recovery reads a version 1 journal (SHA-256), as an older popd left i
     RecoveryResult damaged = recover(fd.get(), journal);
     CHECK(!damaged.ok);
     CHECK(read_file(mailbox) == half);
+  }
+}
+
+namespace {
+
+// XXH3-128 in the journal's 32-byte form (canonical, zero-padded).
+std::string xxh3(std::string_view bytes) {
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits(bytes.data(), bytes.size()));
+  return std::string(reinterpret_cast<const char*>(canonical.digest), sizeof canonical.digest) +
+         std::string(16, '\0');
+}
+
+template <typename T>
+std::string bytes_of(const T& value) {
+  return {reinterpret_cast<const char*>(&value), sizeof value};
+}
+
+}  // namespace
+
+TEST_CASE("recovery completes a version 3 journal, as the previous popd left it") {
+  // Removing [0, 1000) of 10,000 bytes in two steps, each with all its
+  // bytes saved: killed halfway through the second, after the first was
+  // recorded done.
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string original = data_of(10), committed = original.substr(1000);
+  std::string half = committed.substr(0, 6000) + original.substr(6000);
+  write_file(mailbox, half);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  struct stat st;
+  REQUIRE(::fstat(fd.get(), &st) == 0);
+  struct {
+    char magic[16] = "popd-journal-3\n";
+    std::uint64_t device, inode, begin = 0, kept_end = 9000, end = 10000, ranges = 1, steps = 2;
+    char marker[16] = "random marker..";
+  } header;
+  header.device = st.st_dev;
+  header.inode = st.st_ino;
+  std::uint64_t plan[] = {0, 1000, /* steps */ 0, 4500, 4500, 4500, 9000, 9000};
+  std::string bytes = bytes_of(header) + bytes_of(plan) + committed;
+  bytes += xxh3(bytes);
+  bytes.resize((bytes.size() + 4095) / 4096 * 4096 + 3 * 4096, '\0');
+  // The record of step 0, in the first progress block: magic, index, the
+  // journal's checksum, and the checksum of those.
+  std::string sum = bytes.substr(sizeof header + sizeof plan + committed.size(), 32);
+  std::string progress = "popd-progress\n" + std::string(2, '\0') + bytes_of(std::uint64_t{0}) + sum;
+  progress += xxh3(progress);
+  bytes.replace(bytes.size() - 3 * 4096, progress.size(), progress);
+
+  SUBCASE("the journal as it was: the commit is completed") {
+    write_file(journal, bytes);
+    RecoveryResult result = recover(fd.get(), journal);
+    CHECK(result.ok);
+    CHECK(result.action == "completed an interrupted commit");
+    CHECK(read_file(mailbox) == committed);
+    CHECK(!exists(journal));
+  }
+  SUBCASE("a saved byte damaged: left alone") {
+    bytes[sizeof header + sizeof plan + 5000] ^= 1;
+    write_file(journal, bytes);
+    CHECK(!recover(fd.get(), journal).ok);
+    CHECK(read_file(mailbox) == half);
+    CHECK(exists(journal));
   }
 }

@@ -4,6 +4,9 @@
 //   FAULT_MODE=kill   SIGKILLs the process before the call;
 //   FAULT_MODE=power  does the same after undoing every write and truncate
 //                     that no fsync has made durable yet (a power cut);
+//   FAULT_MODE=torn   the same, but undoes only some of them, chosen at
+//                     random (seeded by FAULT_AT): the disk wrote back part
+//                     of what was pending, in any order;
 //   FAULT_MODE=fail   makes the call fail with FAULT_ERRNO (default ENOSPC),
 //                     and every later one too if FAULT_PERSIST=1.
 // Writes are split into FAULT_CHUNK-byte pieces (default 65536), each a call
@@ -101,12 +104,14 @@ void trace(const char* call, const std::string& what) {
   }
 }
 
-void power_cut() {
+void power_cut(bool torn) {
   auto pwrite_ = real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64");
   auto ftruncate_ = real<int (*)(int, off_t)>("ftruncate64");
+  unsigned seed = static_cast<unsigned>(state().at);
   for (auto& [inode, entry] : state().unsynced) {
     auto& [fd, log] = entry;
     for (auto undo = log.rbegin(); undo != log.rend(); ++undo) {
+      if (torn && rand_r(&seed) % 2 == 0) continue;  // this one reached the disk
       ftruncate_(fd, undo->old_size);
       pwrite_(fd, undo->old_bytes.data(), undo->old_bytes.size(), undo->offset);
       ftruncate_(fd, undo->old_size);
@@ -120,9 +125,9 @@ bool point(const char* call, const std::string& what) {
   ++s.count;
   trace(call, what);
   if (s.at <= 0 || s.count < s.at) return false;
-  if (s.mode == "kill" || s.mode == "power") {
+  if (s.mode == "kill" || s.mode == "power" || s.mode == "torn") {
     if (s.count == s.at) {
-      if (s.mode == "power") power_cut();
+      if (s.mode != "kill") power_cut(s.mode == "torn");
       kill(getpid(), SIGKILL);
     }
     return false;
@@ -136,7 +141,7 @@ bool point(const char* call, const std::string& what) {
 
 void remember(int fd, off_t offset, size_t size) {
   State& s = state();
-  if (s.mode != "power") return;
+  if (s.mode != "power" && s.mode != "torn") return;
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   auto& entry = s.unsynced[st.st_ino];
