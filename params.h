@@ -47,12 +47,14 @@ inline constexpr std::size_t read_block = 1 << 20;
 // deleted before it, so that it needs no copy in the journal, or a
 // sixteenth of what is moved if that is more, but at least 1 MiB (a small
 // deletion early in a large mailbox does not cost a thousand fsyncs) and
-// at most 32 MiB: the journal holds two steps' copies, so this bounds the
-// disk space and page cache a commit needs besides the mailbox, however
-// large the mailbox (about 2,000 fsyncs for 20 GB moved).
+// at most 16 MiB: the journal holds two steps' copies, so this bounds the
+// disk space and the new page cache a commit needs besides the mailbox,
+// however large the mailbox. Measured on DELE 1 of 1.5 GB (bench-ab, a VM
+// where fresh page cache is slow): 8 and 16 MiB ~1.6 s, 32 MiB ~1.85 s,
+// 4 MiB 1.9 s; 2 MiB 2.4 s (the fsyncs: 3 a step, ~300 at 16 MiB).
 inline constexpr std::uint64_t commit_steps = 16;
 inline constexpr std::uint64_t commit_step_floor = 1 << 20;
-inline constexpr std::uint64_t commit_step_ceiling = 32 << 20;
+inline constexpr std::uint64_t commit_step_ceiling = 16 << 20;
 
 // A mailbox this large is parsed by two threads, one from the middle: on
 // a smaller one a thread costs more than it saves.
