@@ -276,6 +276,40 @@ def test_damaged_journal(env):
     check(after == commit.committed, "the sound journal did not complete the commit")
 
 
+def test_small_home(env):
+    """The journal holds two steps' copies, not the rest of the mailbox: a
+    commit that moves 6 MB succeeds with a 4 MiB file system for the
+    journal; and with that file system full, QUIT says -ERR and nothing
+    changed (a real ENOSPC, in a private mount namespace)."""
+    if not IS_ROOT or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        print("     (skipped: needs root and mount namespaces)")
+        return
+    messages, records = make_mbox(MESSAGES, seed=10)
+    commit = Commit(env, records, [1])
+    check(len(commit.committed) > 6 << 20, "the mailbox is too small to show anything")
+    small = env.dir + "/small"
+    os.mkdir(small)
+
+    def run_with_small(fill):
+        command = env.command(["--journal", small + "/%u.journal"])
+        script = 'mount -t tmpfs -o size=4m,mode=1777 tmpfs "$1" && ' + \
+                 ('head -c 8M /dev/zero > "$1/fill" 2>/dev/null; ' if fill else "") + 'shift && exec "$@"'
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", small] + command,
+                           input=commit.script.encode(), capture_output=True, env=dict(os.environ, **env.variables()),
+                           timeout=120)
+        return p.stdout.decode("latin-1").rstrip().split("\r\n")[-1]
+
+    commit.reset()
+    quit_reply = run_with_small(fill=True)
+    check(quit_reply.startswith("-ERR [SYS/TEMP]") and "may have" not in quit_reply, "full: " + quit_reply)
+    check_equal(open(env.mailbox(), "rb").read(), commit.original, "the mailbox after a commit with no room")
+    quit_reply = run_with_small(fill=False)
+    check(quit_reply.startswith("+OK"), "4 MiB free: " + quit_reply)
+    check_equal(open(env.mailbox(), "rb").read(), commit.committed, "the mailbox after the commit")
+    print(f"     {len(commit.committed):,} bytes moved with a journal on a 4 MiB file system; a full one: -ERR, "
+          f"unchanged")
+
+
 def test_concurrent_delivery(env):
     """procmail delivers 1,000 numbered messages while at least 30 sessions retrieve and delete."""
     env.write_mailbox(b"")
