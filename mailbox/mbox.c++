@@ -593,14 +593,32 @@ std::string_view x_uidl_of(const Mbox& box, const Message& message) {
   return std::string_view(box.x_uidls).substr(message.old_key >> 8, message.old_key & 0xff);
 }
 
-// Numbers, in file order, the messages `same` says have the same id. By
-// sorting indices (4 bytes a message), not with a hash map (ten times that).
-template <typename Less>
-void number_in_order(std::deque<Message>& messages, std::vector<std::uint32_t> order, Less less) {
-  std::stable_sort(order.begin(), order.end(), less);
-  for (std::size_t i = 0; i < order.size(); ++i) {
-    bool same = i > 0 && !less(order[i - 1], order[i]);
-    messages[order[i]].duplicate = same ? messages[order[i - 1]].duplicate + 1 : 0;
+// Numbers, in file order, the messages `less` says have the same id. By
+// sorting a 32-bit key of each id with its index (8 bytes a message, not
+// a hash map's ten times that); a run of one key is sorted again by the
+// whole id, since keys of different ids may be alike. Sorting the indices
+// by whole ids took 35 ms for 100,000 messages: each comparison reached
+// into two messages of the deque.
+template <typename Key, typename Less>
+void number_in_order(std::deque<Message>& messages, std::vector<std::uint32_t> order, Key key, Less less) {
+  struct Keyed {
+    std::uint32_t key, index;
+    bool operator<(const Keyed& other) const { return key != other.key ? key < other.key : index < other.index; }
+  };
+  std::vector<Keyed> keyed;
+  keyed.reserve(order.size());
+  for (std::uint32_t i : order) keyed.push_back({static_cast<std::uint32_t>(key(i)), i});
+  order = {};
+  std::sort(keyed.begin(), keyed.end());
+  for (auto run = keyed.begin(); run != keyed.end();) {
+    auto run_end = std::find_if(run, keyed.end(), [&](const Keyed& k) { return k.key != run->key; });
+    // Alone with its key (nearly every message): its number is the 0 it has.
+    if (run_end - run > 1) {
+      std::stable_sort(run, run_end, [&](const Keyed& a, const Keyed& b) { return less(a.index, b.index); });
+      for (auto i = run + 1; i != run_end; ++i)
+        if (!less((i - 1)->index, i->index)) messages[i->index].duplicate = messages[(i - 1)->index].duplicate + 1;
+    }
+    run = run_end;
   }
 }
 
@@ -614,11 +632,14 @@ void number_duplicates(Mbox& box) {
   std::vector<std::uint32_t> own, old;
   for (std::uint32_t i = 0; i < messages.size(); ++i) {
     messages[i].old_used = box.scheme != UidScheme::popd && messages[i].old_found && validity;
+    messages[i].duplicate = 0;
     (messages[i].old_used ? old : own).push_back(i);
   }
   if (box.scheme == UidScheme::x_uidl) {
     auto value = [&](std::uint32_t i) { return x_uidl_of(box, messages[i]); };
-    number_in_order(messages, old, [&](std::uint32_t a, std::uint32_t b) { return value(a) < value(b); });
+    number_in_order(
+        messages, old, [&](std::uint32_t i) { return XXH3_64bits(value(i).data(), value(i).size()); },
+        [&](std::uint32_t a, std::uint32_t b) { return value(a) < value(b); });
     std::vector<std::string_view> values;
     for (std::uint32_t i : old) values.push_back(value(i));
     std::sort(values.begin(), values.end());
@@ -627,15 +648,22 @@ void number_duplicates(Mbox& box) {
       std::string id = std::string(value(i)) + "-" + std::to_string(messages[i].duplicate + 1);
       if (id.size() > params::max_uid_length || std::binary_search(values.begin(), values.end(), id)) {
         messages[i].old_used = false;
+        messages[i].duplicate = 0;  // numbered again with popd's own ids
         own.push_back(i);
       }
     }
     std::sort(own.begin(), own.end());
   } else {
-    number_in_order(messages, std::move(old),
+    auto old_key = [&](std::uint32_t i) { return messages[i].old_key ^ messages[i].old_key >> 32; };
+    number_in_order(messages, std::move(old), old_key,
                     [&](std::uint32_t a, std::uint32_t b) { return messages[a].old_key < messages[b].old_key; });
   }
-  number_in_order(messages, std::move(own),
+  auto digest_key = [&](std::uint32_t i) {
+    std::uint32_t key;
+    std::memcpy(&key, messages[i].digest.data(), sizeof key);
+    return key;
+  };
+  number_in_order(messages, std::move(own), digest_key,
                   [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
 }
 

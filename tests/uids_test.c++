@@ -132,7 +132,14 @@ TEST_CASE("x-uidl: a copy whose id with -N is another message's X-UIDL gets popd
   auto ids = uids(data, UidScheme::x_uidl);
   CHECK(ids.at(0) == "a");
   CHECK(popd_shaped(ids.at(1)));
+  CHECK(ids.at(1).size() == 32);  // the only one with popd's id: no "-2" of its own
   CHECK(ids.at(2) == "a-2");
+  // Once the first is deleted, the copy's own X-UIDL is free again.
+  StringSource source(data);
+  Mbox box = parse(source, UidScheme::x_uidl);
+  box.remove({true, false, false});
+  CHECK(box.uid(0) == "a");
+  CHECK(box.uid(1) == "a-2");
   std::string longest = "X-UIDL: " + std::string(69, 'v') + "\n";
   ids = uids(message(longest) + message(longest), UidScheme::x_uidl);
   CHECK(ids.at(0) == std::string(69, 'v'));
