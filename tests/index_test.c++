@@ -11,6 +11,7 @@
 #include "io/fd.h"
 #include "mailbox/index.h"
 #include "mailbox/spool.h"
+#include "params.h"
 #include "tests/files.h"
 #include "tests/mboxes.h"
 
@@ -129,6 +130,46 @@ TEST_CASE("index: not trusted when the spool may have changed otherwise") {
     spool.replace(data);
     CHECK(!spool.load());
   }
+}
+
+TEST_CASE("index: every From_ line is checked in a large mailbox, read in blocks by two threads") {
+  // Small messages, many to a read; every 250th with a body longer than
+  // the gap one read spans; some From_ lines longer than the part checked.
+  std::mt19937 random(11);
+  const std::size_t count = popd::params::parallel_index_check + 5000;
+  std::string data;
+  std::vector<std::size_t> probes;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string sender = i % 97 == 0 ? std::string(300, 's') : "s";
+    data += "From " + sender + " Mon Jan  1 00:00:00 2024\n" + random_message(random, false);
+    if (i % 250 == 0) {
+      data += "\n" + std::string(popd::params::index_check_gap + 1000, 'x') + "\n";
+      probes.insert(probes.end(), {i, i + 1});
+    }
+    data += "\n";
+  }
+  // Every message near the start, the middle where the threads meet, and
+  // the end, so across the edges of several reads.
+  for (std::size_t i = 0; i < 400; ++i) probes.insert(probes.end(), {i, count / 2 - 200 + i, count - 400 + i});
+  SpoolFile spool(data);
+  spool.save();
+  FileState before = spool.state();
+  Mbox parsed = spool.parsed();
+  REQUIRE(parsed.messages.size() == count);
+  REQUIRE(load_index(spool.index, spool.fd.get(), before));
+  for (std::size_t i : probes) {
+    const Message& m = parsed.messages[i];
+    std::uint64_t checked = std::min<std::uint64_t>(m.content_offset - m.record_offset, popd::params::index_from_bytes);
+    // The line end before it, a byte of it, the last byte checked.
+    std::uint64_t at = i % 3 == 0 && i > 0 ? m.record_offset - 1
+                       : i % 3 == 1        ? m.record_offset + 5
+                                           : m.record_offset + checked - 1;
+    CAPTURE(i);
+    poke(spool.mailbox, at, '#');
+    CHECK(!load_index(spool.index, spool.fd.get(), before));
+    poke(spool.mailbox, at, data[at]);
+  }
+  CHECK(load_index(spool.index, spool.fd.get(), before));
 }
 
 TEST_CASE("index: a damaged, foreign or misleading index is not used") {
