@@ -124,21 +124,22 @@ struct FromLine {
 // line that was parsed? A pread costs as much as copying some 20 KB, so
 // the From_ lines of messages that lie close together come in one read.
 bool records_unchanged(int fd, const std::deque<Message>& messages, std::size_t begin, std::size_t end) {
-  std::vector<char> block(params::index_check_block);
+  // Not zeroed: only the pages a read fills are touched.
+  auto block = std::make_unique_for_overwrite<char[]>(params::index_check_block);
   for (std::size_t i = begin; i < end;) {
     FromLine first(messages[i]);
     std::uint64_t read_end = first.end;
     std::size_t next = i + 1;
     for (; next < end; ++next) {
       FromLine line(messages[next]);
-      if (line.begin > read_end + params::index_check_gap || line.end - first.begin > block.size()) break;
+      if (line.begin > read_end + params::index_check_gap || line.end - first.begin > params::index_check_block) break;
       read_end = line.end;
     }
-    if (!io::pread_all(fd, block.data(), read_end - first.begin, first.begin)) return false;
+    if (!io::pread_all(fd, block.get(), read_end - first.begin, first.begin)) return false;
     for (; i < next; ++i) {
       const Message& m = messages[i];
       FromLine line(m);
-      const char* at = block.data() + (line.begin - first.begin);
+      const char* at = block.get() + (line.begin - first.begin);
       if (m.record_offset > 0 && *at++ != '\n') return false;
       if (from_line_hash({at, static_cast<std::size_t>(line.end - m.record_offset)}) != m.from_hash) return false;
     }
@@ -198,7 +199,7 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   Hasher hasher;
   hasher.update(&header, sizeof header);
   Order order(header.parsed_end);
-  std::vector<Entry> block(params::read_block / sizeof(Entry));
+  std::vector<Entry> block(std::min<std::uint64_t>(params::read_block / sizeof(Entry), header.count));
   for (std::uint64_t done = 0; done < header.count;) {
     std::size_t n = std::min<std::uint64_t>(block.size(), header.count - done);
     if (!io::pread_all(in.get(), reinterpret_cast<char*>(block.data()), n * sizeof(Entry),
