@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include "io/file.h"
 
@@ -42,6 +43,15 @@ bool become_user(const passwd& user, std::string& error) {
     return false;
   }
   return true;
+}
+
+ActingAs::ActingAs(uid_t uid, gid_t group) : saved_group_(::getegid()), root_(running_as_root()) {
+  ok_ = root_ && ::setresgid(-1, group, -1) == 0 && ::setresuid(-1, uid, -1) == 0;
+}
+
+ActingAs::~ActingAs() {
+  if (!root_) return;
+  if (::setresuid(-1, 0, -1) != 0 || ::setresgid(-1, saved_group_, -1) != 0) std::abort();
 }
 
 }  // namespace popd::auth

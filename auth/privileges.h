@@ -2,6 +2,7 @@
 #pragma once
 
 #include <pwd.h>
+#include <sys/types.h>
 
 #include <string>
 
@@ -16,5 +17,24 @@ bool set_user_groups(const passwd& user, std::string& error);
 // As root: switches group and user ids to the user's and checks that root
 // cannot be regained. Not root: checks that the process already is the user.
 bool become_user(const passwd& user, std::string& error);
+
+// As root: acts with `uid` and `group` as the effective ids while it lives,
+// as a setgid program run by the user would; the real and saved ids stay
+// root's, so the user can neither signal nor trace the process meanwhile.
+// Going back to root cannot fail short of a broken kernel; if it does, the
+// process aborts rather than go on with the wrong ids.
+class ActingAs {
+ public:
+  ActingAs(uid_t uid, gid_t group);
+  ActingAs(const ActingAs&) = delete;
+  ActingAs& operator=(const ActingAs&) = delete;
+  ~ActingAs();
+  bool ok() const { return ok_; }
+
+ private:
+  gid_t saved_group_;
+  bool root_;
+  bool ok_;
+};
 
 }  // namespace popd::auth

@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <lockfile.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -35,12 +37,14 @@ LockStatus retry(Attempt attempt) {
 
 }  // namespace
 
-DotLock::DotLock(DotLock&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+DotLock::DotLock(DotLock&& other) noexcept
+    : path_(std::exchange(other.path_, {})), owner_(std::exchange(other.owner_, false)) {}
 
 DotLock& DotLock::operator=(DotLock&& other) noexcept {
   if (this != &other) {
     release();
     path_ = std::exchange(other.path_, {});
+    owner_ = std::exchange(other.owner_, false);
   }
   return *this;
 }
@@ -65,8 +69,18 @@ LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::stri
     }
   });
   if (status == LockStatus::busy) error = path + " is held by another process";
-  if (status == LockStatus::locked) lock.path_ = std::move(path);
+  if (status == LockStatus::locked) {
+    lock.release();
+    lock.path_ = std::move(path);
+    lock.owner_ = true;
+  }
   return status;
+}
+
+DotLock DotLock::held_elsewhere(const std::string& mailbox) {
+  DotLock lock;
+  lock.path_ = mailbox + ".lock";
+  return lock;
 }
 
 void DotLock::refresh() {
@@ -74,8 +88,29 @@ void DotLock::refresh() {
 }
 
 void DotLock::release() {
-  if (!path_.empty()) lockfile_remove(path_.c_str());
+  if (owner_ && !path_.empty()) lockfile_remove(path_.c_str());
   path_.clear();
+  owner_ = false;
+}
+
+std::optional<gid_t> spool_directory_group(const std::string& mailbox) {
+  if (!mailbox.starts_with('/')) return std::nullopt;
+  std::string directory = mailbox.substr(0, mailbox.rfind('/'));
+  struct stat st;
+  // Each directory from the root down: a symbolic link, "." or "..", or
+  // one that someone but root may change could lead elsewhere.
+  for (std::size_t end = 0; end != std::string::npos;) {
+    end = directory.find('/', end + 1);
+    std::string prefix = end == std::string::npos ? directory : directory.substr(0, end);
+    std::string_view name = std::string_view(prefix).substr(prefix.rfind('/') + 1);
+    if (name == "." || name == "..") return std::nullopt;
+    if (::lstat(prefix.empty() ? "/" : prefix.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0)
+      return std::nullopt;
+    bool last = end == std::string::npos;
+    if (!last && (st.st_mode & 022) && !(st.st_mode & S_ISVTX)) return std::nullopt;
+  }
+  if (!(st.st_mode & S_IWGRP) || (st.st_mode & S_IWOTH) || st.st_gid == 0) return std::nullopt;
+  return st.st_gid;
 }
 
 LockStatus lock_whole_file(int fd, std::string& error) {

@@ -29,7 +29,7 @@ std::size_t FileSource::read_at(std::uint64_t offset, char* buffer, std::size_t 
   return done;
 }
 
-Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme scheme) {
+Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme scheme, bool dotlock_held) {
   Opened result;
   auto refuse = [&result](Outcome outcome, std::string text) {
     result.outcome = outcome;
@@ -55,7 +55,12 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     return result;
   }
 
-  switch (DotLock::acquire(path, spool->dotlock_, error, result.notes)) {
+  LockStatus dotlock = LockStatus::locked;
+  if (dotlock_held)
+    spool->dotlock_ = DotLock::held_elsewhere(path);
+  else
+    dotlock = DotLock::acquire(path, spool->dotlock_, error, result.notes);
+  switch (dotlock) {
     case LockStatus::locked: break;
     case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another session");
     case LockStatus::failed: return refuse(Outcome::temporary, "Cannot lock mailbox: " + error);

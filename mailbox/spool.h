@@ -40,7 +40,10 @@ class Spool final : public protocol::Maildrop {
     std::string index;        // its index (mailbox/index.h)
     std::string uidvalidity;  // where a deleted X-IMAPbase's value is kept (mailbox/uids.h)
   };
-  static Opened open(const std::string& path, const Files& files, UidScheme scheme = UidScheme::popd);
+  // `dotlock_held`: the monitor took the dotlock for this session (and
+  // removes it after); the session keeps it fresh.
+  static Opened open(const std::string& path, const Files& files, UidScheme scheme = UidScheme::popd,
+                     bool dotlock_held = false);
 
   std::size_t count() const override { return mbox_.messages.size(); }
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }

@@ -2,12 +2,14 @@
 
 #include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "auth/pam.h"
@@ -23,9 +25,61 @@ namespace {
 
 const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
 
+// The mailbox's dotlock, taken by this process (root) for the session and
+// removed as it was made: as the user, with the spool directory's group.
+struct SessionLock {
+  mailbox::DotLock lock;
+  uid_t uid = 0;
+  gid_t group = 0;
+
+  SessionLock() = default;
+  SessionLock(const SessionLock&) = delete;
+  SessionLock& operator=(const SessionLock&) = delete;
+  ~SessionLock() { release(); }
+  void release() {
+    if (!lock.held()) return;
+    auth::ActingAs as(uid, group);
+    lock.release();
+  }
+};
+
+// In a spool directory that only the mail group may write (Debian's
+// /var/mail, root:mail 2775), the session, which never has that group,
+// could take the dotlock only through liblockfile's setgid helper: an exec
+// to lock and another to unlock, most of a small mailbox's session. As root
+// this process takes it instead, as that helper would: as the user, with
+// the directory's group, for the user's own spool only. The lock names
+// this process, which outlives the session and removes the lock after it.
+// Elsewhere (a home directory, a sticky spool) nothing happens here and the
+// session locks as before. A refusal comes back for the client.
+std::optional<Login> lock_for_session(const std::string& mailbox, const ::passwd& account, SessionLock& held) {
+  if (!auth::running_as_root()) return std::nullopt;
+  auto group = mailbox::spool_directory_group(mailbox);
+  struct stat st;
+  if (!group || ::lstat(mailbox.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != account.pw_uid)
+    return std::nullopt;
+  auth::ActingAs as(account.pw_uid, *group);
+  if (!as.ok()) return std::nullopt;
+  std::string error, note;
+  mailbox::LockStatus status = mailbox::DotLock::acquire(mailbox, held.lock, error, note);
+  if (!note.empty())
+    syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", account.pw_name, mailbox.c_str(), note.c_str());
+  Login refused{Outcome::in_use, "Mailbox is locked by another session", nullptr, true};
+  switch (status) {
+    case mailbox::LockStatus::locked:
+      held.uid = account.pw_uid;
+      held.group = *group;
+      return std::nullopt;
+    case mailbox::LockStatus::busy: break;
+    case mailbox::LockStatus::failed: refused = {Outcome::temporary, "Cannot lock mailbox: " + error, nullptr, true};
+  }
+  syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", account.pw_name, mailbox.c_str(), refused.text.c_str());
+  return refused;
+}
+
 // Waits for the session child, then lets the PAM transaction close the
 // session as root. Never returns.
-[[noreturn]] void supervise(pid_t child, std::unique_ptr<auth::PamTransaction> pam) {
+[[noreturn]] void supervise(pid_t child, std::unique_ptr<auth::PamTransaction> pam, SessionLock& lock) {
   // The child owns the connection now; our copies would keep it open.
   ::close(STDIN_FILENO);
   ::close(STDOUT_FILENO);
@@ -42,8 +96,10 @@ const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" 
   for (pid_t ended; (ended = ::waitpid(-1, &status, 0)) >= 0 || errno == EINTR;) {
     if (ended != child) continue;
     session_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    lock.release();
     pam.reset();
   }
+  lock.release();
   pam.reset();
   ::_exit(session_status);
 }
@@ -90,6 +146,9 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   }
   user_ = account->pw_name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", user_.c_str(), or_unknown(peer_));
+  std::string mailbox = mailbox::expand_path(options_.mailbox, account->pw_name, account->pw_dir);
+  SessionLock lock;
+  if (auto refused = lock_for_session(mailbox, *account, lock)) return *refused;
 
   pid_t child = ::fork();
   if (child < 0) {
@@ -98,25 +157,27 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   }
   if (child > 0) {
     if (on_fork_) on_fork_();
-    supervise(child, std::move(pam));
+    supervise(child, std::move(pam), lock);
   }
   in_session_process_ = true;
   pam->abandon();
-  return start_session(*account);
+  bool dotlock_held = lock.lock.held();
+  lock.lock.abandon();
+  return start_session(*account, mailbox, dotlock_held);
 }
 
-Login SystemLogin::start_session(const ::passwd& account) {
+Login SystemLogin::start_session(const ::passwd& account, const std::string& mailbox, bool dotlock_held) {
   std::string error;
   if (!auth::become_user(account, error)) {
     syslog(LOG_ERR, "session: user=%s: %s", user_.c_str(), error.c_str());
     return Login{Outcome::forbidden, "Cannot switch to the user", nullptr, true};
   }
-  std::string mailbox = mailbox::expand_path(options_.mailbox, account.pw_name, account.pw_dir);
   auto expand = [&](const std::string& path_template) {
     return mailbox::expand_path(path_template, account.pw_name, account.pw_dir);
   };
   auto opened = mailbox::Spool::open(
-      mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme);
+      mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme,
+      dotlock_held);
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
            user_.c_str(), mailbox.c_str(), opened.notes.c_str());

@@ -37,7 +37,7 @@ class SystemLogin final : public protocol::Authenticator {
   void tick();
 
  private:
-  protocol::Login start_session(const ::passwd& account);
+  protocol::Login start_session(const ::passwd& account, const std::string& mailbox, bool dotlock_held);
 
   const Options& options_;
   std::string peer_;

@@ -480,6 +480,13 @@ def test_debian_spool(env):
         p.stdout.readline()
     check(os.path.exists(path + ".lock"), "no dotlock during the session")
     check_session_processes(env)
+    # The monitor took it, as the helper would have: alice's file in the
+    # mail group, naming the monitor (root), which outlives the session.
+    lock = os.stat(path + ".lock")
+    check_equal((lock.st_uid, lock.st_gid), (ALICE_UID, MAIL_GID), "dotlock owner and group")
+    holder = int(open(path + ".lock").read().split()[0])
+    check_equal(os.readlink(f"/proc/{holder}/exe"), POPD, "the dotlock's process")
+    check_equal(open(f"/proc/{holder}/status").read().split("Uid:")[1].split()[0], "0", "the dotlock's process uid")
     p.stdin.write(b"DELE 1\r\nQUIT\r\n")
     p.stdin.close()
     out = p.stdout.read().decode()
@@ -496,6 +503,29 @@ def test_debian_spool(env):
     out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
     check("+OK 3 " in out, out)
     check(not os.path.exists(path + ".lock"), "stale dotlock left behind")
+    # A live process's lock is waited for, then refused, and left alone.
+    with open(path + ".lock", "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.chown(path + ".lock", ALICE_UID, MAIL_GID)
+    before = stat_of(path)
+    out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
+    check("-ERR [IN-USE]" in out, out)
+    check(os.path.exists(path + ".lock"), "someone else's dotlock removed")
+    os.unlink(path + ".lock")
+    # A session killed outright: the monitor removes the lock; nothing is committed.
+    p = subprocess.Popen(env.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=dict(os.environ, **env.variables()))
+    p.stdin.write((login() + "DELE 1\r\n").encode())
+    p.stdin.flush()
+    for _ in range(4):
+        p.stdout.readline()
+    os.kill(popd_pid_of_uid(ALICE_UID), signal.SIGKILL)
+    p.stdout.read()
+    p.wait(timeout=10)
+    check(not os.path.exists(path + ".lock"), "dotlock left behind by a killed session")
+    check_equal(stat_of(path), before, "mailbox after the session was killed")
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("+OK 3 " in out, out)
 
 
 def test_debian_spool_without_mailbox(env):
@@ -660,6 +690,18 @@ def popd_processes_by_uid():
         uids, gids, groups = fields["Uid"].split(), fields["Gid"].split(), fields["Groups"].split()
         found[uids[0]] = (uids, gids, groups, root)
     return found
+
+
+def popd_pid_of_uid(uid):
+    """The pid of the running popd whose real uid is `uid`."""
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == POPD and \
+                    open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0] == str(uid):
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no popd process of uid {uid}")
 
 
 def check_pre_auth_processes(env):
