@@ -23,16 +23,21 @@ BUILD     = build/release
 POPD      = popd
 endif
 
-LIB_SOURCES  = options.c++ $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++)
+# auth/mmap_hook.c++ defines mmap for the whole process: popd's binary only.
+HOOK_SOURCES = auth/mmap_hook.c++
+LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES),$(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++))
 TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim) nor tests/fuzz/
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
-DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(BUILD)/popd.d $(wildcard $(BUILD)/tests/fuzz/*.d)
+HOOK_OBJECTS = $(HOOK_SOURCES:%.c++=$(BUILD)/%.o)
+DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(HOOK_OBJECTS:.o=.d) $(BUILD)/popd.d \
+               $(wildcard $(BUILD)/tests/fuzz/*.d)
 
 all: $(POPD)
 
-$(POPD): $(BUILD)/popd.o $(BUILD)/libpopd.a
-	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+# Exported, so that the libraries popd loads call it (auth/hash_memory.h).
+$(POPD): $(BUILD)/popd.o $(HOOK_OBJECTS) $(BUILD)/libpopd.a
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -Wl,--export-dynamic-symbol=mmap -o $@ $^ $(LIBS)
 
 $(BUILD)/libpopd.a: $(LIB_OBJECTS)
 	rm -f $@ && ar rcs $@ $^

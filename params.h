@@ -155,4 +155,14 @@ inline constexpr std::size_t max_uid_length = 70;
 // far shorter and a long one is an attack or a mistake.
 inline constexpr std::size_t max_user_name = 128;
 
+// Anonymous mappings at least this large are placed on a 2 MiB boundary
+// and advised for transparent huge pages (auth/hash_memory.h). In popd only
+// the memory-hard password hash maps that much: yescrypt, Debian 12's
+// default, maps 16 MiB per hash and writes all of it, twice a login; in
+// 4 KiB pages that is ~8,200 page faults, 100 ms of a 100-message session
+// on a VM (where a fault costs ~12 us), in 2 MiB pages 16. Smaller mappings
+// are left alone: a huge page is only worth it when it is filled.
+inline constexpr std::size_t huge_mapping_min = 8 << 20;
+inline constexpr std::size_t huge_page = 2 << 20;
+
 }  // namespace popd::params
