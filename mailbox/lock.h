@@ -1,7 +1,9 @@
 // Locking a spool the way Debian's MDAs expect (procmail, postfix local,
 // liblockfile's dotlockfile, mutt): a dotlock "<mailbox>.lock" made with
-// liblockfile (NFS-safe, through its setgid helper where the spool directory
-// is not writable), and an fcntl write lock on the mailbox itself.
+// liblockfile (NFS-safe; where the spool directory is not writable by the
+// user, by the monitor as the user with the directory's group, see
+// spool_directory_group, or else through liblockfile's setgid helper), and
+// an fcntl write lock on the mailbox itself.
 #pragma once
 
 #include <sys/types.h>
