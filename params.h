@@ -72,6 +72,11 @@ inline constexpr std::size_t index_from_bytes = 256;
 inline constexpr std::uint64_t index_check_gap = 64 * 1024;
 inline constexpr std::size_t index_check_block = 256 * 1024;
 
+// The index is read in blocks of this size: few calls, and under
+// mmap_threshold, so that the block is not a fresh mapping of which every
+// page faults (a 1 MiB block: 256 faults a login).
+inline constexpr std::size_t index_read_block = 64 * 1024;
+
 // From this many messages on, two threads check the index against the
 // spool.
 inline constexpr std::size_t parallel_index_check = 20000;
@@ -100,6 +105,13 @@ inline constexpr std::size_t stuffing_piece = 256 * 1024;
 // Allocations from this size on are mmapped, so freeing them returns the
 // memory (popd.c++): a session's peak is what it holds at once.
 inline constexpr int mmap_threshold = 256 * 1024;
+
+// The message list's memory (mailbox/message_memory.h) is mapped in chunks
+// populated at once, from this size, each twice the last, up to the
+// largest: a small mailbox takes little, 100,000 messages (7 MB) take 11
+// calls, and at most a chunk lies unused.
+inline constexpr std::size_t message_chunk_first = 64 * 1024;
+inline constexpr std::size_t message_chunk_max = 1 << 20;
 
 // Input read from the client per read(2).
 inline constexpr std::size_t input_block = 16 * 1024;

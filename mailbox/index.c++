@@ -123,7 +123,7 @@ struct FromLine {
 // Do messages [begin, end) still start, after a line end, with the From_
 // line that was parsed? A pread costs as much as copying some 20 KB, so
 // the From_ lines of messages that lie close together come in one read.
-bool records_unchanged(int fd, const std::deque<Message>& messages, std::size_t begin, std::size_t end) {
+bool records_unchanged(int fd, const Messages& messages, std::size_t begin, std::size_t end) {
   // Not zeroed: only the pages a read fills are touched.
   auto block = std::make_unique_for_overwrite<char[]>(params::index_check_block);
   for (std::size_t i = begin; i < end;) {
@@ -148,7 +148,7 @@ bool records_unchanged(int fd, const std::deque<Message>& messages, std::size_t 
 }
 
 // The same, of all messages: two threads for a large mailbox.
-bool records_unchanged(int fd, const std::deque<Message>& messages) {
+bool records_unchanged(int fd, const Messages& messages) {
   std::size_t count = messages.size();
   if (count < params::parallel_index_check) return records_unchanged(fd, messages, 0, count);
   bool second_ok = false;
@@ -199,13 +199,14 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   Hasher hasher;
   hasher.update(&header, sizeof header);
   Order order(header.parsed_end);
-  std::vector<Entry> block(std::min<std::uint64_t>(params::read_block / sizeof(Entry), header.count));
+  const std::size_t block_entries = std::min<std::uint64_t>(params::index_read_block / sizeof(Entry), header.count);
+  auto block = std::make_unique_for_overwrite<Entry[]>(block_entries);
   for (std::uint64_t done = 0; done < header.count;) {
-    std::size_t n = std::min<std::uint64_t>(block.size(), header.count - done);
-    if (!io::pread_all(in.get(), reinterpret_cast<char*>(block.data()), n * sizeof(Entry),
+    std::size_t n = std::min<std::uint64_t>(block_entries, header.count - done);
+    if (!io::pread_all(in.get(), reinterpret_cast<char*>(block.get()), n * sizeof(Entry),
                        sizeof header + done * sizeof(Entry)))
       return {};
-    hasher.update(block.data(), n * sizeof(Entry));
+    hasher.update(block.get(), n * sizeof(Entry));
     for (std::size_t i = 0; i < n; ++i) {
       if (!order.admits(block[i])) return {};
       if (done + i == 0 && header.has_internal)

@@ -600,7 +600,7 @@ std::string_view x_uidl_of(const Mbox& box, const Message& message) {
 // by whole ids took 35 ms for 100,000 messages: each comparison reached
 // into two messages of the deque.
 template <typename Key, typename Less>
-void number_in_order(std::deque<Message>& messages, std::vector<std::uint32_t> order, Key key, Less less) {
+void number_in_order(Messages& messages, std::vector<std::uint32_t> order, Key key, Less less) {
   struct Keyed {
     std::uint32_t key, index;
     bool operator<(const Keyed& other) const { return key != other.key ? key < other.key : index < other.index; }

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mailbox/message_memory.h"
 #include "mailbox/uids.h"
 #include "params.h"
 #include "protocol/maildrop.h"
@@ -64,10 +65,13 @@ struct Message {
   std::string uid() const;
 };
 
+// A deque: it grows in blocks, never by copying all it holds, so a parse
+// peaks at the memory it keeps; the blocks come populated (message_memory.h).
+using Messages = std::deque<Message, MessageAllocator<Message>>;
+
 struct Mbox {
-  // What the client sees, in file order. A deque: it grows in blocks, never
-  // by copying all it holds, so a parse peaks at the memory it keeps.
-  std::deque<Message> messages;
+  // What the client sees, in file order.
+  Messages messages;
   // The UW IMAP "FOLDER INTERNAL DATA" pseudo-message, hidden and never deleted.
   std::optional<Message> internal;
   std::uint64_t end = 0;  // bytes parsed: the file size when it was read
