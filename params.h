@@ -72,10 +72,10 @@ inline constexpr std::size_t index_from_bytes = 256;
 inline constexpr std::uint64_t index_check_gap = 64 * 1024;
 inline constexpr std::size_t index_check_block = 256 * 1024;
 
-// The index is read in blocks of this size: few calls, and under
+// The index is read and written in blocks of this size: few calls, and under
 // mmap_threshold, so that the block is not a fresh mapping of which every
 // page faults (a 1 MiB block: 256 faults a login).
-inline constexpr std::size_t index_read_block = 64 * 1024;
+inline constexpr std::size_t index_block = 64 * 1024;
 
 // From this many messages on, two threads check the index against the
 // spool.

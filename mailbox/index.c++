@@ -199,7 +199,7 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   Hasher hasher;
   hasher.update(&header, sizeof header);
   Order order(header.parsed_end);
-  const std::size_t block_entries = std::min<std::uint64_t>(params::index_read_block / sizeof(Entry), header.count);
+  const std::size_t block_entries = std::min<std::uint64_t>(params::index_block / sizeof(Entry), header.count);
   auto block = std::make_unique_for_overwrite<Entry[]>(block_entries);
   for (std::uint64_t done = 0; done < header.count;) {
     std::size_t n = std::min<std::uint64_t>(block_entries, header.count - done);
@@ -237,10 +237,15 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
 }
 
 bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error) {
-  std::string temporary = path + ".new";
-  ::unlink(temporary.c_str());
-  io::UniqueFd out(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!out) return fail(error, "cannot create index " + temporary);
+  io::UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600));
+  if (!out) return fail(error, "cannot open index " + path);
+  struct stat st;
+  if (::fstat(out.get(), &st) != 0) return fail(error, "cannot open index " + path);
+  // What load_index() would take, and never a name for another file.
+  if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || st.st_nlink != 1) {
+    error = "index " + path + " is not a file of the user's own";
+    return false;
+  }
   Header header{};
   std::memcpy(header.magic, magic, sizeof magic);
   header.entry_size = sizeof(Entry);
@@ -252,28 +257,36 @@ bool save_index(const std::string& path, const Mbox& box, const FileState& state
   header.validity = box.validity ? validity_known | *box.validity : 0;
   header.x_uidls = box.x_uidls.size();
   Hasher hasher;
-  std::string buffer(reinterpret_cast<const char*>(&header), sizeof header);
+  std::string buffer;
+  buffer.reserve(params::index_block + sizeof(Entry));
   bool ok = true;
+  std::uint64_t written = 0;
+  auto flush = [&] {
+    hasher.update(buffer.data(), buffer.size());
+    ok = ok && io::write_all(out.get(), buffer);
+    written += buffer.size();
+    buffer.clear();
+  };
+  buffer.append(reinterpret_cast<const char*>(&header), sizeof header);
   auto put = [&](const Message& message) {
     Entry entry = entry_of(message);
     buffer.append(reinterpret_cast<const char*>(&entry), sizeof entry);
-    if (buffer.size() >= params::read_block) {
-      hasher.update(buffer.data(), buffer.size());
-      ok = ok && io::write_all(out.get(), buffer);
-      buffer.clear();
-    }
+    if (buffer.size() >= params::index_block) flush();
   };
   if (box.internal) put(*box.internal);
   for (const Message& message : box.messages) put(message);
-  buffer += box.x_uidls;
-  hasher.update(buffer.data(), buffer.size());
+  flush();
+  hasher.update(box.x_uidls.data(), box.x_uidls.size());
+  ok = ok && io::write_all(out.get(), box.x_uidls);
+  written += box.x_uidls.size();
   Checksum checksum = hasher.finish();
-  buffer.append(reinterpret_cast<const char*>(checksum.data()), checksum.size());
-  ok = ok && io::write_all(out.get(), buffer);
-  out.reset();
-  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
+  ok = ok && io::write_all(out.get(), {reinterpret_cast<const char*>(checksum.data()), checksum.size()});
+  written += checksum.size();
+  // An older index may have been longer.
+  if (!ok || ::ftruncate(out.get(), static_cast<off_t>(written)) != 0) {
     fail(error, "cannot write index " + path);
-    ::unlink(temporary.c_str());
+    // Not worth keeping: a half-written index only fails its checksum.
+    if (::ftruncate(out.get(), 0) != 0) return false;
     return false;
   }
   return true;

@@ -289,3 +289,39 @@ TEST_CASE("index: ids of other schemes come back the same, and a scheme's index 
     for (std::size_t i = 0; i < whole.messages.size(); ++i) CHECK(resumed.uid(i) == whole.uid(i));
   }
 }
+
+TEST_CASE("index: rewritten in place and cut to its length, never through a link") {
+  SpoolFile spool(sample(9, 40));
+  spool.save();
+  struct stat first;
+  REQUIRE(::stat(spool.index.c_str(), &first) == 0);
+  // A shorter mailbox, a shorter index: what was beyond it is gone (a load
+  // checks the file's length).
+  spool.replace(sample(10, 5));
+  spool.save();
+  struct stat second;
+  REQUIRE(::stat(spool.index.c_str(), &second) == 0);
+  CHECK(second.st_ino == first.st_ino);
+  CHECK(second.st_size < first.st_size);
+  auto known = spool.load();
+  REQUIRE(known);
+  CHECK(known->messages.size() == 5);
+
+  std::string error;
+  SUBCASE("a second name for the file") {
+    std::string other = spool.dir.path + "/other";
+    REQUIRE(::link(spool.index.c_str(), other.c_str()) == 0);
+    std::string before = read_file(other);
+    spool.replace(sample(11, 8));
+    CHECK(!save_index(spool.index, spool.parsed(), spool.state(), error));
+    CHECK(read_file(other) == before);
+  }
+  SUBCASE("a symbolic link") {
+    std::string target = spool.dir.path + "/elsewhere";
+    write_file(target, "mine");
+    ::unlink(spool.index.c_str());
+    REQUIRE(::symlink(target.c_str(), spool.index.c_str()) == 0);
+    CHECK(!save_index(spool.index, spool.parsed(), spool.state(), error));
+    CHECK(read_file(target) == "mine");
+  }
+}
