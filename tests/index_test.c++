@@ -325,3 +325,27 @@ TEST_CASE("index: rewritten in place and cut to its length, never through a link
     CHECK(read_file(target) == "mine");
   }
 }
+
+TEST_CASE("index: saved again, only what changed is written") {
+  SpoolFile spool(sample(12, 2000));  // 144 KB of entries: several blocks
+  spool.save();
+  auto age = [&](std::time_t seconds) {
+    struct timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    REQUIRE(::utimensat(AT_FDCWD, spool.index.c_str(), times, 0) == 0);
+  };
+  auto modified = [&] {
+    struct stat st;
+    REQUIRE(::stat(spool.index.c_str(), &st) == 0);
+    return st.st_mtim.tv_sec;
+  };
+  age(1000);
+  spool.save();  // the same parse: not a byte written
+  CHECK(modified() == 1000);
+  append(spool.mailbox, "\nFrom b Mon Jan  1 00:00:00 2024\n\nnew\n");
+  spool.save();
+  CHECK(modified() != 1000);
+  auto known = spool.load();
+  REQUIRE(known);
+  CHECK(known->messages.size() == 2001);
+  CHECK(summary(*known) == summary(spool.parsed()));
+}
