@@ -161,8 +161,8 @@ bool records_unchanged(int fd, const Messages& messages) {
 
 // Writes `data` at `offset` where the file does not hold it already: an
 // index saved again after new mail or DELE of the last messages is mostly
-// what it was, and reading a block costs a tenth of writing one into the
-// page cache (which ext4 journals and later writes out).
+// what it was, and reading and comparing a block cost a third of writing
+// it into the page cache (which ext4 then also writes out).
 bool write_changed(int fd, std::string_view data, std::uint64_t offset, char* scratch) {
   for (std::size_t at = 0; at < data.size(); at += params::index_block) {
     std::string_view piece = data.substr(at, params::index_block);

@@ -2,11 +2,11 @@
 //
 // A mailbox of 100,000 messages keeps 7 MB of them in a std::deque, which
 // asks for it in 504-byte blocks. From the C library's heap each new page
-// of those is a page fault when first written: 1,760 faults, about 20 ms of
-// a 120 ms login on a VM (where a fault costs ~10 us), more than the rest
-// of loading the index. Here the blocks come from chunks that are mapped
-// with MAP_POPULATE: the kernel fills a chunk's pages in one call, with no
-// fault per page.
+// of those is a page fault when first written: 1,760 faults, 57 % of a
+// login's. Here the blocks come from chunks that are mapped with
+// MAP_POPULATE: the kernel fills a chunk's pages in one call, with no fault
+// per page. On a VM (where a fault costs several microseconds) that made a
+// login of 100,000 messages 6 to 10 ms faster.
 #pragma once
 
 #include <cstddef>
