@@ -173,6 +173,24 @@ bool write_changed(int fd, std::string_view data, std::uint64_t offset, char* sc
   return true;
 }
 
+// The index at `path`, open for writing in place if it is what
+// load_index() takes: a regular file of the user's, and with one name, so
+// that no other file is written through it. Anything else there (a second
+// name left by a backup with hard links, cp -al or rsnapshot; a file left
+// by root; a symbolic link) is replaced by a new file, as a rename would:
+// refusing would leave every later login to parse the whole spool.
+io::UniqueFd open_for_save(const std::string& path, struct stat& st) {
+  constexpr int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  io::UniqueFd fd(::open(path.c_str(), flags, 0600));
+  if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && st.st_nlink == 1)
+    return fd;
+  fd.reset();
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fd;
+  fd.reset(::open(path.c_str(), flags | O_EXCL, 0600));
+  if (fd && ::fstat(fd.get(), &st) != 0) fd.reset();
+  return fd;
+}
+
 bool fail(std::string& error, const std::string& what) {
   error = what + ": " + io::error_text(errno);
   return false;
@@ -251,15 +269,9 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
 }
 
 bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error) {
-  io::UniqueFd out(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600));
-  if (!out) return fail(error, "cannot open index " + path);
   struct stat st;
-  if (::fstat(out.get(), &st) != 0) return fail(error, "cannot open index " + path);
-  // What load_index() would take, and never a name for another file.
-  if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || st.st_nlink != 1) {
-    error = "index " + path + " is not a file of the user's own";
-    return false;
-  }
+  io::UniqueFd out = open_for_save(path, st);
+  if (!out) return fail(error, "cannot open index " + path);
   Header header{};
   std::memcpy(header.magic, magic, sizeof magic);
   header.entry_size = sizeof(Entry);

@@ -307,13 +307,27 @@ TEST_CASE("index: rewritten in place and cut to its length, never through a link
   REQUIRE(known);
   CHECK(known->messages.size() == 5);
 
-  std::string error;
-  SUBCASE("a second name for the file") {
+  // Anything but a file of the user's with one name is replaced, as a
+  // rename would, and never written through: refused, it would leave every
+  // later login to parse the whole spool.
+  auto replaced = [&] {
+    spool.replace(sample(11, 8));
+    spool.save();
+    struct stat st;
+    REQUIRE(::lstat(spool.index.c_str(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+    CHECK(st.st_nlink == 1);
+    CHECK(st.st_uid == ::geteuid());
+    CHECK((st.st_mode & 07777) == 0600);
+    auto loaded = spool.load();
+    REQUIRE(loaded);
+    CHECK(loaded->messages.size() == 8);
+  };
+  SUBCASE("a second name for the file (a backup with hard links)") {
     std::string other = spool.dir.path + "/other";
     REQUIRE(::link(spool.index.c_str(), other.c_str()) == 0);
     std::string before = read_file(other);
-    spool.replace(sample(11, 8));
-    CHECK(!save_index(spool.index, spool.parsed(), spool.state(), error));
+    replaced();
     CHECK(read_file(other) == before);
   }
   SUBCASE("a symbolic link") {
@@ -321,8 +335,23 @@ TEST_CASE("index: rewritten in place and cut to its length, never through a link
     write_file(target, "mine");
     ::unlink(spool.index.c_str());
     REQUIRE(::symlink(target.c_str(), spool.index.c_str()) == 0);
-    CHECK(!save_index(spool.index, spool.parsed(), spool.state(), error));
+    replaced();
     CHECK(read_file(target) == "mine");
+  }
+  SUBCASE("a file of another user's (left by root)") {
+    if (::geteuid() != 0) return;  // only root can give a file away
+    REQUIRE(::chown(spool.index.c_str(), 12345, 12345) == 0);
+    replaced();
+  }
+  SUBCASE("a directory: an error, nothing removed") {
+    ::unlink(spool.index.c_str());
+    REQUIRE(::mkdir(spool.index.c_str(), 0700) == 0);
+    std::string error;
+    CHECK(!save_index(spool.index, spool.parsed(), spool.state(), error));
+    CHECK(!error.empty());
+    struct stat st;
+    REQUIRE(::stat(spool.index.c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
   }
 }
 
