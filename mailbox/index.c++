@@ -121,7 +121,7 @@ struct FromLine {
 };
 
 // Do messages [begin, end) still start, after a line end, with the From_
-// line that was parsed? A pread costs as much as copying some 20 KB, so
+// line that was parsed? A pread costs as much as copying 20-35 KB, so
 // the From_ lines of messages that lie close together come in one read.
 bool records_unchanged(int fd, const Messages& messages, std::size_t begin, std::size_t end) {
   // Not zeroed: only the pages a read fills are touched.
