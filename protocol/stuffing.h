@@ -16,4 +16,12 @@ constexpr std::size_t stuffed_capacity(std::size_t input) { return 2 * input + 1
 // it wrote.
 std::size_t stuff_lines(std::string_view block, char* out);
 
+// The two ways stuff_lines works, chosen once by what the processor has;
+// here so that the tests run both.
+namespace detail {
+bool have_avx2();
+std::size_t stuff_lines_sse2(std::string_view block, char* out);
+std::size_t stuff_lines_avx2(std::string_view block, char* out);
+}  // namespace detail
+
 }  // namespace popd::protocol

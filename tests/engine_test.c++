@@ -526,19 +526,27 @@ TEST_CASE("stuff_lines: CRLF line ends and dot-stuffing, vector path and tail al
     }
     return out;
   };
+  // Blocks up to 3,000 bytes, so that the 64-byte masks of the AVX2 way
+  // meet lines of every length (past its 128-byte copy too), CRLF split
+  // across two masks, and the tail it leaves to the SSE2 way.
   std::mt19937 random(5);
-  const char alphabet[] = {'a', 'b', '.', '\r', '\n', 'F', ' '};
-  for (int round = 0; round < 3000; ++round) {
-    std::string block;
-    std::size_t length = random() % 200;
-    for (std::size_t i = 0; i < length; ++i) {
-      // Long runs without a line feed as well as short lines.
-      char c = alphabet[random() % (round % 2 ? 7 : 5)];
-      block += random() % 8 == 0 ? '\n' : c;
+  const char alphabet[] = {'a', '.', '\r', 'b', 'F', ' '};
+  const unsigned line_feed_odds[] = {3, 8, 60, 200};
+  using Stuffer = std::size_t (*)(std::string_view, char*);
+  for (Stuffer stuff : {popd::protocol::detail::stuff_lines_sse2, popd::protocol::detail::stuff_lines_avx2,
+                        popd::protocol::stuff_lines}) {
+    for (int round = 0; round < 4000; ++round) {
+      std::string block;
+      std::size_t length = random() % (round % 2 ? 200 : 3000);
+      unsigned odds = line_feed_odds[round / 2 % 4];
+      for (std::size_t i = 0; i < length; ++i) {
+        // Long runs without a line feed as well as short lines.
+        block += random() % odds == 0 ? '\n' : alphabet[random() % (round % 3 ? 6 : 3)];
+      }
+      block += '\n';
+      std::string out(popd::protocol::stuffed_capacity(block.size()), '\0');
+      out.resize(stuff(block, out.data()));
+      REQUIRE(out == reference(block));
     }
-    block += '\n';
-    std::string out(popd::protocol::stuffed_capacity(block.size()), '\0');
-    out.resize(popd::protocol::stuff_lines(block, out.data()));
-    REQUIRE(out == reference(block));
   }
 }
