@@ -14,9 +14,9 @@
 namespace popd::protocol {
 namespace {
 
-// The wire form of the one line [line, newline): a dot first if it starts
-// with one, and CRLF after it, whether the spool held LF or CRLF (a CR
-// before the LF is already copied then: only the LF is added).
+// The end of the line [line, newline) on the wire: CRLF, whether the spool
+// held LF or CRLF (a CR before the LF is already copied then: only the LF
+// is added).
 inline char* end_line(const char* line, const char* newline, char* o) {
   if (newline == line || newline[-1] != '\r') *o++ = '\r';
   *o++ = '\n';
@@ -75,8 +75,9 @@ std::size_t stuff_lines_sse2(std::string_view block, char* out) {
 // inside the block: the vector loop ends 192 bytes before its end (64 of
 // the mask and 128 of a copy), and the rest goes to the SSE2 version. The
 // stores stay inside the output's room: the output is at most twice what
-// was read, and at least 192 bytes are still to be read. 1.5 times faster
-// than the SSE2 version on the benchmark's mail (38 vs 57 ms for 256 MB).
+// was read, and at least 192 bytes are still to be read. 1.3-1.5 times
+// faster than the SSE2 version on the benchmark's mail (256 MB: 34-42 ms,
+// not 51-59).
 __attribute__((target("avx2"))) std::size_t stuff_lines_avx2(std::string_view block, char* out) {
   const char* const begin = block.data();
   const char* const end = begin + block.size();
