@@ -535,6 +535,8 @@ TEST_CASE("stuff_lines: CRLF line ends and dot-stuffing, vector path and tail al
   using Stuffer = std::size_t (*)(std::string_view, char*);
   for (Stuffer stuff : {popd::protocol::detail::stuff_lines_sse2, popd::protocol::detail::stuff_lines_avx2,
                         popd::protocol::stuff_lines}) {
+    // Not on a processor without AVX2: there it would stop at the first instruction.
+    if (stuff == popd::protocol::detail::stuff_lines_avx2 && !popd::protocol::detail::have_avx2()) continue;
     for (int round = 0; round < 4000; ++round) {
       std::string block;
       std::size_t length = random() % (round % 2 ? 200 : 3000);
