@@ -38,7 +38,8 @@ inline constexpr std::chrono::milliseconds lock_retry_interval{250};
 // Block size for reading the mailbox and the client: large enough that a
 // 1 GB spool is read with few system calls, small enough to stay in cache.
 // RETR and TOP read messages no larger than this through one window of
-// this size, which serves the messages that follow too.
+// this size, mapped (mailbox/file_window.h), which serves the messages that
+// follow too.
 inline constexpr std::size_t read_block = 1 << 20;
 
 // A commit moves the kept mail down in steps, each made durable with up to

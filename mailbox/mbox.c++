@@ -127,6 +127,9 @@ class LineScanner {
   // next "From " line (the separator rule: it follows an empty line).
   BodyEnd skip_body(std::uint64_t blank_line);
 
+  // Whether the source ended before the range did (the file shrank).
+  bool exhausted() const { return exhausted_; }
+
  private:
   static std::size_t buffer_size(std::uint64_t begin, std::uint64_t end, std::size_t block) {
     return std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin));
@@ -839,13 +842,14 @@ void send_lines(LineScanner& scanner, std::optional<std::uint64_t> body_lines, p
 
 }  // namespace
 
-void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
+bool send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink, ReadBuffer& buffer) {
   // TOP needs the header and a few lines: a small first read, not the
   // whole message.
   LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
                       body_lines ? params::top_block : params::read_block, buffer);
   send_lines(scanner, body_lines, sink);
+  return !scanner.exhausted();
 }
 
 void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,

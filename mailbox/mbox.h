@@ -114,8 +114,9 @@ using ReadBuffer = std::unique_ptr<char[]>;
 
 // Sends a message as the client sees it (see protocol::Maildrop::send),
 // reading it from `source` (into `buffer`), or from `content`: its bytes,
-// already in memory.
-void send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
+// already in memory. false: the source ended before the message (the file
+// shrank); what was sent is not all of it.
+bool send(ByteSource& source, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink, ReadBuffer& buffer);
 void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,
           protocol::MessageSink& sink);

@@ -122,29 +122,24 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
 bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
   const Message& message = mbox_.messages[index];
   try {
-    FileSource source(fd_.get(), mbox_.end);
     if (message.content_length > params::read_block) {
-      mailbox::send(source, message, body_lines, sink, read_buffer_);
-      return true;
+      FileSource source(fd_.get(), mbox_.end);
+      return mailbox::send(source, message, body_lines, sink, read_buffer_);
     }
     // Messages that clients fetch one after the other lie one after the
-    // other: one read serves many of them.
-    std::uint64_t begin = message.content_offset, end = begin + message.content_length;
-    if (begin < window_offset_ || end > window_offset_ + window_.size()) {
-      window_.resize(params::read_block);
-      window_.resize(source.read_at(begin, window_.data(), window_.size()));
-      window_offset_ = begin;
-      if (window_.size() < message.content_length) return false;  // the file shrank
-    }
-    mailbox::send(std::string_view(window_).substr(begin - window_offset_, message.content_length), message,
-                  body_lines, sink);
-    return true;
+    // other: one window serves many of them.
+    std::uint64_t begin = message.content_offset;
+    auto content = window_.bytes(fd_.get(), begin, begin + message.content_length, mbox_.end, params::read_block);
+    if (!content) return false;
+    mailbox::send(*content, message, body_lines, sink);
+    return !window_.cut_short();
   } catch (const std::system_error&) {
     return false;
   }
 }
 
 bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
+  window_.unmap();  // its offsets are the old spool's
   std::vector<Range> removed;
   for (std::size_t i = 0; i < deleted.size(); ++i) {
     if (!deleted[i]) continue;

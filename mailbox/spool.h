@@ -6,6 +6,7 @@
 #include <string>
 
 #include "io/fd.h"
+#include "mailbox/file_window.h"
 #include "mailbox/index.h"
 #include "mailbox/lock.h"
 #include "mailbox/mbox.h"
@@ -68,8 +69,7 @@ class Spool final : public protocol::Maildrop {
   DotLock dotlock_;
   io::UniqueFd fd_;  // closing it releases the fcntl lock
   Mbox mbox_;
-  std::string window_;  // bytes of the spool from window_offset_, read for send()
-  std::uint64_t window_offset_ = 0;
+  FileWindow window_;       // of the spool, for send()
   ReadBuffer read_buffer_;  // for send() of a message larger than the window
 };
 
