@@ -736,28 +736,50 @@ std::uint64_t from_line_hash(std::string_view line) {
   return XXH3_64bits(line.data(), std::min(line.size(), params::index_from_bytes));
 }
 
-std::string Message::uid() const {
+namespace {
+
+void append_duplicate(std::uint32_t duplicate, std::string& out) {
+  if (duplicate == 0) return;
+  char number[16] = "-";
+  out.append(number, std::to_chars(number + 1, std::end(number), duplicate + 1).ptr);
+}
+
+}  // namespace
+
+void Message::append_uid(std::string& out) const {
   static constexpr char hex[] = "0123456789abcdef";
   char id[2 * sizeof digest];
   for (std::size_t i = 0; i < sizeof digest; ++i) {
     id[2 * i] = hex[digest[i] >> 4];
     id[2 * i + 1] = hex[digest[i] & 15];
   }
-  std::string uid(id, sizeof id);
-  if (duplicate > 0) uid += "-" + std::to_string(duplicate + 1);
-  return uid;
+  out.append(id, sizeof id);
+  append_duplicate(duplicate, out);
+}
+
+std::string Message::uid() const {
+  std::string id;
+  append_uid(id);
+  return id;
 }
 
 std::uint64_t Mbox::record_end(std::size_t index) const {
   return index + 1 < messages.size() ? messages[index + 1].record_offset : end;
 }
 
-std::string Mbox::uid(std::size_t index) const {
+void Mbox::append_uid(std::size_t index, std::string& out) const {
   const Message& message = messages[index];
-  if (!has_old_id(index)) return message.uid();
-  std::string id = scheme == UidScheme::x_uidl ? std::string(x_uidl_of(*this, message))
-                                               : format_old_id(scheme, message.old_key, validity.value_or(0));
-  if (message.duplicate > 0) id += "-" + std::to_string(message.duplicate + 1);
+  if (!has_old_id(index)) return message.append_uid(out);
+  if (scheme == UidScheme::x_uidl)
+    out += x_uidl_of(*this, message);
+  else
+    out += format_old_id(scheme, message.old_key, validity.value_or(0));
+  append_duplicate(message.duplicate, out);
+}
+
+std::string Mbox::uid(std::size_t index) const {
+  std::string id;
+  append_uid(index, id);
   return id;
 }
 

@@ -63,6 +63,7 @@ struct Message {
 
   // popd's own id.
   std::string uid() const;
+  void append_uid(std::string& out) const;
 };
 
 // A deque: it grows in blocks, never by copying all it holds, so a parse
@@ -83,6 +84,7 @@ struct Mbox {
   std::uint64_t record_end(std::size_t index) const;
   // The unique-id of messages[i] in this scheme.
   std::string uid(std::size_t index) const;
+  void append_uid(std::size_t index, std::string& out) const;
   // Whether messages[i] has an id of the scheme, not popd's own.
   bool has_old_id(std::size_t index) const;
   // Numbers the messages that would have the same id (parse() does).

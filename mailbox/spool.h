@@ -49,6 +49,7 @@ class Spool final : public protocol::Maildrop {
   std::size_t count() const override { return mbox_.messages.size(); }
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }
   std::string uid(std::size_t index) const override { return mbox_.uid(index); }
+  void append_uid(std::size_t index, std::string& out) const override { mbox_.append_uid(index, out); }
   bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
             protocol::MessageSink& sink) override;
   bool commit(const std::vector<bool>& deleted, std::string& error) override;

@@ -46,6 +46,9 @@ class Maildrop {
   // byte-stuffing: what RETR sends and what the client stores.
   virtual std::uint64_t size(std::size_t index) const = 0;
   virtual std::string uid(std::size_t index) const = 0;
+  // Appends the unique-id to `out`: a UIDL listing of many messages builds
+  // each line without a string of its own.
+  virtual void append_uid(std::size_t index, std::string& out) const { out += uid(index); }
   // Sends the whole message, or with body_lines, its header, the empty line
   // and that many lines of the body. false: it could not be read in full,
   // the reply is broken and the session must end.

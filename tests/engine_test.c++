@@ -150,6 +150,41 @@ TEST_CASE("login, STAT, LIST, UIDL") {
   CHECK(f.talk("UIDL 1\r\n") == "+OK 1 uid1\r\n");
 }
 
+TEST_CASE("LIST and UIDL of many messages, some deleted: every line, in order, written in blocks") {
+  struct CountingOutput final : Output {
+    std::string text;
+    int writes = 0;
+    void write(std::string_view bytes) override {
+      text += bytes;
+      ++writes;
+    }
+  };
+  MemoryMaildrop drop;
+  for (int i = 0; i < 20000; ++i) drop.messages.push_back(std::string(i % 300, 'x') + "\n");
+  FakeAuthenticator auth;
+  auth.maildrop = &drop;
+  CountingOutput out;
+  Engine engine{auth, out};
+  auto talk = [&](std::string_view bytes) {
+    out.text.clear();
+    out.writes = 0;
+    engine.receive(bytes);
+    while (engine.command_waiting()) engine.step();
+    return out.text;
+  };
+  talk("USER alice\r\nPASS secret\r\nDELE 1\r\nDELE 777\r\nDELE 20000\r\n");
+  std::string list = "+OK scan listing follows\r\n", uidl = "+OK unique-id listing follows\r\n";
+  for (std::size_t i = 0; i < drop.messages.size(); ++i) {
+    if (i == 0 || i == 776 || i == 19999) continue;
+    list += std::to_string(i + 1) + " " + std::to_string(drop.size(i)) + "\r\n";
+    uidl += std::to_string(i + 1) + " " + drop.uid(i) + "\r\n";
+  }
+  CHECK(talk("LIST\r\n") == list + ".\r\n");
+  CHECK(out.writes < 20);
+  CHECK(talk("UIDL\r\n") == uidl + ".\r\n");
+  CHECK(out.writes < 20);
+}
+
 TEST_CASE("RETR byte-stuffs and ends with a dot line; TOP limits body lines") {
   Fixture f;
   f.login();
