@@ -11,28 +11,35 @@ namespace popd::mailbox {
 
 namespace {
 
-// The window the SIGBUS handler guards: one at a time, the one mapped last
-// (a session reads one spool through one window).
-std::atomic<char*> guarded_data{nullptr};
-std::atomic<std::uint64_t> guarded_length{0};
-volatile sig_atomic_t guarded_cut_short = 0;
+// The windows the SIGBUS handler guards, a slot each while they exist (a
+// session has one).
+struct Guard {
+  std::atomic<bool> taken{false};
+  std::atomic<char*> data{nullptr};
+  std::atomic<std::uint64_t> length{0};
+  volatile sig_atomic_t cut_short = 0;
+};
+Guard guards[8];
 struct sigaction previous_action;
 
 void on_bus_error(int signal, siginfo_t* info, void*) {
   char* address = static_cast<char*>(info->si_addr);
-  char* data = guarded_data.load();
-  std::uint64_t length = guarded_length.load();
-  if (info->si_code > 0 && data && address >= data && address < data + length &&
-      ::mmap(data, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
-    guarded_cut_short = 1;
-    return;  // the read is made again, and finds zeros
+  for (Guard& guard : guards) {
+    char* data = guard.data.load();
+    std::uint64_t length = guard.length.load();
+    if (info->si_code > 0 && data && address >= data && address < data + length &&
+        ::mmap(data, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+      guard.cut_short = 1;
+      return;  // the read is made again, and finds zeros
+    }
   }
   // Not ours: as if this handler were not there.
   ::sigaction(SIGBUS, &previous_action, nullptr);
   if (info->si_code <= 0) ::raise(signal);  // sent, not a fault that recurs on return
 }
 
-void guard(char* data, std::uint64_t length) {
+// A free slot, or -1.
+int take_guard() {
   static const bool installed = [] {
     struct sigaction action {};
     action.sa_sigaction = on_bus_error;
@@ -40,14 +47,23 @@ void guard(char* data, std::uint64_t length) {
     sigemptyset(&action.sa_mask);
     return ::sigaction(SIGBUS, &action, &previous_action) == 0;
   }();
-  (void)installed;
-  guarded_data = nullptr;  // never a moment with the old start and the new length
-  guarded_length = length;
-  guarded_cut_short = 0;
-  guarded_data = data;
+  if (!installed) return -1;
+  for (int slot = 0; slot < static_cast<int>(std::size(guards)); ++slot) {
+    bool free = false;
+    if (guards[slot].taken.compare_exchange_strong(free, true)) {
+      guards[slot].cut_short = 0;
+      return slot;
+    }
+  }
+  return -1;
 }
 
 }  // namespace
+
+FileWindow::~FileWindow() {
+  unmap();
+  if (slot_ >= 0) guards[slot_].taken = false;
+}
 
 std::optional<std::string_view> FileWindow::bytes(int fd, std::uint64_t begin, std::uint64_t end,
                                                   std::uint64_t file_size, std::uint64_t size) {
@@ -55,6 +71,7 @@ std::optional<std::string_view> FileWindow::bytes(int fd, std::uint64_t begin, s
   if (begin == end) return std::string_view();
   if (!data_ || begin < offset_ || end > offset_ + length_) {
     unmap();
+    if (slot_ < 0 && (slot_ = take_guard()) < 0) return std::nullopt;  // unguarded, it could kill the process
     static const std::uint64_t page = ::sysconf(_SC_PAGESIZE);
     std::uint64_t offset = begin / page * page;
     std::uint64_t length = std::min(std::max(size, end - offset), file_size - offset);
@@ -65,16 +82,18 @@ std::optional<std::string_view> FileWindow::bytes(int fd, std::uint64_t begin, s
     data_ = static_cast<char*>(data);
     offset_ = offset;
     length_ = length;
-    guard(data_, length_);
+    Guard& guard = guards[slot_];
+    guard.length = length_;
+    guard.data = data_;
   }
   return std::string_view(data_ + (begin - offset_), end - begin);
 }
 
-bool FileWindow::cut_short() const { return data_ && guarded_data.load() == data_ && guarded_cut_short; }
+bool FileWindow::cut_short() const { return slot_ >= 0 && guards[slot_].cut_short; }
 
 void FileWindow::unmap() {
   if (!data_) return;
-  if (guarded_data.load() == data_) guarded_data = nullptr;
+  guards[slot_].data = nullptr;  // first: never a moment with the old start and a new length
   ::munmap(data_, length_);
   data_ = nullptr;
 }

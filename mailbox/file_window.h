@@ -20,16 +20,17 @@ class FileWindow {
   FileWindow() = default;
   FileWindow(const FileWindow&) = delete;
   FileWindow& operator=(const FileWindow&) = delete;
-  ~FileWindow() { unmap(); }
+  ~FileWindow();
 
   // The bytes [begin, end) of `fd`, a file of `file_size` bytes, mapped
   // anew unless the window holds them: a window maps at least `size`
   // bytes, so that it serves the messages that follow too. nullopt if they
-  // lie beyond file_size or cannot be mapped.
+  // lie beyond file_size or cannot be mapped (nor guarded: at most eight
+  // windows exist at once).
   std::optional<std::string_view> bytes(int fd, std::uint64_t begin, std::uint64_t end, std::uint64_t file_size,
                                         std::uint64_t size);
-  // Whether a read of the window since it was mapped found the file cut
-  // short; what it read from then on were zeros.
+  // Whether a read through this window found the file cut short; what it
+  // read from then on were zeros.
   bool cut_short() const;
   void unmap();
 
@@ -37,6 +38,7 @@ class FileWindow {
   char* data_ = nullptr;
   std::uint64_t offset_ = 0;  // of data_ in the file
   std::uint64_t length_ = 0;
+  int slot_ = -1;  // of the SIGBUS handler's guards, taken at the first mapping
 };
 
 }  // namespace popd::mailbox

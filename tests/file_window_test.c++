@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "io/fd.h"
 #include "mailbox/file_window.h"
@@ -66,12 +68,33 @@ TEST_CASE("FileWindow: a file cut short while mapped reads as zeros and says so;
   // What lay beyond the new end reads as zeros (what was copied before the
   // fault was the file's).
   CHECK(copy.find_first_not_of('\0', 4096 - 100) == std::string::npos);
-  // A window mapped afresh starts clean.
+  // Mapped again, it still says so (what was read through it is suspect);
+  // a new window starts clean.
   window.unmap();
   bytes = window.bytes(fd.get(), 0, 4096, 4096, 0);
   REQUIRE(bytes);
   CHECK(*bytes == std::string(4096, 'm'));
-  CHECK(!window.cut_short());
+  CHECK(window.cut_short());
+  FileWindow fresh;
+  REQUIRE(fresh.bytes(fd.get(), 0, 4096, 4096, 0));
+  CHECK(!fresh.cut_short());
+}
+
+TEST_CASE("FileWindow: a window the SIGBUS handler cannot guard is not mapped") {
+  TempDir dir;
+  std::string path = dir.path + "/file";
+  write_file(path, std::string(10000, 'w'));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY));
+  REQUIRE(fd);
+  std::vector<std::unique_ptr<FileWindow>> windows;
+  for (;;) {
+    windows.push_back(std::make_unique<FileWindow>());
+    if (!windows.back()->bytes(fd.get(), 0, 10, 10000, 0)) break;
+    REQUIRE(windows.size() < 100);
+  }
+  CHECK(windows.size() == 9);  // eight guarded at once
+  windows.erase(windows.begin());
+  CHECK(windows.back()->bytes(fd.get(), 0, 10, 10000, 0) == "wwwwwwwwww");
 }
 
 TEST_CASE("Spool::send: every message as mailbox::send gives it, through windows and pread alike") {

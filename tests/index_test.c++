@@ -132,6 +132,22 @@ TEST_CASE("index: not trusted when the spool may have changed otherwise") {
   }
 }
 
+TEST_CASE("index: a spool cut short after its size was taken is not trusted") {
+  SpoolFile spool(sample(5, 500));
+  spool.save();
+  FileState before = spool.state();
+  Mbox parsed = spool.parsed();
+  // Cut at a page's start, with the first From_ line checked beyond it on
+  // a later page (where a mapping of the spool would raise SIGBUS).
+  const std::uint64_t page = ::sysconf(_SC_PAGESIZE);
+  std::size_t k = 10;
+  auto cut = [&](std::size_t i) { return parsed.messages[i].record_offset / page * page; };
+  while (cut(k) <= parsed.messages[k - 1].content_offset) ++k;
+  REQUIRE(before.size - cut(k) > 2 * page);
+  REQUIRE(::ftruncate(spool.fd.get(), static_cast<off_t>(cut(k))) == 0);
+  CHECK(!load_index(spool.index, spool.fd.get(), before));
+}
+
 TEST_CASE("index: every From_ line is checked in a large mailbox, read in blocks by two threads") {
   // Small messages, many to a read; every 250th with a body longer than
   // the gap one read spans; some From_ lines longer than the part checked.
