@@ -122,15 +122,16 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
 bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
   const Message& message = mbox_.messages[index];
   try {
-    if (message.content_length > params::read_block) {
-      FileSource source(fd_.get(), mbox_.end);
-      return mailbox::send(source, message, body_lines, sink, read_buffer_);
-    }
     // Messages that clients fetch one after the other lie one after the
     // other: one window serves many of them.
     std::uint64_t begin = message.content_offset;
-    auto content = window_.bytes(fd_.get(), begin, begin + message.content_length, mbox_.end, params::read_block);
-    if (!content) return false;
+    std::optional<std::string_view> content;
+    if (message.content_length <= params::read_block)
+      content = window_.bytes(fd_.get(), begin, begin + message.content_length, mbox_.end, params::read_block);
+    if (!content) {  // larger than a window, or a file system that cannot map it: read
+      FileSource source(fd_.get(), mbox_.end);
+      return mailbox::send(source, message, body_lines, sink, read_buffer_);
+    }
     mailbox::send(*content, message, body_lines, sink);
     return !window_.cut_short();
   } catch (const std::system_error&) {

@@ -142,3 +142,31 @@ TEST_CASE("Spool::send: every message as mailbox::send gives it, through windows
     }
   }
 }
+
+TEST_CASE("Spool::send: where the spool cannot be mapped, it is read") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox";
+  std::mt19937 random(13);
+  std::string data = random_mbox(random, 300, "\n");
+  write_file(mailbox, data);
+  auto opened = Spool::open(mailbox, {dir.path + "/journal", dir.path + "/index", dir.path + "/uidvalidity"});
+  REQUIRE(opened.spool);
+  // Here because no guard is free for its window when it first needs one.
+  UniqueFd fd(::open(mailbox.c_str(), O_RDONLY));
+  std::vector<std::unique_ptr<FileWindow>> others;
+  for (int i = 0; i < 8; ++i) {
+    others.push_back(std::make_unique<FileWindow>());
+    REQUIRE(others.back()->bytes(fd.get(), 0, 10, data.size(), 0));
+  }
+  StringSource source(data);
+  Mbox box = parse(source);
+  REQUIRE(opened.spool->count() == box.messages.size());
+  for (std::size_t index = 0; index < box.messages.size(); ++index) {
+    CollectSink from_spool, expected;
+    REQUIRE(opened.spool->send(index, std::nullopt, from_spool));
+    const Message& message = box.messages[index];
+    send(std::string_view(data).substr(message.content_offset, message.content_length), message, std::nullopt,
+         expected);
+    REQUIRE(from_spool.out == expected.out);
+  }
+}
