@@ -12,7 +12,7 @@ namespace popd::mailbox {
 namespace {
 
 // The windows the SIGBUS handler guards, a slot each while they exist (a
-// session has one).
+// session has at most two: the index check's, then RETR's).
 struct Guard {
   std::atomic<bool> taken{false};
   std::atomic<char*> data{nullptr};

@@ -1,6 +1,7 @@
 // A read-only window of the spool, mapped into memory: RETR and TOP read
 // messages straight from the page cache, not copied into a buffer first
-// (that copy took two fifths of a RETR session's own time).
+// (that copy took two fifths of a RETR session's own time), and the index
+// check reads a line of each message without copying the spool.
 //
 // A mapped file that someone cuts short while it is mapped (the spool's
 // locks bind only those who take them) makes a read of the lost pages raise

@@ -6,13 +6,13 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include <xxhash.h>
 
 #include "io/fd.h"
 #include "io/file.h"
+#include "mailbox/file_window.h"
 #include "params.h"
 
 namespace popd::mailbox {
@@ -120,43 +120,23 @@ struct FromLine {
         end(m.record_offset + std::min<std::uint64_t>(m.content_offset - m.record_offset, params::index_from_bytes)) {}
 };
 
-// Do messages [begin, end) still start, after a line end, with the From_
-// line that was parsed? A pread costs as much as copying 20-35 KB, so
-// the From_ lines of messages that lie close together come in one read.
-bool records_unchanged(int fd, const Messages& messages, std::size_t begin, std::size_t end) {
-  // Not zeroed: only the pages a read fills are touched.
-  auto block = std::make_unique_for_overwrite<char[]>(params::index_check_block);
-  for (std::size_t i = begin; i < end;) {
-    FromLine first(messages[i]);
-    std::uint64_t read_end = first.end;
-    std::size_t next = i + 1;
-    for (; next < end; ++next) {
-      FromLine line(messages[next]);
-      if (line.begin > read_end + params::index_check_gap || line.end - first.begin > params::index_check_block) break;
-      read_end = line.end;
-    }
-    if (!io::pread_all(fd, block.get(), read_end - first.begin, first.begin)) return false;
-    for (; i < next; ++i) {
-      const Message& m = messages[i];
-      FromLine line(m);
-      const char* at = block.get() + (line.begin - first.begin);
-      if (m.record_offset > 0 && *at++ != '\n') return false;
-      if (from_line_hash({at, static_cast<std::size_t>(line.end - m.record_offset)}) != m.from_hash) return false;
-    }
+// Do the messages still start, after a line end, with the From_ line that
+// was parsed? Read through a window that moves along the spool: the spool
+// is not copied to look at a line of each message, and only the pages
+// near those lines are mapped. One thread: with two, each window moved
+// costs an interrupt of the other core (to drop the old mapping from its
+// TLB), and two threads were slower than one.
+bool records_unchanged(int fd, std::uint64_t size, const Messages& messages) {
+  FileWindow window;
+  for (const Message& m : messages) {
+    FromLine line(m);
+    auto bytes = window.bytes(fd, line.begin, line.end, size, params::index_check_window);
+    if (!bytes) return false;
+    const char* at = bytes->data();
+    if (m.record_offset > 0 && *at++ != '\n') return false;
+    if (from_line_hash({at, static_cast<std::size_t>(line.end - m.record_offset)}) != m.from_hash) return false;
   }
-  return true;
-}
-
-// The same, of all messages: two threads for a large mailbox.
-bool records_unchanged(int fd, const Messages& messages) {
-  std::size_t count = messages.size();
-  if (count < params::parallel_index_check) return records_unchanged(fd, messages, 0, count);
-  bool second_ok = false;
-  {
-    std::jthread helper([&] { second_ok = records_unchanged(fd, messages, count / 2, count); });
-    if (!records_unchanged(fd, messages, 0, count / 2)) return false;
-  }
-  return second_ok;
+  return !window.cut_short();
 }
 
 // Writes `data` at `offset` where the file does not hold it already: an
@@ -260,8 +240,8 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
     if (message.old_found && scheme == UidScheme::x_uidl &&
         (message.old_key >> 8) + (message.old_key & 0xff) > box.x_uidls.size())
       return {};
-  if (box.internal && !records_unchanged(fd, {*box.internal})) return {};
-  if (!records_unchanged(fd, box.messages)) return {};
+  if (box.internal && !records_unchanged(fd, box.end, {*box.internal})) return {};
+  if (!records_unchanged(fd, box.end, box.messages)) return {};
   // The stored numbers are popd's own; which messages keep a scheme's id
   // depends on the others too.
   if (scheme != UidScheme::popd) box.renumber();

@@ -132,13 +132,13 @@ TEST_CASE("index: not trusted when the spool may have changed otherwise") {
   }
 }
 
-TEST_CASE("index: a spool cut short after its size was taken is not trusted") {
+TEST_CASE("index: a spool cut short after its size was taken is not trusted, and raises no SIGBUS") {
   SpoolFile spool(sample(5, 500));
   spool.save();
   FileState before = spool.state();
   Mbox parsed = spool.parsed();
   // Cut at a page's start, with the first From_ line checked beyond it on
-  // a later page (where a mapping of the spool would raise SIGBUS).
+  // a later page: reading that page of the mapping raises SIGBUS.
   const std::uint64_t page = ::sysconf(_SC_PAGESIZE);
   std::size_t k = 10;
   auto cut = [&](std::size_t i) { return parsed.messages[i].record_offset / page * page; };
@@ -148,24 +148,24 @@ TEST_CASE("index: a spool cut short after its size was taken is not trusted") {
   CHECK(!load_index(spool.index, spool.fd.get(), before));
 }
 
-TEST_CASE("index: every From_ line is checked in a large mailbox, read in blocks by two threads") {
-  // Small messages, many to a read; every 250th with a body longer than
-  // the gap one read spans; some From_ lines longer than the part checked.
+TEST_CASE("index: every From_ line is checked in a large mailbox, through a window that moves along") {
+  // Small messages, many to a page; every 250th with a body of many pages;
+  // some From_ lines longer than the part checked. 14 MB: many windows.
   std::mt19937 random(11);
-  const std::size_t count = popd::params::parallel_index_check + 5000;
+  const std::size_t count = 25000;
   std::string data;
   std::vector<std::size_t> probes;
   for (std::size_t i = 0; i < count; ++i) {
     std::string sender = i % 97 == 0 ? std::string(300, 's') : "s";
     data += "From " + sender + " Mon Jan  1 00:00:00 2024\n" + random_message(random, false);
     if (i % 250 == 0) {
-      data += "\n" + std::string(popd::params::index_check_gap + 1000, 'x') + "\n";
+      data += "\n" + std::string(70000, 'x') + "\n";
       probes.insert(probes.end(), {i, i + 1});
     }
     data += "\n";
   }
-  // Every message near the start, the middle where the threads meet, and
-  // the end, so across the edges of several reads.
+  // Every message near the start, the middle and the end, so across the
+  // edges of several windows.
   for (std::size_t i = 0; i < 400; ++i) probes.insert(probes.end(), {i, count / 2 - 200 + i, count - 400 + i});
   SpoolFile spool(data);
   spool.save();
