@@ -71,7 +71,7 @@ class Spool final : public protocol::Maildrop {
   io::UniqueFd fd_;  // closing it releases the fcntl lock
   Mbox mbox_;
   FileWindow window_;       // of the spool, for send()
-  ReadBuffer read_buffer_;  // for send() of a message larger than the window
+  ReadBuffer read_buffer_;  // for send() of a message the window cannot hold
 };
 
 // Expands %u (user name), %h (home directory) and %% in a path template.

@@ -23,11 +23,13 @@ using popd::io::UniqueFd;
 
 namespace {
 
-struct CollectSink final : popd::protocol::MessageSink {
-  std::string out;
-  void text(std::string_view part) override { out += part; }
-  void end_line() override { out += "\r\n"; }
-};
+// What mailbox::send gives for a message of `data`, from memory.
+std::string sent_from_memory(const std::string& data, const Message& message,
+                             std::optional<std::uint64_t> body_lines) {
+  CollectSink sink;
+  send(std::string_view(data).substr(message.content_offset, message.content_length), message, body_lines, sink);
+  return sink.out;
+}
 
 }  // namespace
 
@@ -119,12 +121,9 @@ TEST_CASE("Spool::send: every message as mailbox::send gives it, through windows
     std::size_t index = i < static_cast<int>(box.messages.size()) ? i : random() % box.messages.size();
     std::optional<std::uint64_t> body_lines;
     if (random() % 4 == 0) body_lines = random() % 3;
-    CollectSink from_spool, expected;
+    CollectSink from_spool;
     REQUIRE(spool.send(index, body_lines, from_spool));
-    const Message& message = box.messages[index];
-    send(std::string_view(data).substr(message.content_offset, message.content_length), message, body_lines,
-         expected);
-    REQUIRE(from_spool.out == expected.out);
+    REQUIRE(from_spool.out == sent_from_memory(data, box.messages[index], body_lines));
   }
 
   // The spool cut short behind the lock: the messages it lost cannot be
@@ -162,11 +161,8 @@ TEST_CASE("Spool::send: where the spool cannot be mapped, it is read") {
   Mbox box = parse(source);
   REQUIRE(opened.spool->count() == box.messages.size());
   for (std::size_t index = 0; index < box.messages.size(); ++index) {
-    CollectSink from_spool, expected;
+    CollectSink from_spool;
     REQUIRE(opened.spool->send(index, std::nullopt, from_spool));
-    const Message& message = box.messages[index];
-    send(std::string_view(data).substr(message.content_offset, message.content_length), message, std::nullopt,
-         expected);
-    REQUIRE(from_spool.out == expected.out);
+    REQUIRE(from_spool.out == sent_from_memory(data, box.messages[index], std::nullopt));
   }
 }

@@ -17,12 +17,6 @@ using namespace popd::testing;
 
 namespace {
 
-struct CollectSink final : popd::protocol::MessageSink {
-  std::string out;
-  void text(std::string_view part) override { out += part; }
-  void end_line() override { out += "\r\n"; }
-};
-
 Mbox parse_string(const std::string& data) {
   StringSource source(data);
   return parse(source);

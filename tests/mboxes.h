@@ -1,5 +1,6 @@
-// Mailboxes for the unit tests: random messages as MDAs deliver them, and
-// a summary of everything a parse found, for comparing parses.
+// Mailboxes for the unit tests: random messages as MDAs deliver them, a
+// summary of everything a parse found, for comparing parses, and a sink
+// that collects what a message sends.
 #pragma once
 
 #include <random>
@@ -9,6 +10,13 @@
 #include "mailbox/mbox.h"
 
 namespace popd::testing {
+
+// What a message sends, as the client receives it before byte-stuffing.
+struct CollectSink final : protocol::MessageSink {
+  std::string out;
+  void text(std::string_view part) override { out += part; }
+  void end_line() override { out += "\r\n"; }
+};
 
 // A random message as an MDA would deliver it (ends with a newline; body
 // lines "From " after an empty line are quoted), with LF or CRLF.
