@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "io/fd.h"
+#include "mailbox/file_window.h"
 #include "mailbox/index.h"
 #include "mailbox/spool.h"
 #include "params.h"
@@ -186,6 +189,34 @@ TEST_CASE("index: every From_ line is checked in a large mailbox, through a wind
     poke(spool.mailbox, at, data[at]);
   }
   CHECK(load_index(spool.index, spool.fd.get(), before));
+}
+
+TEST_CASE("index: where no window can be mapped, each From_ line is read and checked") {
+  std::string data = sample(7, 300);
+  SpoolFile spool(data);
+  spool.save();
+  FileState before = spool.state();
+  Mbox parsed = spool.parsed();
+  // Every guard of the SIGBUS handler taken: no other window is mapped.
+  std::vector<std::unique_ptr<FileWindow>> windows;
+  for (;;) {
+    windows.push_back(std::make_unique<FileWindow>());
+    if (!windows.back()->bytes(spool.fd.get(), 0, 1, before.size, 0)) break;
+    REQUIRE(windows.size() < 100);
+  }
+  CHECK(load_index(spool.index, spool.fd.get(), before));
+  for (std::size_t i : {1, 150, 299}) {
+    const Message& m = parsed.messages[i];
+    for (std::uint64_t at : {m.record_offset - 1, m.record_offset + 3}) {
+      CAPTURE(i);
+      poke(spool.mailbox, at, '#');
+      CHECK(!load_index(spool.index, spool.fd.get(), before));
+      poke(spool.mailbox, at, data[at]);
+    }
+  }
+  CHECK(load_index(spool.index, spool.fd.get(), before));
+  REQUIRE(::ftruncate(spool.fd.get(), static_cast<off_t>(parsed.messages[200].record_offset + 2)) == 0);
+  CHECK(!load_index(spool.index, spool.fd.get(), before));
 }
 
 TEST_CASE("index: a damaged, foreign or misleading index is not used") {
