@@ -2,10 +2,12 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 
 namespace popd::mailbox {
 
@@ -22,14 +24,24 @@ struct Guard {
 Guard guards[8];
 struct sigaction previous_action;
 
+// Zeros over [data, data + length), by the system call itself: no wrapper
+// that may be interposed (popd's binary has its own mmap, a sanitizer
+// another) runs in the signal handler, only the kernel's mmap, which is
+// safe there.
+bool map_zeros(char* data, std::uint64_t length) {
+  long mapped = ::syscall(SYS_mmap, data, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  return mapped == reinterpret_cast<long>(data);
+}
+
 void on_bus_error(int signal, siginfo_t* info, void*) {
   char* address = static_cast<char*>(info->si_addr);
+  const int saved_errno = errno;
   for (Guard& guard : guards) {
     char* data = guard.data.load();
     std::uint64_t length = guard.length.load();
-    if (info->si_code > 0 && data && address >= data && address < data + length &&
-        ::mmap(data, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+    if (info->si_code > 0 && data && address >= data && address < data + length && map_zeros(data, length)) {
       guard.cut_short = 1;
+      errno = saved_errno;
       return;  // the read is made again, and finds zeros
     }
   }
