@@ -666,8 +666,34 @@ void number_duplicates(Mbox& box) {
     std::memcpy(&key, messages[i].digest.data(), sizeof key);
     return key;
   };
-  number_in_order(messages, std::move(own), digest_key,
-                  [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
+  auto number_own = [&] {
+    for (std::uint32_t i : own) messages[i].duplicate = 0;
+    number_in_order(messages, own, digest_key,
+                    [&](std::uint32_t a, std::uint32_t b) { return messages[a].digest < messages[b].digest; });
+  };
+  number_own();
+  // An X-UIDL may also be what popd's own id of another message is (the
+  // header is the sender's to write): that X-UIDL's message takes popd's
+  // own id too, until no id is left twice. Each round moves one at least.
+  while (box.scheme == UidScheme::x_uidl) {
+    std::vector<std::pair<std::string, std::uint32_t>> x_uidl_ids;
+    for (std::uint32_t i = 0; i < messages.size(); ++i)
+      if (messages[i].old_used) x_uidl_ids.emplace_back(box.uid(i), i);
+    if (x_uidl_ids.empty()) break;
+    std::sort(x_uidl_ids.begin(), x_uidl_ids.end());
+    bool moved = false;
+    for (std::uint32_t i : std::vector<std::uint32_t>(own)) {
+      auto found = std::lower_bound(x_uidl_ids.begin(), x_uidl_ids.end(), std::pair(messages[i].uid(), 0u));
+      if (found == x_uidl_ids.end() || found->first != messages[i].uid()) continue;
+      if (!messages[found->second].old_used) continue;
+      messages[found->second].old_used = false;
+      own.push_back(found->second);
+      moved = true;
+    }
+    if (!moved) break;
+    std::sort(own.begin(), own.end());
+    number_own();
+  }
 }
 
 // A record start near the middle of [begin, end of data), for a second
