@@ -30,6 +30,15 @@ namespace {
 
 constexpr std::string_view from_ = "From ";
 
+// Reads [offset, offset + size) as far as the source reaches; anything
+// shorter means the file shrank since its size was taken.
+std::size_t read_fully(ByteSource& source, std::uint64_t offset, char* buffer, std::size_t size) {
+  std::size_t expected = offset >= source.size() ? 0 : std::min<std::uint64_t>(size, source.size() - offset);
+  std::size_t got = source.read_at(offset, buffer, size);
+  if (got < expected) throw SpoolChanged();
+  return got;
+}
+
 // Yields the lines of [begin, end) of a source as pieces: a line longer than
 // the buffer comes in several pieces, and a piece never ends between the CR
 // and LF of a CRLF.
@@ -127,15 +136,12 @@ class LineScanner {
   // next "From " line (the separator rule: it follows an empty line).
   BodyEnd skip_body(std::uint64_t blank_line);
 
-  // Whether the source ended before the range did (the file shrank).
-  bool exhausted() const { return exhausted_; }
-
  private:
   static std::size_t buffer_size(std::uint64_t begin, std::uint64_t end, std::size_t block) {
     return std::max<std::uint64_t>(64, std::min<std::uint64_t>(block, end - begin));
   }
 
-  bool more_data() const { return buffer_offset_ + fill_ < end_ && !exhausted_; }
+  bool more_data() const { return buffer_offset_ + fill_ < end_; }
 
   // Keeps the bytes from pos_ (and `behind` bytes before it), reads more.
   void refill(std::size_t behind = 0) {
@@ -146,7 +152,7 @@ class LineScanner {
     pos_ = keep;
     std::uint64_t want = std::min<std::uint64_t>(size_ - fill_, end_ - (buffer_offset_ + fill_));
     std::size_t got = source_->read_at(buffer_offset_ + fill_, buffer_ + fill_, want);
-    if (got == 0) exhausted_ = true;  // the file shrank under us: stop here
+    if (got < want) throw SpoolChanged();
     fill_ += got;
     std::memset(buffer_ + fill_, 0, padding);
   }
@@ -183,7 +189,6 @@ class LineScanner {
   std::uint64_t end_;
   std::size_t pos_ = 0, fill_ = 0;
   bool at_line_start_ = true;
-  bool exhausted_ = false;
 };
 
 // Counts line feeds and CR LF pairs over blocks of 64 bytes, and finds
@@ -401,7 +406,7 @@ std::optional<ContentEnd> check_content_length(ByteSource& source, std::uint64_t
   std::uint64_t at = body_start + length;
   if (at == end) return ContentEnd{at, end};
   char buffer[8] = {};
-  std::size_t got = source.read_at(at - 1, buffer, sizeof buffer);
+  std::size_t got = read_fully(source, at - 1, buffer, sizeof buffer);
   std::string_view before_and_after(buffer, got);
   std::string_view after = before_and_after.substr(1);
   if (before_and_after.front() == '\n' && after.starts_with(from_)) return ContentEnd{at, at};
@@ -703,7 +708,7 @@ std::uint64_t middle_record(ByteSource& source, std::uint64_t begin) {
   std::unique_ptr<char[]> window(new char[params::read_block]);  // not zeroed: only read bytes are looked at
   std::uint64_t at = begin + (source.size() - begin) / 2;
   for (int tries = 0; tries < 8 && at < source.size(); ++tries, at += params::read_block - 8) {
-    std::size_t got = source.read_at(at, window.get(), params::read_block);
+    std::size_t got = read_fully(source, at, window.get(), params::read_block);
     std::string_view data(window.get(), got);
     for (std::string_view separator : {std::string_view("\n\nFrom "), std::string_view("\n\r\nFrom ")})
       if (auto found = data.find(separator); found != std::string_view::npos)
@@ -896,8 +901,12 @@ bool send(ByteSource& source, const Message& message, std::optional<std::uint64_
   // whole message.
   LineScanner scanner(source, message.content_offset, message.content_offset + message.content_length,
                       body_lines ? params::top_block : params::read_block, buffer);
-  send_lines(scanner, body_lines, sink);
-  return !scanner.exhausted();
+  try {
+    send_lines(scanner, body_lines, sink);
+  } catch (const SpoolChanged&) {
+    return false;
+  }
+  return true;
 }
 
 void send(std::string_view content, const Message& message, std::optional<std::uint64_t> body_lines,

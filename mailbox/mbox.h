@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "mailbox/message_memory.h"
@@ -22,8 +24,10 @@ namespace popd::mailbox {
 
 class ByteSource {
  public:
-  // Reads up to `size` bytes at `offset`; fewer only at the end of the data.
-  // Throws std::system_error when the data cannot be read.
+  // Reads up to `size` bytes at `offset`; fewer only at the end of the data
+  // (or when a file shrank since its size was taken: the parser and the
+  // sender throw SpoolChanged then). Throws std::system_error when the data
+  // cannot be read.
   virtual std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) = 0;
   virtual std::uint64_t size() const = 0;
 
@@ -43,6 +47,13 @@ class StringSource final : public ByteSource {
 
 struct NotMbox : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A read came back shorter than the size the source was opened with: the
+// file was cut short meanwhile (only a program that ignores the locks can
+// do that). Nothing read is trusted; the session refuses and writes nothing.
+struct SpoolChanged : std::system_error {
+  SpoolChanged() : std::system_error(EIO, std::generic_category(), "mailbox changed while it was read") {}
 };
 
 struct Message {

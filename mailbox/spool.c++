@@ -111,6 +111,8 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
       spool->mbox_.renumber();
   } catch (const NotMbox&) {
     return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
+  } catch (const SpoolChanged&) {
+    return refuse(Outcome::temporary, "Mailbox changed while it was read, try again");
   } catch (const std::system_error& e) {
     return refuse(Outcome::temporary, e.what());
   }

@@ -425,3 +425,47 @@ TEST_CASE("unique-ids: stable, distinct for identical copies, unaffected by othe
   std::string a_crlf = "From x Mon Jan  1 00:00:00 2024\r\nSubject: a\r\nMessage-ID: <a@x>\r\n\r\nA\r\n\r\n";
   CHECK(ids(a_crlf).at(0) == abc[0]);
 }
+
+namespace {
+
+// A file cut short after its size was taken: reads stop at `cut`.
+class CutSource final : public ByteSource {
+ public:
+  CutSource(std::string_view data, std::size_t cut) : data_(data), cut_(cut) {}
+  std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) override {
+    StringSource shorter(data_.substr(0, cut_));
+    return shorter.read_at(offset, buffer, size);
+  }
+  std::uint64_t size() const override { return data_.size(); }
+
+ private:
+  std::string_view data_;
+  std::size_t cut_;
+};
+
+}  // namespace
+
+TEST_CASE("a spool cut short while it is parsed is refused, never half-read") {
+  // Content-Length leads the parser to read past the body (the From_ line
+  // it points at); the cut lands everywhere, on one thread and on two.
+  std::string data =
+      "From a Mon Jan  1 00:00:00 2024\nContent-Length: 6\n\nbody1\n\n"
+      "From b Mon Jan  1 00:00:00 2024\nSubject: two\n\nbody2\n\n"
+      "From c Mon Jan  1 00:00:00 2024\nContent-Length: 6\n\nbody3\n";
+  for (std::size_t cut = 0; cut < data.size(); ++cut) {
+    CAPTURE(cut);
+    for (std::uint64_t parallel_from : {std::numeric_limits<std::uint64_t>::max(), std::uint64_t{0}}) {
+      CutSource source(data, cut);
+      CHECK_THROWS_AS(parse(source, UidScheme::popd, parallel_from), SpoolChanged);
+    }
+  }
+  // A message cut short while it is sent: false, not a short message.
+  StringSource whole(data);
+  Mbox box = parse(whole);
+  REQUIRE(box.messages.size() == 3);
+  CutSource cut(data, box.messages[1].content_offset + 3);
+  CollectSink sink;
+  ReadBuffer buffer;
+  CHECK(!send(cut, box.messages[1], std::nullopt, sink, buffer));
+  CHECK(send(whole, box.messages[1], std::nullopt, sink, buffer));
+}
