@@ -1,6 +1,7 @@
 #include "io/file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,5 +54,29 @@ bool sync_directory_of(const std::string& path) {
 }
 
 std::string error_text(int error_number) { return std::strerror(error_number); }
+
+OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
+  OwnFile file;
+  file.fd.reset(::open(path.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!file.fd) file.error = errno;
+  // What could not be opened (a link, another's file without access) is
+  // looked at by name, for the reason only; what was opened, by itself.
+  struct stat st;
+  if (file.fd ? ::fstat(file.fd.get(), &st) != 0 : ::lstat(path.c_str(), &st) != 0) {
+    if (file.fd) file.error = errno;
+    file.fd.reset();
+    return file;
+  }
+  if (S_ISLNK(st.st_mode))
+    file.refused = "is a symbolic link";
+  else if (!S_ISREG(st.st_mode))
+    file.refused = "is not a regular file";
+  else if (st.st_uid != owner)
+    file.refused = "belongs to uid " + std::to_string(st.st_uid) + ", not " + std::to_string(owner);
+  else if (st.st_nlink != 1)
+    file.refused = "has " + std::to_string(st.st_nlink) + " names";
+  if (!file.refused.empty()) file.fd.reset();
+  return file;
+}
 
 }  // namespace popd::io

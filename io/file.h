@@ -1,9 +1,13 @@
 // Whole-buffer reads and writes that retry short transfers and EINTR.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "io/fd.h"
 
 namespace popd::io {
 
@@ -15,5 +19,17 @@ bool write_all(int fd, std::string_view data);
 // it is durable.
 bool sync_directory_of(const std::string& path);
 std::string error_text(int error_number);
+
+// A per-user state file (the recovery journal, the index, the UIDVALIDITY
+// file) may lie where others can write (a group-shared home, a shared
+// --journal directory): it is trusted only if it is a regular file that
+// `owner` owns, with one name, opened without following a symbolic link
+// (and without blocking on a FIFO).
+struct OwnFile {
+  UniqueFd fd;          // open: the file is `owner`'s own
+  int error = 0;        // else the open's errno (ENOENT: there is none) ...
+  std::string refused;  // ... or why the file there is not trusted
+};
+OwnFile open_own_file(const std::string& path, int flags, uid_t owner);
 
 }  // namespace popd::io

@@ -708,11 +708,17 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
 }
 
 RecoveryResult recover(int fd, const std::string& journal) {
-  io::UniqueFd journal_fd(::open(journal.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
-  if (!journal_fd) {
-    if (errno == ENOENT) return {};
-    return {false, "cannot open recovery journal " + journal + ": " + io::error_text(errno)};
+  // Where others may write beside it, a journal another user planted
+  // could write anything into this mailbox: only the user's own is read.
+  io::OwnFile file = io::open_own_file(journal, O_RDWR, ::geteuid());
+  if (!file.refused.empty())
+    return {false, "recovery journal " + journal + " " + file.refused + "; not applied, mailbox left alone",
+            "Recovery journal is not the user's own file"};
+  if (!file.fd) {
+    if (file.error == ENOENT) return {};
+    return {false, "cannot open recovery journal " + journal + ": " + io::error_text(file.error)};
   }
+  io::UniqueFd journal_fd = std::move(file.fd);
   SignalsDeferred deferred;
   struct stat journal_st;
   if (::fstat(journal_fd.get(), &journal_st) != 0)

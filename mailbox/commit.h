@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace popd::mailbox {
@@ -32,8 +33,13 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
                    std::string& error);
 
 struct RecoveryResult {
+  RecoveryResult() = default;
+  RecoveryResult(bool ok_, std::string action_, std::string reply_ = {})
+      : ok(ok_), action(std::move(action_)), reply(std::move(reply_)) {}
+
   bool ok = true;       // false: the mailbox must not be used now
   std::string action;   // what was done, for syslog; empty if nothing
+  std::string reply;    // when not ok, for the client if not the usual text
 };
 
 // Completes an interrupted remove_ranges() on the file at `fd` (or, for the

@@ -93,7 +93,8 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
 
   RecoveryResult recovery = recover(spool->fd_.get(), files.journal);
   if (!recovery.action.empty()) result.notes += (result.notes.empty() ? "" : "; ") + recovery.action;
-  if (!recovery.ok) return refuse(Outcome::temporary, "Mailbox needs recovery that failed");
+  if (!recovery.ok)
+    return refuse(Outcome::temporary, recovery.reply.empty() ? "Mailbox needs recovery that failed" : recovery.reply);
 
   try {
     if (::fstat(spool->fd_.get(), &st) != 0)
@@ -106,9 +107,14 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     } else {
       spool->mbox_ = parse(source, scheme);
     }
-    if (needs_validity(scheme) && !spool->mbox_.validity &&
-        (spool->mbox_.validity = read_validity(files.uidvalidity)))
-      spool->mbox_.renumber();
+    if (needs_validity(scheme) && !spool->mbox_.validity) {
+      std::string refused;
+      if ((spool->mbox_.validity = read_validity(files.uidvalidity, ::geteuid(), refused))) spool->mbox_.renumber();
+      if (!refused.empty()) {
+        result.notes += (result.notes.empty() ? "" : "; ") + refused;
+        return refuse(Outcome::temporary, "UIDVALIDITY file is not the user's own file");
+      }
+    }
   } catch (const NotMbox&) {
     return refuse(Outcome::forbidden, "Mailbox is not in mbox format");
   } catch (const SpoolChanged&) {

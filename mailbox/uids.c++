@@ -158,10 +158,11 @@ std::string format_old_id(UidScheme scheme, std::uint64_t key, std::uint32_t val
   return id;
 }
 
-std::optional<std::uint32_t> read_validity(const std::string& path) {
-  io::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+std::optional<std::uint32_t> read_validity(const std::string& path, uid_t owner, std::string& refused) {
+  io::OwnFile file = io::open_own_file(path, O_RDONLY, owner);
+  if (!file.refused.empty()) refused = "UIDVALIDITY file " + path + " " + file.refused + "; not read";
   char text[32] = {};
-  ssize_t n = fd ? ::read(fd.get(), text, sizeof text - 1) : -1;
+  ssize_t n = file.fd ? ::read(file.fd.get(), text, sizeof text - 1) : -1;
   if (n <= 0 || text[n - 1] != '\n') return std::nullopt;
   std::string_view value(text, n - 1);
   std::uint32_t validity = 0;
@@ -171,7 +172,8 @@ std::optional<std::uint32_t> read_validity(const std::string& path) {
 }
 
 bool write_validity(const std::string& path, std::uint32_t validity, std::string& error) {
-  if (read_validity(path) == validity) return true;
+  std::string refused;
+  if (read_validity(path, ::geteuid(), refused) == validity) return true;
   std::string temporary = path + ".new", text = std::to_string(validity) + "\n";
   ::unlink(temporary.c_str());
   io::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));

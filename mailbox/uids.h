@@ -3,6 +3,8 @@
 // again, nor skip new mail. See popd.8, UNIQUE-IDS.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -67,8 +69,9 @@ bool valid_uid(std::string_view id);
 // The dovecot and uw-imap ids need the UIDVALIDITY, which only the first
 // message's X-IMAPbase header holds: when popd deletes that message, it
 // keeps the value in a file of the user's (--uidvalidity), written and
-// synced before the commit.
-std::optional<std::uint32_t> read_validity(const std::string& path);
+// synced before the commit. A file there that is not `owner`'s own (see
+// io::open_own_file) is not read: `refused` says why.
+std::optional<std::uint32_t> read_validity(const std::string& path, uid_t owner, std::string& refused);
 bool write_validity(const std::string& path, std::uint32_t validity, std::string& error);
 
 }  // namespace popd::mailbox

@@ -157,9 +157,15 @@ int list_uids(const Options& options) {
     mailbox::Mbox box = mailbox::parse(source, options.uidl_scheme);
     // A UIDVALIDITY kept after its message was deleted is the owner's.
     const passwd* owner = ::getpwuid(st.st_uid);
+    std::string refused;
     if (owner && mailbox::needs_validity(box.scheme) && !box.validity &&
-        (box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir))))
+        (box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir),
+                                               st.st_uid, refused)))
       box.renumber();
+    if (!refused.empty()) {
+      std::fprintf(stderr, "popd: %s\n", refused.c_str());
+      return 1;
+    }
     std::string out;
     for (std::size_t i = 0; i < box.messages.size(); ++i) {
       out += std::to_string(i + 1) + " " + box.uid(i) + "\n";

@@ -254,3 +254,50 @@ TEST_CASE("recovery completes a version 3 journal, as the previous popd left it"
     CHECK(exists(journal));
   }
 }
+
+TEST_CASE("recovery applies only the user's own journal: not another's, a link, or a second name") {
+  // The version 1 journal of the test above would put "original" bytes
+  // back; planted by someone else, it must not be read at all.
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(5);
+  write_file(mailbox, data);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  struct stat st;
+  REQUIRE(::fstat(fd.get(), &st) == 0);
+  struct {
+    char magic[16] = "popd-journal-1\n";
+    std::uint64_t device, inode, begin = 1000, kept_end = 2000, end = 5000;
+  } header;
+  header.device = st.st_dev;
+  header.inode = st.st_ino;
+  std::string bytes(reinterpret_cast<const char*>(&header), sizeof header);
+  bytes += std::string(1000, 'X');  // what the planter wants in the mailbox
+  auto sum = sha256(bytes);
+  bytes += std::string(reinterpret_cast<const char*>(sum.data()), sum.size());
+  auto refused = [&](const char* why) {
+    CAPTURE(why);
+    RecoveryResult result = recover(fd.get(), journal);
+    CHECK(!result.ok);
+    CHECK(result.action.find("not applied") != std::string::npos);
+    CHECK(result.reply == "Recovery journal is not the user's own file");
+    CHECK(read_file(mailbox) == data);
+    ::unlink(journal.c_str());
+  };
+  if (::geteuid() == 0) {
+    write_file(journal, bytes);
+    REQUIRE(::chown(journal.c_str(), 54321, 54321) == 0);
+    refused("another user's");
+  }
+  write_file(dir.path + "/elsewhere", bytes);
+  REQUIRE(::symlink((dir.path + "/elsewhere").c_str(), journal.c_str()) == 0);
+  refused("a symbolic link");
+  REQUIRE(::link((dir.path + "/elsewhere").c_str(), journal.c_str()) == 0);
+  refused("a second name");
+  REQUIRE(::mkfifo(journal.c_str(), 0600) == 0);
+  refused("a FIFO");
+  // The same bytes as the user's own file are applied (the test can fail).
+  write_file(journal, bytes);
+  CHECK(recover(fd.get(), journal).ok);
+  CHECK(read_file(mailbox) == data.substr(0, 1000) + std::string(1000, 'X') + data.substr(2000));
+}

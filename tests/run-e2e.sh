@@ -21,6 +21,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
+/usr/bin/python3 "$here/hardening.py" "$popd"
 /usr/bin/python3 "$here/pipelining.py" "$popd"
 /usr/bin/python3 "$here/clients.py" "$popd"
 /usr/bin/python3 "$here/deploy.py" "$popd"

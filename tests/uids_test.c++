@@ -1,6 +1,8 @@
 // Unique-ids in other servers' forms (--uidl-scheme), on strings.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <limits>
 #include <set>
 #include <random>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "mailbox/mbox.h"
+#include "tests/files.h"
 #include "tests/mboxes.h"
 
 using namespace popd::mailbox;
@@ -144,4 +147,22 @@ TEST_CASE("x-uidl: a copy whose id with -N is another message's X-UIDL gets popd
   ids = uids(message(longest) + message(longest), UidScheme::x_uidl);
   CHECK(ids.at(0) == std::string(69, 'v'));
   CHECK(popd_shaped(ids.at(1)));  // with "-2" it would be 71 characters
+}
+
+TEST_CASE("the UIDVALIDITY file is read only when it is the owner's own") {
+  TempDir dir;
+  std::string path = dir.path + "/uidvalidity";
+  std::string refused;
+  CHECK(!read_validity(path, ::geteuid(), refused));  // none yet
+  CHECK(refused.empty());
+  std::string error;
+  REQUIRE(write_validity(path, 1234, error));
+  CHECK(read_validity(path, ::geteuid(), refused) == 1234u);
+  CHECK(refused.empty());
+  CHECK(!read_validity(path, ::geteuid() + 1, refused));
+  CHECK(refused.find("belongs to uid") != std::string::npos);
+  refused.clear();
+  REQUIRE(::link(path.c_str(), (path + ".second").c_str()) == 0);
+  CHECK(!read_validity(path, ::geteuid(), refused));
+  CHECK(refused.find("2 names") != std::string::npos);
 }

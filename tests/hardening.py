@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""What a local user or a hostile process can try against the real popd
+binary, run as root with privilege separation, real PAM (pam_wrapper) and
+nss_wrapper users: files planted beside a victim's, and the processes'
+descriptors, memory and limits.
+
+Usage: tests/hardening.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+"""
+import ctypes
+import hashlib
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ONLY = sys.argv[2] if len(sys.argv) > 2 else ""
+sys.argv = sys.argv[:2]
+import e2e  # noqa: E402
+from e2e import ALICE_UID, BOB_UID, IS_ROOT, check, check_equal, login, make_mbox, run_tests  # noqa: E402
+
+SHARE_GID = 12350  # a group alice and bob share
+
+
+class Xxh128(ctypes.Structure):
+    _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
+
+
+_xxhash = ctypes.CDLL("libxxhash.so.0")
+_xxhash.XXH3_128bits.restype = Xxh128
+_xxhash.XXH3_128bits.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+
+
+def journal_sum(version, data):
+    """The journal's 32-byte checksum: SHA-256 in version 1, XXH3-128
+    (canonical, zero-padded) since."""
+    if version == 1:
+        return hashlib.sha256(data).digest()
+    h = _xxhash.XXH3_128bits(data, len(data))
+    return struct.pack(">QQ", h.high64, h.low64) + bytes(16)
+
+
+def round_up(n, block=4096):
+    return (n + block - 1) // block * block
+
+
+def planted_journal(version, spool, begin, payload):
+    """A journal of each version that, were it trusted, would change the
+    spool: versions 1 and 2 roll `payload` back into [begin, ...); version 3
+    redoes a step from its saved bytes (the payload); version 4 deletes
+    [begin, begin + len(payload)) by a commit of its own."""
+    st = os.stat(spool)
+    end = st.st_size
+    if version in (1, 2):
+        header = struct.pack("=16s5Q", f"popd-journal-{version}\n".encode(), st.st_dev, st.st_ino, begin,
+                             begin + len(payload), end)
+        return header + payload + journal_sum(version, header + payload)
+    removed = len(payload)
+    kept_end = end - removed
+    header = struct.pack("=16s7Q16s", f"popd-journal-{version}\n".encode(), st.st_dev, st.st_ino, begin, kept_end,
+                         end, 1, 1, b"random marker...")
+    ranges = struct.pack("=2Q", begin, begin + removed)
+    if version == 3:
+        steps = struct.pack("=3Q", begin, kept_end, kept_end)
+        saved = payload * ((kept_end - begin) // len(payload) + 1)
+        plan = header + ranges + steps + saved[:kept_end - begin]
+        data = plan + journal_sum(3, plan)
+        return data + bytes(round_up(len(data)) - len(data) + 2 * 4096)
+    steps = struct.pack("=3Q", begin, kept_end, begin)  # nothing to save: the gap is the step
+    plan = header + ranges + steps
+    data = plan + journal_sum(4, plan)
+    return data + bytes(round_up(len(data)) - len(data) + 3 * 4096)
+
+
+def shared_directory(env, kind):
+    """A directory alice and bob can both write: sticky like /tmp, or a
+    group-shared one (setgid, group-writable)."""
+    path = f"{env.dir}/shared-{kind}"
+    os.mkdir(path)
+    if kind == "sticky":
+        os.chmod(path, 0o1777)
+    else:
+        os.chown(path, 0, SHARE_GID)
+        os.chmod(path, 0o2770)
+    return path
+
+
+def add_share_group(env):
+    with open(env.dir + "/group", "a") as f:
+        f.write(f"share:x:{SHARE_GID}:alice,bob\n")
+
+
+def test_planted_journal_is_never_applied(env):
+    """Bob plants a journal of each version, naming alice's spool, where
+    alice's journal goes (--journal in a shared directory): alice's login
+    is refused with [SYS/TEMP], logged, and her mailbox stays
+    byte-identical; the planted file is left for the administrator."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    add_share_group(env)
+    messages, records = make_mbox(6)
+    original = "".join(records).encode()
+    for kind in ("sticky", "group"):
+        directory = shared_directory(env, kind)
+        args = ["--journal", directory + "/%u.journal"]
+        for version in (1, 2, 3, 4):
+            path = env.write_mailbox(original)
+            journal = f"{directory}/alice.journal"
+            begin = len(records[0])
+            with open(journal, "wb") as f:
+                f.write(planted_journal(version, path, begin, b"X" * len(records[1])))
+            os.chown(journal, BOB_UID, SHARE_GID if kind == "group" else BOB_UID)
+            os.chmod(journal, 0o644 if version % 2 else 0o666)
+            out, _ = env.run(login() + "STAT\r\nQUIT\r\n", args)
+            check("-ERR [SYS/TEMP] Recovery journal is not the user's own file" in out,
+                  f"{kind} directory, version {version}: {out}")
+            check_equal(open(path, "rb").read(), original, f"{kind} directory, version {version}: the mailbox")
+            check(os.path.exists(journal), "the planted journal was removed")
+            os.unlink(journal)
+        # The same journal as alice's own is applied: the planted one was
+        # refused for whose it is, not for what it says.
+        path = env.write_mailbox(original)
+        with open(journal, "wb") as f:
+            f.write(planted_journal(1, path, len(records[0]), b"X" * len(records[1])))
+        os.chown(journal, ALICE_UID, ALICE_UID)
+        os.chmod(journal, 0o600)
+        out, _ = env.run(login() + "QUIT\r\n", args)
+        check("+OK maildrop has" in out, out)
+        check(open(path, "rb").read() != original, "alice's own journal was not applied")
+
+
+def test_planted_uidvalidity_is_not_read(env):
+    """A UIDVALIDITY file bob planted where alice's goes changes no id:
+    the login is refused with [SYS/TEMP] until the administrator looks."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    add_share_group(env)
+    directory = shared_directory(env, "sticky")
+    message = ("From a Mon Jan  1 00:00:00 2024\nX-UID: 7\nSubject: s\n\nbody\n\n").encode()
+    path = env.write_mailbox(message)
+    args = ["--uidl-scheme", "dovecot", "--uidvalidity", directory + "/%u.uidvalidity"]
+    out, _ = env.run(login() + "UIDL\r\nQUIT\r\n", args)
+    check("+OK maildrop has 1 messages" in out, out)
+    planted = f"{directory}/alice.uidvalidity"
+    with open(planted, "w") as f:
+        f.write("99\n")
+    os.chown(planted, BOB_UID, BOB_UID)
+    out, _ = env.run(login() + "UIDL\r\nQUIT\r\n", args)
+    check("-ERR [SYS/TEMP] UIDVALIDITY file is not the user's own file" in out, out)
+    check_equal(open(path, "rb").read(), message, "the mailbox")
+
+
+if __name__ == "__main__":
+    run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "hardening", ONLY)
