@@ -26,7 +26,7 @@ endif
 # auth/mmap_hook.c++ defines mmap for the whole process: popd's binary only.
 HOOK_SOURCES = auth/mmap_hook.c++
 LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES),$(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++))
-TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim) nor tests/fuzz/
+TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim), tests/pam/ nor tests/fuzz/
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
 HOOK_OBJECTS = $(HOOK_SOURCES:%.c++=$(BUILD)/%.o)
@@ -50,6 +50,12 @@ $(BUILD)/unit-tests: $(TEST_OBJECTS) $(BUILD)/libpopd.a
 $(BUILD)/libfaults.so: tests/faults/shim.c++
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++20 -O2 -Wall -Wextra -fPIC -shared -o $@ $< -ldl
+
+# A PAM module for the tests (tests/pam/lookup.c++), loaded by pam_wrapper
+# into popd: never sanitized either.
+$(BUILD)/pam_lookup.so: tests/pam/lookup.c++
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -fPIC -shared -o $@ $<
 
 # Fuzz targets (tests/fuzz/): replayed on their corpus by `make check`;
 # fuzzed with clang's libFuzzer, each for FUZZ_SECONDS, by `make fuzz`.
@@ -88,10 +94,11 @@ deps:
 	@tests/install-deps
 
 check: deps
-	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay-%)
+	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so $(BUILD)/pam_lookup.so \
+	  $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay-%)
 	$(BUILD)/unit-tests
 	for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz-replay-$$t tests/fuzz/corpus/$$t/* || exit 1; done
-	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so
+	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so $(BUILD)/pam_lookup.so
 
 # Side by side with Dovecot and popa3d (bench/run.py; as root): SIZE=small,
 # medium (10,000 messages, ~200 MB) or large (100,000, ~1.1 GB). Not in CI.

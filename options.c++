@@ -40,6 +40,8 @@ as started by xinetd or systemd socket activation (Accept=yes).
   --list-uids MAILBOX    print each message's number and unique-id as UIDL
                          would, reading MAILBOX only, and exit
   --pam-service NAME     PAM service name (default popd)
+  --first-valid-uid UID  accounts with a smaller uid may not log in (default
+                         UID_MIN of /etc/login.defs, else 1000); uid 0 never
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
   --max-session SECONDS  total time a connection may last (default 86400)
   --failure-delay SECONDS
@@ -89,6 +91,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--privsep-dir", &options.privsep_dir},
                            {"--proxy-from", &options.proxy_from},
                            {"--timeout", nullptr},
+                           {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
                            {"--failure-delay", nullptr}};
 
@@ -123,6 +126,14 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       for (std::string* path : paths)
         if (option->target == path && !mailbox::valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
+      continue;
+    }
+    if (name == "--first-valid-uid") {
+      uid_t uid = 0;
+      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), uid);
+      if (error != std::errc() || end != value.data() + value.size() || uid == 0 || uid == static_cast<uid_t>(-1))
+        return bad("--first-valid-uid needs a uid from 1 to 4294967294");
+      options.first_valid_uid = uid;
       continue;
     }
     double seconds = 0;

@@ -1,7 +1,10 @@
 // The command line: popd's public contract, documented in --help and popd.8.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -19,6 +22,9 @@ struct Options {
   // popd --list-uids MAILBOX: print the unique-ids and exit.
   std::string list_uids;
   std::string pam_service = "popd";
+  // Accounts with a smaller uid (system accounts) may not log in; root
+  // never may. Unset: UID_MIN of /etc/login.defs (auth/account.h).
+  std::optional<uid_t> first_valid_uid;
   int timeout_seconds = 600;
   int max_session_seconds = 86400;  // total connection time
   std::chrono::milliseconds failure_delay{2000};

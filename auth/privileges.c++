@@ -12,20 +12,20 @@ namespace popd::auth {
 
 bool running_as_root() { return ::geteuid() == 0; }
 
-bool set_user_groups(const passwd& user, std::string& error) {
+bool set_user_groups(const Account& user, std::string& error) {
   if (!running_as_root()) return true;
-  if (::initgroups(user.pw_name, user.pw_gid) == 0) return true;
+  if (::initgroups(user.name.c_str(), user.gid) == 0) return true;
   error = "initgroups: " + io::error_text(errno);
   return false;
 }
 
-bool become_user(const passwd& user, std::string& error) {
+bool become_user(const Account& user, std::string& error) {
   if (running_as_root()) {
-    if (user.pw_uid == 0) {
+    if (user.uid == 0) {
       error = "refusing to run a session as root";
       return false;
     }
-    if (::setgid(user.pw_gid) != 0 || ::setuid(user.pw_uid) != 0) {
+    if (::setgid(user.gid) != 0 || ::setuid(user.uid) != 0) {
       error = "cannot switch to the user: " + io::error_text(errno);
       return false;
     }
@@ -33,12 +33,12 @@ bool become_user(const passwd& user, std::string& error) {
       error = "root could be regained after the switch";
       return false;
     }
-    if (::getgid() != user.pw_gid || ::getegid() != user.pw_gid) {
+    if (::getgid() != user.gid || ::getegid() != user.gid) {
       error = "group ids do not match the user";
       return false;
     }
   }
-  if (::getuid() != user.pw_uid || ::geteuid() != user.pw_uid) {
+  if (::getuid() != user.uid || ::geteuid() != user.uid) {
     error = "popd runs as another user and can only serve that one";
     return false;
   }

@@ -1,10 +1,11 @@
 // Becoming the user for good.
 #pragma once
 
-#include <pwd.h>
 #include <sys/types.h>
 
 #include <string>
+
+#include "auth/account.h"
 
 namespace popd::auth {
 
@@ -12,11 +13,11 @@ bool running_as_root();
 
 // As root: the user's supplementary groups (before PAM's setcred, which may
 // add to them).
-bool set_user_groups(const passwd& user, std::string& error);
+bool set_user_groups(const Account& user, std::string& error);
 
 // As root: switches group and user ids to the user's and checks that root
 // cannot be regained. Not root: checks that the process already is the user.
-bool become_user(const passwd& user, std::string& error);
+bool become_user(const Account& user, std::string& error);
 
 // As root: acts with `uid` and `group` as the effective ids while it lives,
 // as a setgid program run by the user would; the real and saved ids stay

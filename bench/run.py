@@ -58,12 +58,20 @@ def wait_listening(port):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def account(name):
-    """A real account with a password: every server goes through pam_unix."""
+def account(name, system=False):
+    """A real account with a password: every server goes through pam_unix.
+    A mail user is an ordinary account (popd refuses system accounts, uids
+    below UID_MIN); a server's own is a system account."""
+    try:
+        if pwd.getpwnam(name).pw_uid < 1000 and not system:
+            sh("userdel", name)
+    except KeyError:
+        pass
     try:
         pwd.getpwnam(name)
     except KeyError:
-        sh("useradd", "--system", "--create-home", "--home-dir", f"{WORK}/home/{name}", "--shell", "/bin/sh", name)
+        sh("useradd", *(["--system"] if system else []), "--create-home", "--home-dir", f"{WORK}/home/{name}",
+           "--shell", "/bin/sh", name)
     sh("chpasswd", input=f"{name}:{PASSWORD}\n".encode())
     return pwd.getpwnam(name)
 
@@ -197,7 +205,7 @@ class Popa3d(Server):
             deb = next(f for f in os.listdir(WORK) if f.startswith("popa3d_") and f.endswith(".deb"))
             sh("dpkg", "-x", f"{WORK}/{deb}", root)
         super().__init__("popa3d")
-        account("popa3d")  # its unprivileged account, as its package would make
+        account("popa3d", system=True)  # its unprivileged account, as its package would make
         os.makedirs("/var/lib/popa3d", mode=0o755, exist_ok=True)
         if not os.path.exists("/etc/pam.d/popa3d"):
             shutil.copy(f"{root}/etc/pam.d/popa3d", "/etc/pam.d/popa3d")

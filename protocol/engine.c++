@@ -396,7 +396,6 @@ void Engine::apply_login(const Login& login) {
       rset();  // "+OK maildrop has N messages (M octets)"
       return;
     case O::rejected: return login_failed("[AUTH] Authentication failed");
-    case O::disabled: err("[AUTH] " + login.text); break;
     case O::forbidden: err("[SYS/PERM] " + login.text); break;
     case O::in_use: err("[IN-USE] " + login.text); break;
     case O::temporary: err("[SYS/TEMP] " + login.text); break;

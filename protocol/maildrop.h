@@ -64,8 +64,8 @@ class Maildrop {
 struct Login {
   enum class Outcome {
     accepted,     // maildrop is set; the session enters TRANSACTION
-    rejected,     // unknown user or wrong password: [AUTH], counts as a failure
-    disabled,     // account expired or locked: [AUTH]
+    rejected,     // unknown user, wrong password, or an account that may not
+                  // log in (expired, locked, root): [AUTH], counts as a failure
     forbidden,    // not allowed here (policy, mailbox permissions): [SYS/PERM]
     in_use,       // maildrop locked by another session: [IN-USE]
     temporary,    // server-side trouble that may pass: [SYS/TEMP]

@@ -20,6 +20,7 @@ namespace popd::server {
 
 using protocol::Login;
 using Outcome = Login::Outcome;
+using auth::Account;
 
 namespace {
 
@@ -52,28 +53,28 @@ struct SessionLock {
 // this process, which outlives the session and removes the lock after it.
 // Elsewhere (a home directory, a sticky spool) nothing happens here and the
 // session locks as before. A refusal comes back for the client.
-std::optional<Login> lock_for_session(const std::string& mailbox, const ::passwd& account, SessionLock& held) {
+std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Account& account, SessionLock& held) {
   if (!auth::running_as_root()) return std::nullopt;
   auto group = mailbox::spool_directory_group(mailbox);
   struct stat st;
-  if (!group || ::lstat(mailbox.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != account.pw_uid)
+  if (!group || ::lstat(mailbox.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != account.uid)
     return std::nullopt;
-  auth::ActingAs as(account.pw_uid, *group);
+  auth::ActingAs as(account.uid, *group);
   if (!as.ok()) return std::nullopt;
   std::string error, note;
   mailbox::LockStatus status = mailbox::DotLock::acquire(mailbox, held.lock, error, note);
   if (!note.empty())
-    syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", account.pw_name, mailbox.c_str(), note.c_str());
+    syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", account.name.c_str(), mailbox.c_str(), note.c_str());
   Login refused{Outcome::in_use, "Mailbox is locked by another session", nullptr, true};
   switch (status) {
     case mailbox::LockStatus::locked:
-      held.uid = account.pw_uid;
+      held.uid = account.uid;
       held.group = *group;
       return std::nullopt;
     case mailbox::LockStatus::busy: break;
     case mailbox::LockStatus::failed: refused = {Outcome::temporary, "Cannot lock mailbox: " + error, nullptr, true};
   }
-  syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", account.pw_name, mailbox.c_str(), refused.text.c_str());
+  syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", account.name.c_str(), mailbox.c_str(), refused.text.c_str());
   return refused;
 }
 
@@ -125,14 +126,20 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     return fail(Outcome::rejected, "", pam->error().c_str());
   if (status != PAM_SUCCESS)
     return fail(Outcome::temporary, "Authentication is unavailable, try again later", pam->error().c_str());
+  // An expired or locked account gets the words of a wrong password: the
+  // reply must not tell a guesser that the password was right.
   status = pam->check_account();
-  if (status != PAM_SUCCESS)
-    return fail(Outcome::disabled, "Account is expired, locked or not permitted", pam->error().c_str());
+  if (status != PAM_SUCCESS) return fail(Outcome::rejected, "", pam->error().c_str());
 
+  // Copied now: PAM modules that run later may look up other users.
   std::string mapped = pam->user();
-  ::passwd* account = ::getpwnam(mapped.empty() ? user.c_str() : mapped.c_str());
+  auto account = auth::Account::named(mapped.empty() ? user : mapped);
   if (!account) return fail(Outcome::forbidden, "No such system account", "no passwd entry");
-  if (!auth::running_as_root() && account->pw_uid != ::getuid())
+  // Before any session step: root and system accounts never get one, and
+  // the reply is again a wrong password's.
+  if (account->uid == 0) return fail(Outcome::rejected, "", "uid 0 may not log in");
+  if (account->uid < first_valid_uid_) return fail(Outcome::rejected, "", "uid below --first-valid-uid");
+  if (!auth::running_as_root() && account->uid != ::getuid())
     return fail(Outcome::forbidden, "This server serves only the user it runs as", "not the invoking user");
 
   std::string error;
@@ -144,9 +151,13 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     syslog(LOG_ERR, "login: user=%s: PAM session: %s", user.c_str(), pam->error().c_str());
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
-  user_ = account->pw_name;
+  if (Account::named(account->name) != account) {
+    syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", user.c_str());
+    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+  }
+  user_ = account->name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", user_.c_str(), or_unknown(peer_));
-  std::string mailbox = mailbox::expand_path(options_.mailbox, account->pw_name, account->pw_dir);
+  std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
   SessionLock lock;
   if (auto refused = lock_for_session(mailbox, *account, lock)) return *refused;
 
@@ -166,14 +177,15 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   return start_session(*account, mailbox, dotlock_held);
 }
 
-Login SystemLogin::start_session(const ::passwd& account, const std::string& mailbox, bool dotlock_held) {
+Login SystemLogin::start_session(const auth::Account& account, const std::string& mailbox, bool dotlock_held) {
   std::string error;
   if (!auth::become_user(account, error)) {
+    // Still root, or someone else: touch nothing, answer nothing.
     syslog(LOG_ERR, "session: user=%s: %s", user_.c_str(), error.c_str());
-    return Login{Outcome::forbidden, "Cannot switch to the user", nullptr, true};
+    ::_exit(1);
   }
   auto expand = [&](const std::string& path_template) {
-    return mailbox::expand_path(path_template, account.pw_name, account.pw_dir);
+    return mailbox::expand_path(path_template, account.name, account.home);
   };
   auto opened = mailbox::Spool::open(
       mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme,

@@ -2,12 +2,11 @@
 // The protocol engine sees only the Authenticator interface.
 #pragma once
 
-#include <pwd.h>
-
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "auth/account.h"
 #include "mailbox/spool.h"
 #include "options.h"
 #include "protocol/maildrop.h"
@@ -16,7 +15,9 @@ namespace popd::server {
 
 class SystemLogin final : public protocol::Authenticator {
  public:
-  SystemLogin(const Options& options, std::string peer) : options_(options), peer_(std::move(peer)) {}
+  SystemLogin(const Options& options, std::string peer)
+      : options_(options), peer_(std::move(peer)),
+        first_valid_uid_(options.first_valid_uid.value_or(auth::system_uid_min())) {}
 
   // On success this returns in a child process that runs as the user; the
   // parent stays behind to close the PAM session and never returns.
@@ -37,10 +38,11 @@ class SystemLogin final : public protocol::Authenticator {
   void tick();
 
  private:
-  protocol::Login start_session(const ::passwd& account, const std::string& mailbox, bool dotlock_held);
+  protocol::Login start_session(const auth::Account& account, const std::string& mailbox, bool dotlock_held);
 
   const Options& options_;
   std::string peer_;
+  uid_t first_valid_uid_;
   std::string user_;
   std::unique_ptr<mailbox::Spool> spool_;
   bool in_session_process_ = false;

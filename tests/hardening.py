@@ -4,19 +4,25 @@ binary, run as root with privilege separation, real PAM (pam_wrapper) and
 nss_wrapper users: files planted beside a victim's, and the processes'
 descriptors, memory and limits.
 
-Usage: tests/hardening.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/hardening.py PATH-TO-POPD PATH-TO-PAM-LOOKUP-MODULE [TEST-NAME-SUBSTRING]
+(the module is tests/pam/lookup.c++, built by make check)
 """
 import ctypes
 import hashlib
 import os
 import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ONLY = sys.argv[2] if len(sys.argv) > 2 else ""
+LOOKUP_MODULE = os.path.abspath(sys.argv[2])
+ONLY = sys.argv[3] if len(sys.argv) > 3 else ""
 sys.argv = sys.argv[:2]
 import e2e  # noqa: E402
-from e2e import ALICE_UID, BOB_UID, IS_ROOT, check, check_equal, login, make_mbox, run_tests  # noqa: E402
+from e2e import ALICE_UID, BOB_UID, IS_ROOT, MATRIX, SocketServer, check, check_equal, login, make_mbox, \
+    run_tests  # noqa: E402
+
+SECURITY = "/usr/lib/x86_64-linux-gnu/security"
 
 SHARE_GID = 12350  # a group alice and bob share
 
@@ -149,6 +155,112 @@ def test_planted_uidvalidity_is_not_read(env):
     out, _ = env.run(login() + "UIDL\r\nQUIT\r\n", args)
     check("-ERR [SYS/TEMP] UIDVALIDITY file is not the user's own file" in out, out)
     check_equal(open(path, "rb").read(), message, "the mailbox")
+
+
+def pam_service(env, name, extra_lines=()):
+    """A PAM service of pam_matrix, with `extra_lines` first."""
+    with open(f"{env.dir}/pam/{name}", "w") as f:
+        for line in extra_lines:
+            f.write(line + "\n")
+        for kind in ("auth", "account", "password", "session"):
+            f.write(f"{kind} required {MATRIX} passdb={env.dir}/passdb\n")
+
+
+def add_account(env, name, uid, password):
+    with open(env.dir + "/passwd", "a") as f:
+        f.write(f"{name}:x:{uid}:{uid}:{name}:{env.dir}/home/{name}:/bin/sh\n")
+    with open(env.dir + "/group", "a") as f:
+        f.write(f"{name}:x:{uid}:\n")
+    with open(env.dir + "/passdb", "a") as f:
+        f.write(f"{name}:{password}:popd\n")
+    os.makedirs(f"{env.dir}/home/{name}", exist_ok=True)
+
+
+class RealAccounts:
+    """Real accounts (useradd) for as long as the block runs: nss_wrapper
+    keeps an entry per user, so only glibc's own getpwnam(), with its one
+    static buffer, shows what a lookup in a PAM module does to a caller's."""
+
+    def __init__(self, env, *names):
+        self.env, self.names = env, names
+
+    def __enter__(self):
+        import pwd
+        for name in self.names:
+            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run(["useradd", "--no-create-home", "--home-dir", f"{self.env.dir}/home/{name}",
+                            "--shell", "/bin/sh", name], check=True, capture_output=True)
+            account = pwd.getpwnam(name)
+            os.makedirs(f"{self.env.dir}/home/{name}", exist_ok=True)
+            os.chown(f"{self.env.dir}/home/{name}", account.pw_uid, account.pw_gid)
+        return [pwd.getpwnam(name) for name in self.names]
+
+    def __exit__(self, *exc):
+        for name in self.names:
+            subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_pam_module_looking_up_another_user(env):
+    """A PAM session module that calls getpwnam() for another user does not
+    turn the session into that user's (with the entry kept across PAM
+    calls, the session ran as the other user on the other's mailbox)."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    with RealAccounts(env, "popd-t-alice", "popd-t-bob") as (alice, bob):
+        with open(env.dir + "/passdb", "a") as f:
+            f.write("popd-t-alice:secret:popd\npopd-t-bob:bobpw:popd\n")
+        pam_service(env, "popd", [f"session required {LOOKUP_MODULE} user=popd-t-bob"])
+        _, alice_records = make_mbox(3)
+        _, bob_records = make_mbox(5, seed=2)
+        mailboxes = {}
+        for account, records in ((alice, alice_records), (bob, bob_records)):
+            mailboxes[account.pw_name] = env.write_mailbox("".join(records).encode(), user=account.pw_name,
+                                                           uid=account.pw_uid)
+        variables = {k: v for k, v in env.variables().items() if not k.startswith("NSS_WRAPPER")}
+        variables["LD_PRELOAD"] = f"{e2e.LIB}/libpam_wrapper.so"
+        p = subprocess.run(env.command(), input=(login("popd-t-alice") + "STAT\r\nDELE 1\r\nQUIT\r\n").encode(),
+                           capture_output=True, env=dict(os.environ, **variables), timeout=30)
+        out = p.stdout.decode()
+        check("+OK maildrop has 3 messages" in out, f"alice's session did not serve alice's mailbox: {out}")
+        check_equal(open(mailboxes["popd-t-alice"], "rb").read(), "".join(alice_records[1:]).encode(),
+                    "alice's mailbox after QUIT")
+        check_equal(open(mailboxes["popd-t-bob"], "rb").read(), "".join(bob_records).encode(), "bob's mailbox")
+
+
+def test_root_and_system_accounts_refused_before_the_session(env):
+    """uid 0 and a uid below UID_MIN are refused right after the lookup,
+    with a wrong password's words (a right password is not confirmed), and
+    no PAM session step runs for them."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    marker = env.dir + "/session-opened"
+    pam_service(env, "popd", [f"session optional {SECURITY}/pam_exec.so quiet /usr/bin/touch {marker}"])
+    add_account(env, "toor", 0, "rootpw")
+    add_account(env, "daemonish", 500, "daemonpw")
+    env.write_mailbox(b"", user="toor", uid=0)
+    env.write_mailbox(b"", user="daemonish", uid=500)
+    for user, password in (("toor", "rootpw"), ("daemonish", "daemonpw")):
+        out, _ = env.run(login(user, password) + "STAT\r\nQUIT\r\n")
+        check("-ERR [AUTH] Authentication failed\r\n" in out, f"{user}: {out}")
+        check(not os.path.exists(marker), f"{user}: a PAM session was opened")
+    out, _ = env.run(login("daemonish", "daemonpw") + "QUIT\r\n", ["--first-valid-uid", "500"])
+    check("+OK maildrop has 0 messages" in out, out)
+    check(os.path.exists(marker), "the session step did not run for an allowed account (the test is blind)")
+    out, _ = env.run(login("toor", "rootpw") + "QUIT\r\n", ["--first-valid-uid", "1"])
+    check("-ERR [AUTH] Authentication failed\r\n" in out, f"root with --first-valid-uid 1: {out}")
+
+
+def test_expired_account_looks_like_a_wrong_password(env):
+    """The right password of an account PAM's account step refuses gets
+    the reply a wrong password gets."""
+    pam_service(env, "popd", [f"account requisite {SECURITY}/pam_succeed_if.so quiet user notin bob"])
+    env.write_mailbox(b"", user="bob")
+    expired, _ = env.run(login("bob", "bobpw") + "QUIT\r\n")
+    wrong, _ = env.run(login("bob", "wrong") + "QUIT\r\n")
+    check_equal(expired.split("\r\n")[2], wrong.split("\r\n")[2], "expired and wrong password replies")
+    check_equal(wrong.split("\r\n")[2], "-ERR [AUTH] Authentication failed", "the reply")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 set -e
 popd=$(realpath "$1")
 shim=$(realpath "$2")
+pam_module=$(realpath "$3")
 here=$(dirname "$0")
 # Sanitizer runtimes must tolerate the cwrap libraries preloaded before them.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-verify_asan_link_order=0:detect_leaks=1}"
@@ -21,7 +22,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
-/usr/bin/python3 "$here/hardening.py" "$popd"
+/usr/bin/python3 "$here/hardening.py" "$popd" "$pam_module"
 /usr/bin/python3 "$here/pipelining.py" "$popd"
 /usr/bin/python3 "$here/clients.py" "$popd"
 /usr/bin/python3 "$here/deploy.py" "$popd"
