@@ -40,8 +40,12 @@ std::unique_ptr<TlsContext> TlsContext::load(const TlsSettings& settings, std::s
     return failed("bad --tls-ciphersuites");
   if (SSL_CTX_use_certificate_chain_file(context, settings.certificate.c_str()) != 1)
     return failed("cannot load certificate " + settings.certificate);
+  // OpenSSL's default asks for an encrypted key's passphrase on the
+  // terminal, else on standard input and error: under inetd the client's
+  // socket. popd never asks.
+  SSL_CTX_set_default_passwd_cb(context, [](char*, int, int, void*) { return 0; });
   if (SSL_CTX_use_PrivateKey_file(context, settings.key.c_str(), SSL_FILETYPE_PEM) != 1)
-    return failed("cannot load key " + settings.key);
+    return failed("cannot load key " + settings.key + " (an encrypted key needs its passphrase removed)");
   if (SSL_CTX_check_private_key(context) != 1) return failed("the key does not match the certificate");
   return result;
 }

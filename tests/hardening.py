@@ -263,5 +263,22 @@ def test_expired_account_looks_like_a_wrong_password(env):
     check_equal(wrong.split("\r\n")[2], "-ERR [AUTH] Authentication failed", "the reply")
 
 
+def test_encrypted_key_never_prompts(env):
+    """An encrypted --tls-key: popd never asks for its passphrase (OpenSSL's
+    default prompt writes to standard error and reads standard input, the
+    client's socket under inetd); STLS mode answers [SYS/TEMP], implicit
+    TLS closes. Run without a terminal, as inetd runs it."""
+    key, cert = env.dir + "/encrypted.key", env.dir + "/cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:sekrit", "-subj",
+                    "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    for implicit in ([], ["--tls-implicit"]):
+        p = subprocess.run(env.command(["--tls-cert", cert, "--tls-key", key] + implicit),
+                           input=b"sekrit\nCAPA\r\nQUIT\r\n", capture_output=True, timeout=30, start_new_session=True,
+                           env=dict(os.environ, **env.variables()))
+        expected = b"" if implicit else b"-ERR [SYS/TEMP] Server configuration error\r\n"
+        check_equal(p.stdout, expected, f"reply {implicit}")
+        check(b"pass phrase" not in p.stderr, f"a passphrase prompt: {p.stderr!r}")
+
+
 if __name__ == "__main__":
     run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "hardening", ONLY)
