@@ -236,8 +236,15 @@ std::optional<Received> receive_handover(int socket) {
   return received;
 }
 
-int pre_authentication(int channel, const Options& options, const io::TlsContext* tls,
-                       const Unprivileged& account, const std::string& peer) {
+int pre_authentication(int channel, const Options& options, const Unprivileged& account, const std::string& peer) {
+  // The key is read here, as root, before the chroot: this process needs
+  // it for the handshake; the monitor, and so the session, never has it.
+  auto loaded = load_tls(options);
+  if (!loaded) {
+    send_message(channel, std::string{end_report, static_cast<char>(Ending::tls_failed), '0'});
+    return 1;
+  }
+  const io::TlsContext* tls = loaded->get();
   std::string error;
   if (!drop_to(account, options.privsep_dir, error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
@@ -326,7 +333,7 @@ void log_unauthenticated_end(const std::string& report, const std::string& user,
 
 }  // namespace
 
-int run_separated(const Options& options, const io::TlsContext* tls) {
+int run_separated(const Options& options) {
   // The PROXY protocol header comes from a listed proxy, before any byte
   // of the client's: the monitor reads it, and nothing else (DESIGN).
   auto client = client_address(options);
@@ -346,7 +353,7 @@ int run_separated(const Options& options, const io::TlsContext* tls) {
   if (pre_auth < 0) return 1;
   if (pre_auth == 0) {
     ::close(channel[0]);
-    return pre_authentication(channel[1], options, tls, *account, peer);
+    return pre_authentication(channel[1], options, *account, peer);
   }
   ::close(channel[1]);
   io::UniqueFd monitor(channel[0]);

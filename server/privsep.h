@@ -7,11 +7,12 @@
 //   session (the user)    TRANSACTION state on a socket to the pre-auth
 #pragma once
 
-#include "io/tls.h"
 #include "options.h"
 
 namespace popd::server {
 
-int run_separated(const Options& options, const io::TlsContext* tls);
+// The TLS key is loaded by the pre-auth process alone, which needs it for
+// the handshake: neither the monitor nor the session it forks ever holds it.
+int run_separated(const Options& options);
 
 }  // namespace popd::server

@@ -75,6 +75,17 @@ std::optional<std::string> client_address(const Options& options) {
   return source->empty() ? peer : *source;  // a health check of the proxy's own
 }
 
+std::optional<std::unique_ptr<io::TlsContext>> load_tls(const Options& options) {
+  std::unique_ptr<io::TlsContext> tls;
+  std::string error;
+  if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
+    syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
+    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    return std::nullopt;
+  }
+  return tls;
+}
+
 std::unique_ptr<io::Connection> open_client(const Options& options, const io::TlsContext* tls,
                                             const std::string& peer) {
   auto connection =
@@ -187,26 +198,21 @@ int serve(const Options& options) {
   io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));
   ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
 
-  // The key is read now, while popd may still be root.
-  std::unique_ptr<io::TlsContext> tls;
-  std::string error;
-  if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
-    syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
-    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
-    return 1;
-  }
-  if (auth::running_as_root()) return run_separated(options, tls.get());
+  // As root the pre-auth process alone loads the key (privsep.c++).
+  if (auth::running_as_root()) return run_separated(options);
 
   // Not root: nothing to separate; one process serves the invoking user.
+  auto tls = load_tls(options);
+  if (!tls) return 1;
   auto client = client_address(options);
   if (!client) return 1;
   const std::string& peer = *client;
-  auto connection = open_client(options, tls.get(), peer);
+  auto connection = open_client(options, tls->get(), peer);
   if (!connection) return 1;
   SystemLogin login(options, peer);
-  protocol::Engine engine(login, *connection, features(options, tls.get(), *connection));
+  protocol::Engine engine(login, *connection, features(options, tls->get(), *connection));
   engine.greet();
-  serve_user(engine, *connection, login, tls.get(), peer, false);
+  serve_user(engine, *connection, login, tls->get(), peer, false);
   return 0;
 }
 

@@ -26,6 +26,10 @@ int list_uids(const Options& options);
 // only). nullopt: the connection must be closed; that is logged.
 std::optional<std::string> client_address(const Options& options);
 
+// The TLS context of the options (nullptr without TLS), loaded while popd
+// may still be root; nullopt, logged and answered, if it does not load.
+std::optional<std::unique_ptr<io::TlsContext>> load_tls(const Options& options);
+
 // The client connection popd was started on (standard input and output),
 // TLS already up with --tls-implicit; nullptr, logged, if that failed.
 std::unique_ptr<io::Connection> open_client(const Options& options, const io::TlsContext* tls,

@@ -280,5 +280,76 @@ def test_encrypted_key_never_prompts(env):
         check(b"pass phrase" not in p.stderr, f"a passphrase prompt: {p.stderr!r}")
 
 
+def key_secrets(key):
+    """Byte strings that only a process holding the key has: its first
+    prime as stored (big-endian) and as OpenSSL keeps it in memory (64-bit
+    limbs, least significant first: the bytes reversed), and a line of the
+    PEM file."""
+    text = subprocess.run(["openssl", "rsa", "-in", key, "-noout", "-text"], check=True, capture_output=True,
+                          text=True).stdout
+    hex_digits = "".join(text.split("prime1:")[1].split("prime2:")[0].split()).replace(":", "")
+    prime = bytes.fromhex(hex_digits).lstrip(b"\0")
+    pem_line = open(key).read().splitlines()[5].encode()
+    return {"prime": prime, "prime in memory": prime[::-1], "PEM": pem_line}
+
+
+def memory_holds(pid, secrets):
+    """The names of the secrets found in the process's readable memory."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            found |= {name for name, secret in secrets.items() if secret in data}
+    return found
+
+
+def popd_pids():
+    """uid -> pid of each running popd (one process per uid here)."""
+    pids = {}
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == e2e.POPD:
+                uid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
+                pids[uid] = int(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def test_tls_key_only_in_the_pre_auth_process(env):
+    """After a TLS login the session process (the user's, which parses
+    user-controlled files) and the monitor hold nothing of the private
+    key; the pre-auth process, which does the handshake, does (the
+    search can find it)."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    import poplib
+    from security import client_context, tls_files
+    tls = tls_files(env)
+    secrets = key_secrets(tls[3])
+    messages, records = make_mbox(3)
+    env.write_mailbox("".join(records).encode())
+    with SocketServer(env, tls + ["--tls-implicit"]) as server:
+        pop = poplib.POP3_SSL("127.0.0.1", server.port, context=client_context(), timeout=20)
+        pop.user("alice")
+        pop.pass_("secret")
+        check_equal(pop.stat()[0], 3, "STAT over TLS")
+        pids = popd_pids()
+        check_equal(sorted(pids), sorted([0, ALICE_UID, 65534]), "popd processes after a TLS login")
+        check_equal(memory_holds(pids[ALICE_UID], secrets), set(), "what the session holds of the key")
+        check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
+        check("prime in memory" in memory_holds(pids[65534], secrets), "the pre-auth process holds no key (blind test)")
+        pop.quit()
+
+
 if __name__ == "__main__":
     run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "hardening", ONLY)
