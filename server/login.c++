@@ -15,6 +15,7 @@
 #include "auth/pam.h"
 #include "auth/privileges.h"
 #include "params.h"
+#include "server/descriptors.h"
 
 namespace popd::server {
 
@@ -82,8 +83,8 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
 // session as root. Never returns.
 [[noreturn]] void supervise(pid_t child, std::unique_ptr<auth::PamTransaction> pam, SessionLock& lock) {
   // The child owns the connection now; our copies would keep it open.
-  ::close(STDIN_FILENO);
-  ::close(STDOUT_FILENO);
+  null_on(STDIN_FILENO);
+  null_on(STDOUT_FILENO);
   // A service manager signals the whole group: the child ends its session
   // cleanly, and we must outlive it to close the PAM session.
   for (int signal : {SIGTERM, SIGHUP, SIGINT}) ::signal(signal, SIG_IGN);
@@ -171,7 +172,11 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     supervise(child, std::move(pam), lock);
   }
   in_session_process_ = true;
+  if (on_session_fork_) on_session_fork_();
   pam->abandon();
+  // Nothing of the monitor's but the connection: not PAM's descriptors,
+  // not the channel to the pre-auth process.
+  close_all_but({session_fd_});
   bool dotlock_held = lock.lock.held();
   lock.lock.abandon();
   return start_session(*account, mailbox, dotlock_held);

@@ -32,6 +32,13 @@ class SystemLogin final : public protocol::Authenticator {
   // Called in the parent right after the session process was forked, before
   // it settles down to wait (privilege separation passes the session on).
   void on_fork(std::function<void()> hook) { on_fork_ = std::move(hook); }
+  // Called in the session process right after the fork, before every
+  // descriptor but keep_in_session()'s is closed: the caller lets go of
+  // what it holds, so that nothing closes those numbers again later.
+  void on_session_fork(std::function<void()> hook) { on_session_fork_ = std::move(hook); }
+  // The one descriptor above 2 the session process keeps besides what it
+  // opens itself (the socket to the pre-auth process); all else is closed.
+  void keep_in_session(int fd) { session_fd_ = fd; }
   const std::string& user() const { return user_; }
   const std::string& peer() const { return peer_; }
   // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
@@ -46,7 +53,8 @@ class SystemLogin final : public protocol::Authenticator {
   std::string user_;
   std::unique_ptr<mailbox::Spool> spool_;
   bool in_session_process_ = false;
-  std::function<void()> on_fork_;
+  int session_fd_ = -1;
+  std::function<void()> on_fork_, on_session_fork_;
 };
 
 }  // namespace popd::server

@@ -21,6 +21,7 @@
 #include "io/relay.h"
 #include "params.h"
 #include "protocol/engine.h"
+#include "server/descriptors.h"
 #include "server/login.h"
 #include "server/session.h"
 
@@ -352,14 +353,14 @@ int run_separated(const Options& options) {
   pid_t pre_auth = ::fork();
   if (pre_auth < 0) return 1;
   if (pre_auth == 0) {
-    ::close(channel[0]);
+    close_all_but({channel[1]});
     return pre_authentication(channel[1], options, *account, peer);
   }
   ::close(channel[1]);
   io::UniqueFd monitor(channel[0]);
   // The client is the pre-auth process's now; the session gets a socket.
-  ::close(STDIN_FILENO);
-  ::close(STDOUT_FILENO);
+  null_on(STDIN_FILENO);
+  null_on(STDOUT_FILENO);
 
   SystemLogin login(options, peer);
   int failures = 0;
@@ -383,6 +384,7 @@ int run_separated(const Options& options) {
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) break;
     io::UniqueFd session_end(pair[0]), relay_end(pair[1]);
+    login.keep_in_session(session_end.get());
     login.on_fork([&] {
       Login handed;
       handed.outcome = Login::Outcome::handed_off;
@@ -392,13 +394,14 @@ int run_separated(const Options& options) {
       relay_end.reset();
       monitor.reset();
     });
+    // The session keeps only its end; the rest is closed by number there.
+    login.on_session_fork([&] {
+      relay_end.reset();
+      monitor.reset();
+    });
     result = login.login(user, password);
     explicit_bzero(request->data(), request->size());
-    if (login.in_session_process()) {
-      monitor.reset();
-      relay_end.reset();
-      return session(session_end.get(), result, login, options, peer);
-    }
+    if (login.in_session_process()) return session(session_end.get(), result, login, options, peer);
     if (!send_message(monitor.get(), encode_reply(result))) break;
     if (result.outcome == Login::Outcome::rejected && ++failures >= params::max_login_failures) break;
     if (result.close) break;

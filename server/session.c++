@@ -18,6 +18,7 @@
 #include "io/tls.h"
 #include "mailbox/spool.h"
 #include "params.h"
+#include "server/descriptors.h"
 #include "server/login.h"
 #include "server/privsep.h"
 
@@ -193,10 +194,11 @@ int list_uids(const Options& options) {
 
 int serve(const Options& options) {
   if (!options.list_uids.empty()) return list_uids(options);
+  settle_standard_descriptors();
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
   io::Connection::stop_on_termination_signals();
   io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));
-  ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+  open_log();
 
   // As root the pre-auth process alone loads the key (privsep.c++).
   if (auth::running_as_root()) return run_separated(options);

@@ -113,39 +113,130 @@ def skip(why):
 
 # --- xinetd -------------------------------------------------------------------
 
+@contextlib.contextmanager
+def xinetd(env, name="popd", args=()):
+    """xinetd in the foreground with the repository's xinetd.d/NAME, as an
+    administrator enables it, on a test port with the test's PAM and users
+    (and `args` in place of the file's server_args); yields the port."""
+    port = free_port()
+    service = open(f"{TOP}/xinetd.d/{name}").read()
+    check("disable\t\t= yes" in service, f"xinetd.d/{name} is not shipped disabled")
+    arguments = " ".join(env.command(args)[1:])
+    passed = dict(env.variables(), **{k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
+    if "ASAN_OPTIONS" in passed:
+        # The chrooted pre-login process cannot read /proc for leak checks,
+        # and under xinetd no standard error is kept to say so.
+        passed["ASAN_OPTIONS"] += ":detect_leaks=0"
+    variables = " ".join(f"{k}={v}" for k, v in passed.items())
+    service = re.sub(r"\tserver_args\t= .*\n", "", service)
+    service = (service.replace("/usr/local/sbin/popd", POPD).replace("disable\t\t= yes", "disable\t\t= no")
+               .replace("\tprotocol\t= tcp\n", f"\tprotocol\t= tcp\n\ttype\t\t= UNLISTED\n\tport\t\t= {port}\n"
+                        f"\tbind\t\t= 127.0.0.1\n\tserver_args\t= {arguments}\n\tenv\t\t= {variables}\n"))
+    conf = env.dir + "/xinetd.conf"
+    with open(conf, "w") as f:
+        f.write("defaults\n{\n}\n" + service)
+    process = subprocess.Popen(["xinetd", "-dontfork", "-f", conf, "-pidfile", env.dir + "/xinetd.pid"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_listening(port)
+        yield port
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def test_xinetd_in_the_foreground(env):
-    """The repository's xinetd.d/popd, as an administrator enables it, on a
-    test port with the test's PAM and users."""
+    """The repository's xinetd.d/popd, as an administrator enables it."""
     if not IS_ROOT:
         return skip("xinetd runs services as root")
     messages, records = make_mbox(6, seed=31)
     env.write_mailbox("".join(records).encode())
-    port = free_port()
-    service = open(f"{TOP}/xinetd.d/popd").read()
-    check("disable\t\t= yes" in service, "xinetd.d/popd is not shipped disabled")
-    args = " ".join(env.command()[1:])
-    passed = dict(env.variables(), **{k: v for k, v in os.environ.items() if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")})
-    if "ASAN_OPTIONS" in passed:
-        # Under xinetd stderr is the client's socket: a sanitizer's words
-        # about the chrooted pre-login process (which cannot read /proc for
-        # leak checks) would go to the client.
-        passed["ASAN_OPTIONS"] += ":detect_leaks=0"
-    variables = " ".join(f"{k}={v}" for k, v in passed.items())
-    service = (service.replace("/usr/local/sbin/popd", POPD).replace("disable\t\t= yes", "disable\t\t= no")
-               .replace("\tprotocol\t= tcp\n", f"\tprotocol\t= tcp\n\ttype\t\t= UNLISTED\n\tport\t\t= {port}\n"
-                        f"\tbind\t\t= 127.0.0.1\n\tserver_args\t= {args}\n\tenv\t\t= {variables}\n"))
-    conf = env.dir + "/xinetd.conf"
-    with open(conf, "w") as f:
-        f.write("defaults\n{\n}\n" + service)
-    xinetd = subprocess.Popen(["xinetd", "-dontfork", "-f", conf, "-pidfile", env.dir + "/xinetd.pid"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until_listening(port)
+    with xinetd(env) as port:
         round_trip(poplib.POP3("127.0.0.1", port, timeout=30), messages, delete=[2])
-    finally:
-        xinetd.terminate()
-        xinetd.wait()
     check_equal(open(env.mailbox(), "rb").read(), "".join(records[:1] + records[2:]).encode(), "after QUIT")
+
+
+def server_socket_inode(client):
+    """The inode of the server's end of a loopback TCP connection."""
+    local = client.getsockname()[1]
+    server = client.getpeername()[1]
+    with open("/proc/net/tcp") as table:
+        for fields in (line.split() for line in table.readlines()[1:]):
+            if fields[1].endswith(f":{server:04X}") and fields[2].endswith(f":{local:04X}"):
+                return fields[9]
+    raise AssertionError("no server end of the connection in /proc/net/tcp")
+
+
+def descriptors(pid):
+    """fd -> what it is open on, of a process."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return found
+
+
+def popd_roles():
+    """role -> pid of the running popd processes: the monitor (root), the
+    pre-auth process (nobody) and the session (alice)."""
+    roles = {0: "monitor", 65534: "pre-auth", e2e.ALICE_UID: "session"}
+    found = {}
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == POPD:
+                uid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
+                found[roles.get(uid, uid)] = int(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_xinetd_descriptors_match_design(env):
+    """xinetd gives the client's socket as descriptors 0, 1 and 2. After a
+    TLS login (xinetd.d/pop3s) and a plain one (xinetd.d/popd), each popd
+    process holds what DESIGN's table says: the client's socket only in
+    the process that talks to the client, and on 0 and 1 only; /dev/null
+    on every standard descriptor that is not the socket; the mailbox only
+    in the session."""
+    if not IS_ROOT:
+        return skip("xinetd runs services as root")
+    from security import client_context, tls_files
+    messages, records = make_mbox(3)
+    env.write_mailbox("".join(records).encode())
+    for name, args in (("pop3s", tls_files(env) + ["--tls-implicit"]), ("popd", [])):
+        with xinetd(env, name, args) as port:
+            if name == "pop3s":
+                pop = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=30)
+            else:
+                pop = poplib.POP3("127.0.0.1", port, timeout=30)
+            pop.user("alice")
+            pop.pass_("secret")
+            check_equal(pop.stat()[0], 3, "STAT")
+            client = f"socket:[{server_socket_inode(pop.sock)}]"
+            for _ in range(100):  # a plain pre-auth process exits after its hand-over
+                roles = popd_roles()
+                if name == "pop3s" or "pre-auth" not in roles:
+                    break
+                time.sleep(0.05)
+            expected = ["monitor", "pre-auth", "session"] if name == "pop3s" else ["monitor", "session"]
+            check_equal(sorted(roles), expected, f"{name}: popd processes")
+            talks = "pre-auth" if name == "pop3s" else "session"
+            for role, pid in roles.items():
+                fds = descriptors(pid)
+                where = f"{name}, {role}: {fds}"
+                holding = sorted(fd for fd, target in fds.items() if target == client)
+                if role == talks and role == "pre-auth":
+                    check_equal(holding, [0, 1], f"{where}: the client's socket")
+                elif role == talks:
+                    check_equal(len(holding), 2, f"{where}: the client's socket, for input and output")
+                else:
+                    check_equal(holding, [], f"{where}: the client's socket")
+                for fd in (0, 1, 2):
+                    check(fds.get(fd) == "/dev/null" or fd in holding, f"{where}: descriptor {fd}")
+                check_equal(env.mailbox() in fds.values(), role == "session", f"{where}: the mailbox")
+            pop.quit()
 
 
 # --- HAProxy and the PROXY protocol ------------------------------------------
