@@ -155,6 +155,13 @@ inline constexpr std::chrono::seconds relay_grace{5};
 // unfinished line, so this bound is never reached by a real client.
 inline constexpr std::size_t max_handover = input_block + max_sasl_line + 1024;
 
+// The pre-auth process hands the connection to the session as soon as the
+// monitor says the login succeeded: one local message. The session waits
+// this long for it, and locks the mailbox only once it has it, so that a
+// pre-auth process that stalls (a bug, or an attacker in it) cannot keep a
+// user's mailbox locked.
+inline constexpr std::chrono::seconds handover_wait{5};
+
 // A load balancer sends its PROXY protocol header at once; a connection
 // that has not sent it by then is not from one.
 inline constexpr std::chrono::milliseconds proxy_header_wait{5000};

@@ -40,7 +40,11 @@ void Connection::stop_on_termination_signals() {
 Connection::Connection(int in, int out, std::chrono::seconds idle_timeout)
     : in_(in), out_(out), idle_timeout_(idle_timeout), last_tick_(Clock::now()) {
   struct stat st;
-  out_is_socket_ = ::fstat(out, &st) == 0 && S_ISSOCK(st.st_mode);
+  bool known = ::fstat(out, &st) == 0;
+  out_is_socket_ = known && S_ISSOCK(st.st_mode);
+  // A pipe's reader may stop reading too: writes to it wait in poll, with
+  // the idle timeout, not in write (sockets get MSG_DONTWAIT instead).
+  if (known && S_ISFIFO(st.st_mode)) ::fcntl(out, F_SETFL, ::fcntl(out, F_GETFL) | O_NONBLOCK);
   buffer_.reserve(params::output_buffer);
 }
 

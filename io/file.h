@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@ bool write_all(int fd, std::string_view data);
 // it is durable.
 bool sync_directory_of(const std::string& path);
 std::string error_text(int error_number);
+
+// Waits for `fd` to be readable (or at its end) until `deadline`.
+bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline);
 
 // A per-user state file (the recovery journal, the index, the UIDVALIDITY
 // file) may lie where others can write (a group-shared home, a shared

@@ -1,12 +1,13 @@
 #include "io/proxy.h"
 
 #include <arpa/inet.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+
+#include "io/file.h"
 
 namespace popd::io {
 namespace {
@@ -84,18 +85,6 @@ ProxyHeader parse_v2(std::string_view data) {
   if (family == 1) header.source = address_text(AF_INET, data.data() + v2_fixed);
   if (family == 2) header.source = address_text(AF_INET6, data.data() + v2_fixed);
   return header;  // UNSPEC and UNIX name no client address
-}
-
-// Waits for `fd` to be readable until `deadline`.
-bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (ready > 0) return true;
-    if (ready < 0 && errno != EINTR) return false;
-  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -14,6 +15,8 @@
 
 #include "auth/pam.h"
 #include "auth/privileges.h"
+#include "io/fd.h"
+#include "io/file.h"
 #include "params.h"
 #include "server/descriptors.h"
 
@@ -77,6 +80,45 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
   }
   syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", account.name.c_str(), mailbox.c_str(), refused.text.c_str());
   return refused;
+}
+
+// The dotlock on request of the session (lock_for_session), answered with
+// one message: 'H' held here, 'N' none taken here (the session locks
+// itself), 'B' busy or 'F' failed with the reply's text. A session that
+// does not ask in time gets nothing: it cannot have its connection.
+constexpr auto lock_request_wait = params::handover_wait + std::chrono::seconds(2);
+
+void answer_lock_request(int channel, const std::string& mailbox, const Account& account, SessionLock& lock) {
+  char request;
+  if (!io::wait_readable(channel, std::chrono::steady_clock::now() + lock_request_wait) ||
+      ::recv(channel, &request, 1, 0) != 1 || request != 'L')
+    return;
+  std::string answer;
+  if (auto refused = lock_for_session(mailbox, account, lock))
+    answer = (refused->outcome == Outcome::in_use ? "B" : "F") + refused->text;
+  else
+    answer = lock.lock.held() ? "H" : "N";
+  ::send(channel, answer.data(), answer.size(), MSG_NOSIGNAL);
+}
+
+// The session's side: asks, and waits as long as the monitor may wait for
+// the dotlock. A refusal comes back for the client.
+std::optional<Login> request_lock(int channel, bool& dotlock_held) {
+  Login unavailable{Outcome::temporary, "Cannot start the session", nullptr, true};
+  char answer[512];
+  ssize_t n = -1;
+  if (::send(channel, "L", 1, MSG_NOSIGNAL) == 1 &&
+      io::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + std::chrono::seconds(2)))
+    n = ::recv(channel, answer, sizeof answer, 0);
+  if (n <= 0) return unavailable;
+  std::string text(answer + 1, n - 1);
+  switch (answer[0]) {
+    case 'H': dotlock_held = true; return std::nullopt;
+    case 'N': return std::nullopt;
+    case 'B': return Login{Outcome::in_use, text, nullptr, true};
+    case 'F': return Login{Outcome::temporary, text, nullptr, true};
+  }
+  return unavailable;
 }
 
 // Waits for the session child, then lets the PAM transaction close the
@@ -159,9 +201,13 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   user_ = account->name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", user_.c_str(), or_unknown(peer_));
   std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
-  SessionLock lock;
-  if (auto refused = lock_for_session(mailbox, *account, lock)) return *refused;
 
+  // The session asks this process for the dotlock on this socket once it
+  // is ready to open the mailbox (its connection handed over).
+  int lock_pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lock_pair) != 0)
+    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+  io::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
   pid_t child = ::fork();
   if (child < 0) {
     syslog(LOG_ERR, "login: user=%s: fork: %s", user_.c_str(), std::strerror(errno));
@@ -169,26 +215,36 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   }
   if (child > 0) {
     if (on_fork_) on_fork_();
+    lock_channel.reset();
+    SessionLock lock;
+    answer_lock_request(lock_requests.get(), mailbox, *account, lock);
+    lock_requests.reset();
     supervise(child, std::move(pam), lock);
   }
   in_session_process_ = true;
   if (on_session_fork_) on_session_fork_();
   pam->abandon();
-  // Nothing of the monitor's but the connection: not PAM's descriptors,
-  // not the channel to the pre-auth process.
-  close_all_but({session_fd_});
-  bool dotlock_held = lock.lock.held();
-  lock.lock.abandon();
-  return start_session(*account, mailbox, dotlock_held);
+  lock_requests.reset();
+  // Nothing of the monitor's but the connection and the lock channel: not
+  // PAM's descriptors, not the channel to the pre-auth process.
+  close_all_but({session_fd_, lock_channel.get()});
+  return start_session(*account, mailbox, std::move(lock_channel));
 }
 
-Login SystemLogin::start_session(const auth::Account& account, const std::string& mailbox, bool dotlock_held) {
+Login SystemLogin::start_session(const auth::Account& account, const std::string& mailbox,
+                                 io::UniqueFd lock_channel) {
   std::string error;
   if (!auth::become_user(account, error)) {
     // Still root, or someone else: touch nothing, answer nothing.
     syslog(LOG_ERR, "session: user=%s: %s", user_.c_str(), error.c_str());
     ::_exit(1);
   }
+  // Under privilege separation the connection comes first: nothing is
+  // locked for a pre-auth process that never hands it over.
+  if (before_opening_mailbox_ && !before_opening_mailbox_()) ::_exit(1);
+  bool dotlock_held = false;
+  if (auto refused = request_lock(lock_channel.get(), dotlock_held)) return *refused;
+  lock_channel.reset();
   auto expand = [&](const std::string& path_template) {
     return mailbox::expand_path(path_template, account.name, account.home);
   };

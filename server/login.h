@@ -7,6 +7,7 @@
 #include <string>
 
 #include "auth/account.h"
+#include "io/fd.h"
 #include "mailbox/spool.h"
 #include "options.h"
 #include "protocol/maildrop.h"
@@ -36,6 +37,10 @@ class SystemLogin final : public protocol::Authenticator {
   // descriptor but keep_in_session()'s is closed: the caller lets go of
   // what it holds, so that nothing closes those numbers again later.
   void on_session_fork(std::function<void()> hook) { on_session_fork_ = std::move(hook); }
+  // Called in the session process, as the user, before it locks and opens
+  // the mailbox (privilege separation receives the connection here); false
+  // ends the process.
+  void before_opening_mailbox(std::function<bool()> hook) { before_opening_mailbox_ = std::move(hook); }
   // The one descriptor above 2 the session process keeps besides what it
   // opens itself (the socket to the pre-auth process); all else is closed.
   void keep_in_session(int fd) { session_fd_ = fd; }
@@ -45,7 +50,7 @@ class SystemLogin final : public protocol::Authenticator {
   void tick();
 
  private:
-  protocol::Login start_session(const auth::Account& account, const std::string& mailbox, bool dotlock_held);
+  protocol::Login start_session(const auth::Account& account, const std::string& mailbox, io::UniqueFd lock_channel);
 
   const Options& options_;
   std::string peer_;
@@ -55,6 +60,7 @@ class SystemLogin final : public protocol::Authenticator {
   bool in_session_process_ = false;
   int session_fd_ = -1;
   std::function<void()> on_fork_, on_session_fork_;
+  std::function<bool()> before_opening_mailbox_;
 };
 
 }  // namespace popd::server

@@ -212,10 +212,20 @@ bool is_socket(int fd) {
   return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
+// What a client connection can be: no directory, block device or the like.
+bool is_stream(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 &&
+         (S_ISSOCK(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISREG(st.st_mode));
+}
+
 // The session process checks what the pre-auth process sends it, as it
-// checks what a client sends.
+// checks what a client sends, and waits for it no longer than
+// params::handover_wait: it locks the mailbox only once it has it.
 std::optional<Received> receive_handover(int socket) {
+  auto deadline = std::chrono::steady_clock::now() + params::handover_wait;
   Received received;
+  if (!io::wait_readable(socket, deadline)) return std::nullopt;
   auto header = receive_message(socket, &received.fds, handover_header);
   if (!header || header->size() != handover_header || received.fds.size() != 2) return std::nullopt;
   std::uint32_t length;
@@ -223,12 +233,20 @@ std::optional<Received> receive_handover(int socket) {
   auto mode = static_cast<Handover>((*header)[0]);
   auto mechanism = static_cast<Mechanism>((*header)[1]);
   received.direct = mode == Handover::direct;
-  if (!received.direct && (mode != Handover::relay || !is_socket(received.fds[1].get()))) return std::nullopt;
+  if (mode != Handover::direct && mode != Handover::relay) return std::nullopt;
+  // Direct: the client's input and output as popd was started with them
+  // (sockets under a spawner; a pipe, terminal or file when an
+  // administrator runs a script through popd); relay: the ring (checked
+  // when attached) and the doorbell socket.
+  if (received.direct ? !is_stream(received.fds[0].get()) || !is_stream(received.fds[1].get())
+                      : !is_socket(received.fds[1].get()))
+    return std::nullopt;
   if (length > params::max_handover) return std::nullopt;
   if (mechanism != Mechanism::user && mechanism != Mechanism::sasl_plain) return std::nullopt;
   received.mechanism = mechanism == Mechanism::user ? "user" : "sasl-plain";
   received.pending.resize(length);
   for (std::size_t done = 0; done < length;) {
+    if (!io::wait_readable(socket, deadline)) return std::nullopt;
     ssize_t n = ::read(socket, received.pending.data() + done, length - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return std::nullopt;
@@ -269,13 +287,9 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
 
 // --- The session process (forked by SystemLogin, running as the user) ---
 
-int session(int socket, const Login& login, SystemLogin& system_login, const Options& options,
-            const std::string& peer) {
-  auto handover = receive_handover(socket);
-  if (!handover) {
-    syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", system_login.user().c_str());
-    return 1;
-  }
+int session(int socket, std::optional<Received> handover, const Login& login, SystemLogin& system_login,
+            const Options& options, const std::string& peer) {
+  if (!handover) return 1;  // never: the hook ends the process without one
   bool direct = handover->direct;
   int in = direct ? handover->fds[0].get() : socket;
   int out = direct ? handover->fds[1].get() : socket;
@@ -399,9 +413,15 @@ int run_separated(const Options& options) {
       relay_end.reset();
       monitor.reset();
     });
+    std::optional<Received> handover;
+    login.before_opening_mailbox([&] {
+      if (!(handover = receive_handover(session_end.get())))
+        syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", login.user().c_str());
+      return handover.has_value();
+    });
     result = login.login(user, password);
     explicit_bzero(request->data(), request->size());
-    if (login.in_session_process()) return session(session_end.get(), result, login, options, peer);
+    if (login.in_session_process()) return session(session_end.get(), std::move(handover), result, login, options, peer);
     if (!send_message(monitor.get(), encode_reply(result))) break;
     if (result.outcome == Login::Outcome::rejected && ++failures >= params::max_login_failures) break;
     if (result.close) break;

@@ -4,19 +4,23 @@ binary, run as root with privilege separation, real PAM (pam_wrapper) and
 nss_wrapper users: files planted beside a victim's, and the processes'
 descriptors, memory and limits.
 
-Usage: tests/hardening.py PATH-TO-POPD PATH-TO-PAM-LOOKUP-MODULE [TEST-NAME-SUBSTRING]
-(the module is tests/pam/lookup.c++, built by make check)
+Usage: tests/hardening.py PATH-TO-POPD PATH-TO-LIBFAULTS PATH-TO-PAM-LOOKUP-MODULE [TEST-NAME-SUBSTRING]
+(the fault shim and the PAM module, tests/faults/ and tests/pam/, are built by make check)
 """
 import ctypes
 import hashlib
 import os
+import fcntl
+import socket
 import struct
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-LOOKUP_MODULE = os.path.abspath(sys.argv[2])
-ONLY = sys.argv[3] if len(sys.argv) > 3 else ""
+SHIM = os.path.abspath(sys.argv[2])
+LOOKUP_MODULE = os.path.abspath(sys.argv[3])
+ONLY = sys.argv[4] if len(sys.argv) > 4 else ""
 sys.argv = sys.argv[:2]
 import e2e  # noqa: E402
 from e2e import ALICE_UID, BOB_UID, IS_ROOT, MATRIX, SocketServer, check, check_equal, login, make_mbox, \
@@ -350,6 +354,57 @@ def test_tls_key_only_in_the_pre_auth_process(env):
         check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
         check("prime in memory" in memory_holds(pids[65534], secrets), "the pre-auth process holds no key (blind test)")
         pop.quit()
+
+
+class StalledHandOver(SocketServer):
+    """popd whose pre-auth process stalls for a minute before it hands the
+    connection over (tests/faults/shim.c++, FAULT_STALL_HANDOVER)."""
+
+    def __init__(self, env):
+        variables = env.variables
+        env.variables = lambda: dict(variables(), LD_PRELOAD=variables()["LD_PRELOAD"] + ":" + SHIM,
+                                     FAULT_STALL_HANDOVER="60")
+        try:
+            super().__init__(env)
+        finally:
+            env.variables = variables
+
+
+def test_stalled_hand_over_locks_nothing(env):
+    """A pre-auth process that never hands the connection over (a bug, or
+    an attacker in it) keeps no mailbox locked: the session locks only
+    once it has the connection, and gives up after params::handover_wait.
+    Both ways of locking: the monitor's dotlock in a root:mail 2775 spool
+    directory, and the session's own in a sticky one."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    for layout in ("debian", "sticky"):
+        if layout == "debian":
+            os.chown(env.dir + "/mail", 0, e2e.MAIL_GID)
+            os.chmod(env.dir + "/mail", 0o2775)
+        else:
+            os.chmod(env.dir + "/mail", 0o1777)
+        path = env.write_mailbox("".join(make_mbox(3)[1]).encode())
+        with StalledHandOver(env) as server:
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+            client.sendall(login().encode())
+            start = time.monotonic()
+            while time.monotonic() - start < 3:
+                check(not os.path.exists(path + ".lock"), f"{layout}: a dotlock while the hand-over stalls")
+                with open(path, "rb+") as f:
+                    try:
+                        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.lockf(f, fcntl.LOCK_UN)
+                    except OSError:
+                        check(False, f"{layout}: an fcntl lock while the hand-over stalls")
+                time.sleep(0.2)
+            while time.monotonic() - start < 15 and ALICE_UID in popd_pids():
+                time.sleep(0.2)
+            waited = time.monotonic() - start
+            check(ALICE_UID not in popd_pids(), f"{layout}: the session still waits after {waited:.1f} s")
+            print(f"     {layout}: no lock while the hand-over stalled; the session gave up after {waited:.1f} s")
+            client.close()
 
 
 if __name__ == "__main__":

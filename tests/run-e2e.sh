@@ -22,7 +22,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
-/usr/bin/python3 "$here/hardening.py" "$popd" "$pam_module"
+/usr/bin/python3 "$here/hardening.py" "$popd" "$shim" "$pam_module"
 /usr/bin/python3 "$here/pipelining.py" "$popd"
 /usr/bin/python3 "$here/clients.py" "$popd"
 /usr/bin/python3 "$here/deploy.py" "$popd"

@@ -9,13 +9,17 @@
 //                     of what was pending, in any order;
 //   FAULT_MODE=fail   makes the call fail with FAULT_ERRNO (default ENOSPC),
 //                     and every later one too if FAULT_PERSIST=1.
-// Writes are split into FAULT_CHUNK-byte pieces (default 65536), each a call
+// With FAULT_STALL_HANDOVER=SECONDS, an unprivileged process's sendmsg()
+// that passes two descriptors (the pre-auth process's hand-over of the
+// connection to the session) first sleeps that long: a stalled pre-auth
+// process. Writes are split into FAULT_CHUNK-byte pieces (default 65536), each a call
 // of its own, so a kill can land in the middle of a large write. With
 // FAULT_REPORT=FILE the number of calls is written there at exit, and with
 // FAULT_TRACE=FILE one line per call (for checking the order of fsyncs).
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +48,7 @@ struct State {
   bool persist = false;
   std::size_t chunk = 65536;
   std::string report, trace;
+  unsigned stall_handover = 0;
   std::map<ino_t, std::pair<int, std::vector<Undo>>> unsynced;  // inode -> (dup fd, undo log)
   bool busy = false;
 };
@@ -67,6 +72,7 @@ State& state() {
     if (const char* v = getenv("FAULT_CHUNK")) st->chunk = strtoul(v, nullptr, 10);
     if (const char* v = getenv("FAULT_REPORT")) st->report = v;
     if (const char* v = getenv("FAULT_TRACE")) st->trace = v;
+    if (const char* v = getenv("FAULT_STALL_HANDOVER")) st->stall_handover = strtoul(v, nullptr, 10);
     return st;
   }();
   return *s;
@@ -260,6 +266,15 @@ int unlink(const char* path) {
   if (!g.active || !in_scope(path)) return unlink_(path);
   if (point("unlink", path)) return -1;
   return unlink_(path);
+}
+
+ssize_t sendmsg(int socket, const struct msghdr* message, int flags) {
+  auto sendmsg_ = real<ssize_t (*)(int, const struct msghdr*, int)>("sendmsg");
+  const cmsghdr* header = CMSG_FIRSTHDR(message);
+  if (state().stall_handover && geteuid() != 0 && header && header->cmsg_type == SCM_RIGHTS &&
+      header->cmsg_len == CMSG_LEN(2 * sizeof(int)))
+    sleep(state().stall_handover);
+  return sendmsg_(socket, message, flags);
 }
 
 }  // extern "C"
