@@ -44,6 +44,8 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
   --max-session SECONDS  total time a connection may last (default 86400)
+  --login-timeout SECONDS
+                         time a connection may take to log in (default 60)
   --failure-delay SECONDS
                          delay before answering a failed login (default 2;
                          fractions allowed)
@@ -93,6 +95,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--timeout", nullptr},
                            {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
+                           {"--login-timeout", nullptr},
                            {"--failure-delay", nullptr}};
 
   for (int i = 1; i < argc; ++i) {
@@ -137,10 +140,12 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       continue;
     }
     double seconds = 0;
-    if (name == "--timeout" || name == "--max-session") {
+    if (name == "--timeout" || name == "--max-session" || name == "--login-timeout") {
       if (!parse_seconds(value, 1, seconds) || seconds != static_cast<int>(seconds))
         return bad(std::string(name) + " needs a whole number of seconds from 1 to 86400");
-      (name == "--timeout" ? options.timeout_seconds : options.max_session_seconds) = static_cast<int>(seconds);
+      (name == "--timeout"       ? options.timeout_seconds
+       : name == "--max-session" ? options.max_session_seconds
+                                 : options.login_timeout_seconds) = static_cast<int>(seconds);
     } else {
       if (!parse_seconds(value, 0, seconds)) return bad("--failure-delay needs a number of seconds from 0 to 86400");
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));

@@ -27,6 +27,7 @@ struct Options {
   std::optional<uid_t> first_valid_uid;
   int timeout_seconds = 600;
   int max_session_seconds = 86400;  // total connection time
+  int login_timeout_seconds = 60;   // connection time before a login
   std::chrono::milliseconds failure_delay{2000};
   io::TlsSettings tls;        // tls.certificate set: STLS offered
   bool tls_implicit = false;  // POP3S: TLS from the first byte

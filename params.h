@@ -162,6 +162,14 @@ inline constexpr std::size_t max_handover = input_block + max_sasl_line + 1024;
 // user's mailbox locked.
 inline constexpr std::chrono::seconds handover_wait{5};
 
+// Before login a connection may last --login-timeout (default 60 s, as
+// Dovecot's and Postfix's login limits): an unauthenticated client that
+// sends a byte before every idle timeout would otherwise keep a root
+// monitor and a pre-auth process, and a spawner's instance, for the whole
+// --max-session. The pre-auth process ends such a connection itself; the
+// monitor gives it this much longer to report, then kills it.
+inline constexpr std::chrono::seconds prelogin_grace{5};
+
 // A load balancer sends its PROXY protocol header at once; a connection
 // that has not sent it by then is not from one.
 inline constexpr std::chrono::milliseconds proxy_header_wait{5000};

@@ -25,6 +25,9 @@ using Clock = std::chrono::steady_clock;
 constexpr auto tick_interval = std::chrono::seconds(60);
 
 namespace {
+// When the connection must end: --max-session from its start, and before
+// login --login-timeout from its start, whichever comes first.
+Clock::time_point connection_deadline = Clock::time_point::max();
 Clock::time_point session_deadline = Clock::time_point::max();
 volatile sig_atomic_t stop_signal_seen = 0;
 void request_stop(int) { stop_signal_seen = 1; }
@@ -104,7 +107,15 @@ bool Connection::start_tls(const TlsContext& context, std::string& error) {
 
 bool Connection::stop_requested() { return stop_signal_seen != 0; }
 
-void Connection::limit_session(std::chrono::seconds limit) { session_deadline = Clock::now() + limit; }
+void Connection::limit_session(std::chrono::seconds limit) {
+  session_deadline = connection_deadline = Clock::now() + limit;
+}
+
+void Connection::limit_login(std::chrono::seconds limit) {
+  session_deadline = std::min(connection_deadline, Clock::now() + limit);
+}
+
+void Connection::logged_in() { session_deadline = connection_deadline; }
 
 bool Connection::session_expired() { return Clock::now() >= session_deadline; }
 

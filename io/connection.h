@@ -70,6 +70,11 @@ class Connection final : public protocol::Output {
   // Every connection of this process and its children ends `limit` from
   // now: waits give up then as on the idle timeout.
   static void limit_session(std::chrono::seconds limit);
+  // Until logged_in(), every connection ends `limit` from now, if that is
+  // sooner: an unauthenticated client may not keep its processes (and a
+  // spawner's instance) for the whole session limit.
+  static void limit_login(std::chrono::seconds limit);
+  static void logged_in();
   static bool session_expired();
   // When that is (time_point::max() without a limit).
   static std::chrono::steady_clock::time_point session_end();

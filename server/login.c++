@@ -15,6 +15,7 @@
 
 #include "auth/pam.h"
 #include "auth/privileges.h"
+#include "io/connection.h"
 #include "io/fd.h"
 #include "io/file.h"
 #include "params.h"
@@ -93,11 +94,10 @@ void answer_lock_request(int channel, const std::string& mailbox, const Account&
   if (!io::wait_readable(channel, std::chrono::steady_clock::now() + lock_request_wait) ||
       ::recv(channel, &request, 1, 0) != 1 || request != 'L')
     return;
-  std::string answer;
-  if (auto refused = lock_for_session(mailbox, account, lock))
-    answer = (refused->outcome == Outcome::in_use ? "B" : "F") + refused->text;
-  else
-    answer = lock.lock.held() ? "H" : "N";
+  auto refused = lock_for_session(mailbox, account, lock);
+  char code = refused ? (refused->outcome == Outcome::in_use ? 'B' : 'F') : lock.lock.held() ? 'H' : 'N';
+  std::string answer(1, code);
+  if (refused) answer += refused->text;
   ::send(channel, answer.data(), answer.size(), MSG_NOSIGNAL);
 }
 
@@ -222,6 +222,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     supervise(child, std::move(pam), lock);
   }
   in_session_process_ = true;
+  io::Connection::logged_in();  // --max-session from here, not --login-timeout
   if (on_session_fork_) on_session_fork_();
   pam->abandon();
   lock_requests.reset();

@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -275,6 +276,7 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
   protocol::Engine engine(authenticator, *connection, features(options, tls, *connection));
   engine.greet();
   Ending ending = run_session(engine, *connection, tls, peer);
+  io::Connection::logged_in();  // the relay, if any, runs for the session
   if (engine.handed_off()) {
     hand_over(*connection, authenticator.session(), engine.pending_input(), engine.stats().auth, options);
     return 0;
@@ -379,7 +381,17 @@ int run_separated(const Options& options) {
   SystemLogin login(options, peer);
   int failures = 0;
   std::string last_user, report;
-  while (auto request = receive_message(monitor.get())) {
+  // The pre-auth process ends an unauthenticated connection at the login
+  // deadline itself; one that does not (a bug, or an attacker in it) is
+  // killed a little later, so that this root process does not stay.
+  auto give_up = io::Connection::session_end() + params::prelogin_grace;
+  bool overdue = false;
+  auto next_message = [&]() -> std::optional<std::string> {
+    if (io::wait_readable(monitor.get(), give_up)) return receive_message(monitor.get());
+    overdue = true;
+    return std::nullopt;
+  };
+  while (auto request = next_message()) {
     if (request->starts_with(end_report)) {
       report = *request;
       break;
@@ -423,16 +435,23 @@ int run_separated(const Options& options) {
     explicit_bzero(request->data(), request->size());
     if (login.in_session_process()) return session(session_end.get(), std::move(handover), result, login, options, peer);
     if (!send_message(monitor.get(), encode_reply(result))) break;
-    if (result.outcome == Login::Outcome::rejected && ++failures >= params::max_login_failures) break;
+    bool failed = result.outcome == Login::Outcome::rejected ||
+                  (result.outcome == Login::Outcome::temporary && !result.close);
+    if (failed && ++failures >= params::max_login_failures) break;
     if (result.close) break;
   }
   // After the last login attempt the pre-auth process still reports how
   // the connection ended; nothing else is answered.
   while (report.empty()) {
-    auto message = receive_message(monitor.get());
+    auto message = next_message();
     if (!message) break;
     if (message->starts_with(end_report)) report = *message;
     explicit_bzero(message->data(), message->size());
+  }
+  if (overdue) {
+    syslog(LOG_WARNING, "privilege separation: rhost=%s: the pre-login process outlived --login-timeout; killed",
+           peer.empty() ? "local" : peer.c_str());
+    ::kill(pre_auth, SIGKILL);
   }
   monitor.reset();
   int status = 0;

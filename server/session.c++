@@ -129,7 +129,9 @@ Ending run_session(protocol::Engine& engine, io::Connection& connection, const i
       case io::Connection::ReadResult::data: engine.receive(data); break;
       case io::Connection::ReadResult::timeout:
         if (io::Connection::session_expired()) {
-          engine.abort("Session time limit reached, closing connection");
+          engine.abort(engine.state() == protocol::Engine::State::authorization
+                           ? "Login time limit reached, closing connection"
+                           : "Session time limit reached, closing connection");
           connection.flush();
           return Ending::time_limit;
         }
@@ -198,6 +200,7 @@ int serve(const Options& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
   io::Connection::stop_on_termination_signals();
   io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));
+  io::Connection::limit_login(std::chrono::seconds(options.login_timeout_seconds));
   open_log();
 
   // As root the pre-auth process alone loads the key (privsep.c++).

@@ -75,6 +75,7 @@ struct MemoryMaildrop final : Maildrop {
 struct FakeAuthenticator final : Authenticator {
   Maildrop* maildrop = nullptr;
   Login::Outcome outcome_for_good_password = Login::Outcome::accepted;
+  bool refusal_closes = true;
   int calls = 0;
   std::string last_password;
   Login login(std::string_view user, std::string_view password) override {
@@ -85,7 +86,7 @@ struct FakeAuthenticator final : Authenticator {
     result.outcome = outcome_for_good_password;
     if (result.outcome != Login::Outcome::accepted) {
       result.text = "nope";
-      result.close = true;
+      result.close = refusal_closes;
       return result;
     }
     result.maildrop = maildrop;
@@ -380,6 +381,18 @@ TEST_CASE("response codes for refused logins") {
     CHECK(f.talk("USER alice\r\nPASS secret\r\n") == std::string("+OK Send your password\r\n") + c.code + "\r\n");
     CHECK(f.engine.closed());
   }
+}
+
+TEST_CASE("trouble in authentication counts toward the failure limit") {
+  Fixture f;
+  f.auth.outcome_for_good_password = Login::Outcome::temporary;
+  f.auth.refusal_closes = false;
+  CHECK(f.talk("USER alice\r\nPASS secret\r\nUSER alice\r\nPASS secret\r\n") ==
+        "+OK Send your password\r\n-ERR [SYS/TEMP] nope\r\n+OK Send your password\r\n-ERR [SYS/TEMP] nope\r\n");
+  CHECK(!f.engine.closed());
+  CHECK(f.talk("USER alice\r\nPASS wrong\r\n") ==
+        "+OK Send your password\r\n-ERR [AUTH] Authentication failed; too many failures, closing connection\r\n");
+  CHECK(f.engine.closed());
 }
 
 TEST_CASE("over-long lines get -ERR and the session goes on") {

@@ -407,5 +407,80 @@ def test_stalled_hand_over_locks_nothing(env):
             client.close()
 
 
+def test_login_time_limit(env):
+    """An unauthenticated client that sends a byte before every idle
+    timeout is closed after --login-timeout, and its processes are gone; a
+    logged-in session is not held to it."""
+    env.write_mailbox(b"")
+    with SocketServer(env, ["--login-timeout", "2", "--timeout", "1"]) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        start, received = time.monotonic(), b""
+        while time.monotonic() - start < 10:
+            try:
+                s.sendall(b"NOOP\r\n")
+                s.settimeout(0.3)
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+        elapsed = time.monotonic() - start
+        check(1.5 < elapsed < 6, f"the connection ended after {elapsed:.1f} s")
+        check(received.endswith(b"-ERR Login time limit reached, closing connection\r\n"), received[-200:])
+        for _ in range(50):
+            if not popd_pids():
+                break
+            time.sleep(0.1)
+        check_equal(popd_pids(), {}, "popd processes after the login time limit")
+        # Logged in, the session outlasts the login limit.
+        pop = __import__("poplib").POP3("127.0.0.1", server.port, timeout=20)
+        pop.user("alice")
+        pop.pass_("secret")
+        for _ in range(6):
+            time.sleep(0.5)
+            pop.noop()
+        check_equal(pop.stat()[0], 0, "STAT 3 s after login")
+        pop.quit()
+
+
+def test_monitor_kills_a_pre_auth_process_that_outstays(env):
+    """A pre-auth process that does not end the connection at the login
+    deadline (stopped here with SIGSTOP) is killed by the monitor
+    prelogin_grace later, and the monitor ends."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    import signal
+    env.write_mailbox(b"")
+    with SocketServer(env, ["--login-timeout", "1"]) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        check(s.recv(100).startswith(b"+OK"), "greeting")
+        pids = popd_pids()
+        os.kill(pids[65534], signal.SIGSTOP)
+        start = time.monotonic()
+        while popd_pids() and time.monotonic() - start < 15:
+            time.sleep(0.2)
+        waited = time.monotonic() - start
+        check_equal(popd_pids(), {}, f"popd processes {waited:.1f} s after the pre-auth process stopped")
+        check(waited > 3, f"ended after {waited:.1f} s, before the grace")
+        s.close()
+
+
+def test_temporary_authentication_failures_count(env):
+    """PAM that can say neither yes nor no ([SYS/TEMP]) counts toward the
+    failure limit: the third closes the connection."""
+    pam_service(env, "popd", [f"auth requisite {SECURITY}/pam_exec.so quiet /bin/false"])
+    out, _ = env.run(login() * 4)
+    lines = out.split("\r\n")
+    for i in (2, 4):
+        check_equal(lines[i], "-ERR [SYS/TEMP] Authentication is unavailable, try again later", f"attempt {i // 2}")
+    check_equal(lines[6], "-ERR [SYS/TEMP] Authentication is unavailable, try again later; too many failures, "
+                          "closing connection", "the third attempt")
+    check_equal(lines[7:], [""], "nothing after the third")
+
+
 if __name__ == "__main__":
     run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "hardening", ONLY)
