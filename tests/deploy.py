@@ -117,7 +117,8 @@ def skip(why):
 def xinetd(env, name="popd", args=()):
     """xinetd in the foreground with the repository's xinetd.d/NAME, as an
     administrator enables it, on a test port with the test's PAM and users
-    (and `args` in place of the file's server_args); yields the port."""
+    (and `args` in place of the file's server_args); yields the port and
+    xinetd's pid."""
     port = free_port()
     service = open(f"{TOP}/xinetd.d/{name}").read()
     check("disable\t\t= yes" in service, f"xinetd.d/{name} is not shipped disabled")
@@ -139,7 +140,7 @@ def xinetd(env, name="popd", args=()):
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_listening(port)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait()
@@ -151,7 +152,7 @@ def test_xinetd_in_the_foreground(env):
         return skip("xinetd runs services as root")
     messages, records = make_mbox(6, seed=31)
     env.write_mailbox("".join(records).encode())
-    with xinetd(env) as port:
+    with xinetd(env) as (port, _):
         round_trip(poplib.POP3("127.0.0.1", port, timeout=30), messages, delete=[2])
     check_equal(open(env.mailbox(), "rb").read(), "".join(records[:1] + records[2:]).encode(), "after QUIT")
 
@@ -178,19 +179,12 @@ def descriptors(pid):
     return found
 
 
-def popd_roles():
-    """role -> pid of the running popd processes: the monitor (root), the
-    pre-auth process (nobody) and the session (alice)."""
+def popd_roles(spawner):
+    """role -> pid of the popd processes of the connection `spawner`
+    started: the monitor (root), the pre-auth process (nobody) and the
+    session (alice)."""
     roles = {0: "monitor", 65534: "pre-auth", e2e.ALICE_UID: "session"}
-    found = {}
-    for pid in os.listdir("/proc"):
-        try:
-            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == POPD:
-                uid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
-                found[roles.get(uid, uid)] = int(pid)
-        except OSError:
-            continue
-    return found
+    return {roles.get(uid, uid): pid for uid, pid in e2e.connection_processes(spawner).items()}
 
 
 def test_xinetd_descriptors_match_design(env):
@@ -206,7 +200,7 @@ def test_xinetd_descriptors_match_design(env):
     messages, records = make_mbox(3)
     env.write_mailbox("".join(records).encode())
     for name, args in (("pop3s", tls_files(env) + ["--tls-implicit"]), ("popd", [])):
-        with xinetd(env, name, args) as port:
+        with xinetd(env, name, args) as (port, spawner):
             if name == "pop3s":
                 pop = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=30)
             else:
@@ -216,7 +210,7 @@ def test_xinetd_descriptors_match_design(env):
             check_equal(pop.stat()[0], 3, "STAT")
             client = f"socket:[{server_socket_inode(pop.sock)}]"
             for _ in range(100):  # a plain pre-auth process exits after its hand-over
-                roles = popd_roles()
+                roles = popd_roles(spawner)
                 if name == "pop3s" or "pre-auth" not in roles:
                     break
                 time.sleep(0.05)

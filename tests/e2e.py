@@ -693,6 +693,24 @@ def popd_processes_by_uid():
     return found
 
 
+def connection_processes(spawner):
+    """uid -> pid of the popd processes of the connections `spawner` (a
+    systemd-socket-activate or xinetd pid) started: each monitor, its
+    child, and the monitor's children. Leftovers of earlier connections
+    (a session lingering for the client's close) are not counted."""
+    parents, uids = {}, {}
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == POPD:
+                status = open(f"/proc/{pid}/status").read()
+                parents[int(pid)] = int(status.split("PPid:")[1].split()[0])
+                uids[int(pid)] = int(status.split("Uid:")[1].split()[0])
+        except OSError:
+            continue
+    monitors = [pid for pid, parent in parents.items() if parent == spawner]
+    return {uids[pid]: pid for pid in parents if pid in monitors or parents[pid] in monitors}
+
+
 def popd_pid_of_uid(uid):
     """The pid of the running popd whose real uid is `uid`."""
     for pid in os.listdir("/proc"):

@@ -316,19 +316,6 @@ def memory_holds(pid, secrets):
     return found
 
 
-def popd_pids():
-    """uid -> pid of each running popd (one process per uid here)."""
-    pids = {}
-    for pid in os.listdir("/proc"):
-        try:
-            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == e2e.POPD:
-                uid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
-                pids[uid] = int(pid)
-        except OSError:
-            continue
-    return pids
-
-
 def test_tls_key_only_in_the_pre_auth_process(env):
     """After a TLS login the session process (the user's, which parses
     user-controlled files) and the monitor hold nothing of the private
@@ -348,7 +335,7 @@ def test_tls_key_only_in_the_pre_auth_process(env):
         pop.user("alice")
         pop.pass_("secret")
         check_equal(pop.stat()[0], 3, "STAT over TLS")
-        pids = popd_pids()
+        pids = e2e.connection_processes(server.process.pid)
         check_equal(sorted(pids), sorted([0, ALICE_UID, 65534]), "popd processes after a TLS login")
         check_equal(memory_holds(pids[ALICE_UID], secrets), set(), "what the session holds of the key")
         check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
@@ -399,10 +386,11 @@ def test_stalled_hand_over_locks_nothing(env):
                     except OSError:
                         check(False, f"{layout}: an fcntl lock while the hand-over stalls")
                 time.sleep(0.2)
-            while time.monotonic() - start < 15 and ALICE_UID in popd_pids():
+            while time.monotonic() - start < 15 and ALICE_UID in e2e.connection_processes(server.process.pid):
                 time.sleep(0.2)
             waited = time.monotonic() - start
-            check(ALICE_UID not in popd_pids(), f"{layout}: the session still waits after {waited:.1f} s")
+            check(ALICE_UID not in e2e.connection_processes(server.process.pid),
+                  f"{layout}: the session still waits after {waited:.1f} s")
             print(f"     {layout}: no lock while the hand-over stalled; the session gave up after {waited:.1f} s")
             client.close()
 
@@ -431,10 +419,10 @@ def test_login_time_limit(env):
         check(1.5 < elapsed < 6, f"the connection ended after {elapsed:.1f} s")
         check(received.endswith(b"-ERR Login time limit reached, closing connection\r\n"), received[-200:])
         for _ in range(50):
-            if not popd_pids():
+            if not e2e.connection_processes(server.process.pid):
                 break
             time.sleep(0.1)
-        check_equal(popd_pids(), {}, "popd processes after the login time limit")
+        check_equal(e2e.connection_processes(server.process.pid), {}, "popd processes after the login time limit")
         # Logged in, the session outlasts the login limit.
         pop = __import__("poplib").POP3("127.0.0.1", server.port, timeout=20)
         pop.user("alice")
@@ -458,13 +446,14 @@ def test_monitor_kills_a_pre_auth_process_that_outstays(env):
     with SocketServer(env, ["--login-timeout", "1"]) as server:
         s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
         check(s.recv(100).startswith(b"+OK"), "greeting")
-        pids = popd_pids()
+        pids = e2e.connection_processes(server.process.pid)
         os.kill(pids[65534], signal.SIGSTOP)
         start = time.monotonic()
-        while popd_pids() and time.monotonic() - start < 15:
+        while e2e.connection_processes(server.process.pid) and time.monotonic() - start < 15:
             time.sleep(0.2)
         waited = time.monotonic() - start
-        check_equal(popd_pids(), {}, f"popd processes {waited:.1f} s after the pre-auth process stopped")
+        check_equal(e2e.connection_processes(server.process.pid), {},
+                    f"popd processes {waited:.1f} s after the pre-auth process stopped")
         check(waited > 3, f"ended after {waited:.1f} s, before the grace")
         s.close()
 
