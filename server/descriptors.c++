@@ -9,6 +9,8 @@
 #include <climits>
 #include <vector>
 
+#include "server/log.h"
+
 namespace popd::server {
 namespace {
 
@@ -25,8 +27,6 @@ void close_range_of(unsigned first, unsigned last) {
 }
 
 }  // namespace
-
-void open_log() { ::openlog("popd", LOG_PID | LOG_NDELAY, LOG_MAIL); }
 
 void null_on(int fd) {
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);

@@ -14,10 +14,6 @@
 
 namespace popd::server {
 
-// syslog: facility mail, the pid in each line, connected at once (the
-// pre-auth process keeps the connection into its chroot).
-void open_log();
-
 // At start: descriptors 0 to 2 open (/dev/null for a closed one), the
 // client's socket off 2, and nothing above 2 but what popd opens itself.
 void settle_standard_descriptors();

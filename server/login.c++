@@ -20,6 +20,7 @@
 #include "io/file.h"
 #include "params.h"
 #include "server/descriptors.h"
+#include "server/log.h"
 
 namespace popd::server {
 
@@ -69,7 +70,8 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
   std::string error, note;
   mailbox::LockStatus status = mailbox::DotLock::acquire(mailbox, held.lock, error, note);
   if (!note.empty())
-    syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", account.name.c_str(), mailbox.c_str(), note.c_str());
+    syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", escaped(account.name).c_str(), escaped(mailbox).c_str(),
+           printable(note).c_str());
   Login refused{Outcome::in_use, "Mailbox is locked by another session", nullptr, true};
   switch (status) {
     case mailbox::LockStatus::locked:
@@ -79,7 +81,8 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
     case mailbox::LockStatus::busy: break;
     case mailbox::LockStatus::failed: refused = {Outcome::temporary, "Cannot lock mailbox: " + error, nullptr, true};
   }
-  syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", account.name.c_str(), mailbox.c_str(), refused.text.c_str());
+  syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(account.name).c_str(), escaped(mailbox).c_str(),
+         printable(refused.text).c_str());
   return refused;
 }
 
@@ -158,7 +161,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   std::string user(user_name);
   auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
-    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", user.c_str(), or_unknown(peer_), why);
+    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_unknown(peer_), why);
     std::this_thread::sleep_until(began + options_.failure_delay);
     return Login{outcome, std::move(text)};
   };
@@ -187,19 +190,19 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
 
   std::string error;
   if (!auth::set_user_groups(*account, error)) {
-    syslog(LOG_ERR, "login: user=%s: %s", user.c_str(), error.c_str());
+    syslog(LOG_ERR, "login: user=%s: %s", escaped(user).c_str(), error.c_str());
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
   if (pam->open_session() != PAM_SUCCESS) {
-    syslog(LOG_ERR, "login: user=%s: PAM session: %s", user.c_str(), pam->error().c_str());
+    syslog(LOG_ERR, "login: user=%s: PAM session: %s", escaped(user).c_str(), pam->error().c_str());
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
   if (Account::named(account->name) != account) {
-    syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", user.c_str());
+    syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", escaped(user).c_str());
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
   user_ = account->name;
-  syslog(LOG_INFO, "login: user=%s rhost=%s", user_.c_str(), or_unknown(peer_));
+  syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_unknown(peer_));
   std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
 
   // The session asks this process for the dotlock on this socket once it
@@ -210,7 +213,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   io::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
   pid_t child = ::fork();
   if (child < 0) {
-    syslog(LOG_ERR, "login: user=%s: fork: %s", user_.c_str(), std::strerror(errno));
+    syslog(LOG_ERR, "login: user=%s: fork: %s", escaped(user_).c_str(), std::strerror(errno));
     return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
   }
   if (child > 0) {
@@ -237,7 +240,7 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
   std::string error;
   if (!auth::become_user(account, error)) {
     // Still root, or someone else: touch nothing, answer nothing.
-    syslog(LOG_ERR, "session: user=%s: %s", user_.c_str(), error.c_str());
+    syslog(LOG_ERR, "session: user=%s: %s", escaped(user_).c_str(), error.c_str());
     ::_exit(1);
   }
   // Under privilege separation the connection comes first: nothing is
@@ -254,9 +257,10 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
       dotlock_held);
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
-           user_.c_str(), mailbox.c_str(), opened.notes.c_str());
+           escaped(user_).c_str(), escaped(mailbox).c_str(), printable(opened.notes).c_str());
   if (opened.outcome != Outcome::accepted) {
-    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", user_.c_str(), mailbox.c_str(), opened.text.c_str());
+    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(user_).c_str(), escaped(mailbox).c_str(),
+           printable(opened.text).c_str());
     return Login{opened.outcome, opened.text, nullptr, true};
   }
   spool_ = std::move(opened.spool);
@@ -265,7 +269,8 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
 
 void SystemLogin::end_session() {
   std::string error;
-  if (spool_ && !spool_->save_index(error)) syslog(LOG_DEBUG, "session: user=%s: %s", user_.c_str(), error.c_str());
+  if (spool_ && !spool_->save_index(error))
+    syslog(LOG_DEBUG, "session: user=%s: %s", escaped(user_).c_str(), error.c_str());
   spool_.reset();
 }
 

@@ -23,6 +23,7 @@
 #include "params.h"
 #include "protocol/engine.h"
 #include "server/descriptors.h"
+#include "server/log.h"
 #include "server/login.h"
 #include "server/session.h"
 
@@ -300,7 +301,7 @@ int session(int socket, std::optional<Received> handover, const Login& login, Sy
     std::string error;
     auto replies = io::Ring::attach(std::move(handover->fds[0]), error);
     if (!replies) {
-      syslog(LOG_ERR, "session: user=%s: %s", system_login.user().c_str(), error.c_str());
+      syslog(LOG_ERR, "session: user=%s: %s", escaped(system_login.user()).c_str(), error.c_str());
       return 1;
     }
     connection.reply_through(std::move(*replies), std::move(handover->fds[1]));
@@ -428,7 +429,7 @@ int run_separated(const Options& options) {
     std::optional<Received> handover;
     login.before_opening_mailbox([&] {
       if (!(handover = receive_handover(session_end.get())))
-        syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", login.user().c_str());
+        syslog(LOG_ERR, "session: user=%s: no connection from the pre-auth process", escaped(login.user()).c_str());
       return handover.has_value();
     });
     result = login.login(user, password);

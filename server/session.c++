@@ -19,6 +19,7 @@
 #include "mailbox/spool.h"
 #include "params.h"
 #include "server/descriptors.h"
+#include "server/log.h"
 #include "server/login.h"
 #include "server/privsep.h"
 
@@ -54,7 +55,7 @@ void log_session_end(const std::string& user, const std::string& peer, bool tls,
   syslog(LOG_INFO,
          "session end: user=%s rhost=%s tls=%s auth=%s retr=%llu/%llu top=%llu dele=%llu kept=%llu/%llu "
          "duration=%.3f result=%s",
-         user.empty() ? "-" : user.c_str(), or_local(peer), tls ? "yes" : "no",
+         user.empty() ? "-" : escaped(user).c_str(), or_local(peer), tls ? "yes" : "no",
          stats.auth.empty() ? "-" : stats.auth.c_str(), n(stats.retrieved_messages), n(stats.retrieved_bytes),
          n(stats.top_messages), n(stats.deleted_messages), n(stats.kept_messages), n(stats.kept_bytes),
          duration.count(), result_of(ending, stats));

@@ -310,21 +310,55 @@ def test_haproxy_send_proxy_v1_and_v2(env):
     check("rhost=127.0.0.1 " not in text.replace("proxy=127.0.0.1", ""), "a session logged the proxy's address:\n" + text)
     check_equal(open(env.mailbox(), "rb").read(), "".join(records[1:]).encode(), "after QUIT through v2")
 
-    # fail2ban's own tool and the shipped filter, installed beside
-    # fail2ban's common definitions as in /etc/fail2ban, on these very lines.
-    path = syslog_file(log.lines, env.dir + "/mail.log")
+    # fail2ban's own tool and the shipped filter on these very lines.
+    total, out = fail2ban_regex(env, log.lines)
+    check_equal(total, 6, out)
+    matched = re.findall(r"rhost=(127\.0\.0\.\d+) reason=", out)
+    check_equal(sorted(set(matched)), ["127.0.0.4", "127.0.0.5"], "hosts fail2ban would ban")
+    print(f"     HAProxy send-proxy and send-proxy-v2: sessions logged with the client's address; "
+          f"fail2ban-regex matched {total} failed logins")
+
+
+def fail2ban_regex(env, lines):
+    """fail2ban's own tool with the shipped filter, installed beside
+    fail2ban's common definitions as in /etc/fail2ban, on log lines."""
+    path = syslog_file(lines, env.dir + "/mail.log")
     config = env.dir + "/fail2ban"
-    shutil.copytree("/etc/fail2ban", config)
+    if not os.path.exists(config):
+        shutil.copytree("/etc/fail2ban", config)
     shutil.copy(f"{TOP}/fail2ban/filter.d/popd.conf", f"{config}/filter.d/popd.conf")
     p = subprocess.run(["fail2ban-regex", "-c", config, "--print-all-matched", path, "popd"],
                        capture_output=True, text=True, timeout=120)
     check_equal(p.returncode, 0, p.stdout + p.stderr)
     total = re.search(r"Failregex: (\d+) total", p.stdout)
-    check(total and int(total.group(1)) == 6, p.stdout)
-    matched = re.findall(r"rhost=(127\.0\.0\.\d+) reason=", p.stdout)
-    check_equal(sorted(set(matched)), ["127.0.0.4", "127.0.0.5"], "hosts fail2ban would ban")
-    print(f"     HAProxy send-proxy and send-proxy-v2: sessions logged with the client's address; "
-          f"fail2ban-regex matched {total.group(1)} failed logins")
+    check(total, p.stdout)
+    return int(total.group(1)), p.stdout
+
+
+def test_fail2ban_matches_any_logged_name(env):
+    """User names a client may send (bytes from 0x80 on: U+00A0, which
+    Python's \\S does not match; Latin-1; a backslash) are logged escaped,
+    one word each, and the shipped filter matches every failed login."""
+    if not can_bind_dev_log():
+        return skip("needs root and no syslog daemon owning /dev/log")
+    names = [b"al\xc2\xa0ice", b"\xe9t\xe9", b"back\\slash", b"x\xff\xfe"]
+    env.write_mailbox(b"")
+    with Syslog() as log, SocketServer(env) as popd:
+        for name in names:
+            with socket.create_connection(("127.0.0.1", popd.port), source_address=("127.0.0.6", 0),
+                                          timeout=20) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b"USER " + name + b"\r\n")
+                check(f.readline().startswith(b"+OK"), f"USER {name!r}")
+                s.sendall(b"PASS wrong\r\n")
+                check(f.readline().startswith(b"-ERR [AUTH]"), f"PASS for {name!r}")
+        lines = log.collect(until="user=x\\xff\\xfe rhost=127.0.0.6", wait=15)
+    text = "\n".join(lines)
+    for escaped in ("al\\xc2\\xa0ice", "\\xe9t\\xe9", "back\\x5cslash", "x\\xff\\xfe"):
+        check(f"login failed: user={escaped} rhost=127.0.0.6 " in text, f"{escaped} not logged escaped:\n{text}")
+    total, out = fail2ban_regex(env, lines)
+    check_equal(total, len(names), f"failed logins fail2ban-regex matched:\n{out}")
 
 
 def test_proxy_header_rules(env):

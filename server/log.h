@@ -1,0 +1,24 @@
+// syslog: what popd logs and how names from outside appear in it.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace popd::server {
+
+// syslog: facility mail, the pid in each line, connected at once (the
+// pre-auth process keeps the connection into its chroot).
+void open_log();
+
+// A name from outside (a user name a client sent or NSS returned, a path
+// made from one) as it goes into a log line: bytes outside printable
+// ASCII, and the backslash, as \xNN. So a name is one word without spaces
+// that log readers (fail2ban's user=\S*) match whole, and cannot forge a
+// line or a field.
+std::string escaped(std::string_view name);
+
+// Free text that may hold such names (a note naming a file): the same, but
+// spaces stay.
+std::string printable(std::string_view text);
+
+}  // namespace popd::server
