@@ -39,6 +39,8 @@ as started by xinetd or systemd socket activation (Accept=yes).
                          %h/.popd-uidvalidity)
   --list-uids MAILBOX    print each message's number and unique-id as UIDL
                          would, reading MAILBOX only, and exit
+  --shared-spool         other hosts lock the spool too: a dotlock is stale
+                         only by age (found by itself on NFS, SMB, FUSE, ...)
   --pam-service NAME     PAM service name (default popd)
   --first-valid-uid UID  accounts with a smaller uid may not log in (default
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
@@ -109,10 +111,13 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     }
     if (name == "--help") return Exit{0, usage()};
     if (name == "--version") return Exit{0, std::string(version) + "\n"};
-    if (name == "--tls-implicit" || name == "--require-tls" || name == "--proxy-protocol") {
+    if (name == "--tls-implicit" || name == "--require-tls" || name == "--proxy-protocol" ||
+        name == "--shared-spool") {
       if (has_value) return bad(std::string(name) + " takes no value");
-      (name == "--tls-implicit" ? options.tls_implicit : name == "--require-tls" ? options.require_tls
-                                                                                 : options.proxy_protocol) = true;
+      (name == "--tls-implicit"     ? options.tls_implicit
+       : name == "--require-tls"    ? options.require_tls
+       : name == "--proxy-protocol" ? options.proxy_protocol
+                                    : options.shared_spool) = true;
       continue;
     }
     const Valued* option = nullptr;

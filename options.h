@@ -39,6 +39,9 @@ struct Options {
   // Behind a load balancer: the connection starts with a PROXY protocol
   // header naming the client, accepted only from these addresses.
   bool proxy_protocol = false;
+  // Other hosts lock the spool too (NFS and the like, also found by
+  // statfs): a dotlock is stale only by age (mailbox/lock.h).
+  bool shared_spool = false;
   std::string proxy_from = "127.0.0.1,::1";
 
   bool tls_configured() const { return !tls.certificate.empty(); }

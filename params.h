@@ -30,6 +30,10 @@ inline constexpr std::chrono::milliseconds failed_login_delay{2000};
 // enough to ride out a delivery in progress, short enough that a client does
 // not time out.
 inline constexpr std::chrono::milliseconds lock_wait{4000};
+// A dotlock older than 5 minutes is taken for stale by others (liblockfile,
+// and on a shared spool nothing else tells): its holder touches it this
+// often, as liblockfile's manual asks.
+inline constexpr std::chrono::seconds lock_refresh{60};
 // It tries again after 10 ms, then twice as long each time, up to 250 ms:
 // a session that just ended releases its lock within milliseconds.
 inline constexpr std::chrono::milliseconds lock_first_retry{10};

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <lockfile.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,27 +39,34 @@ LockStatus retry(Attempt attempt) {
 }  // namespace
 
 DotLock::DotLock(DotLock&& other) noexcept
-    : path_(std::exchange(other.path_, {})), owner_(std::exchange(other.owner_, false)) {}
+    : path_(std::exchange(other.path_, {})), owner_(std::exchange(other.owner_, false)),
+      device_(other.device_), inode_(other.inode_), changed_(other.changed_) {}
 
 DotLock& DotLock::operator=(DotLock&& other) noexcept {
   if (this != &other) {
     release();
     path_ = std::exchange(other.path_, {});
     owner_ = std::exchange(other.owner_, false);
+    device_ = other.device_;
+    inode_ = other.inode_;
+    changed_ = other.changed_;
   }
   return *this;
 }
 
 DotLock::~DotLock() { release(); }
 
-LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::string& error,
-                            std::string& note) {
+LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::string& error, std::string& note,
+                            bool shared) {
   std::string path = mailbox + ".lock";
+  // With L_PID the lock holds our pid, and a lock whose pid is not alive
+  // here is stale; without, liblockfile writes no pid and judges by age.
+  int flags = shared ? 0 : L_PID;
   LockStatus status = retry([&] {
     // liblockfile removes a stale lock itself; look first, to log it.
-    bool stale = ::access(path.c_str(), F_OK) == 0 && lockfile_check(path.c_str(), L_PID) != 0;
+    bool stale = ::access(path.c_str(), F_OK) == 0 && lockfile_check(path.c_str(), flags) != 0;
     // No retries inside liblockfile: its back-off starts at 5 seconds.
-    switch (lockfile_create(path.c_str(), 0, L_PID)) {
+    switch (lockfile_create(path.c_str(), 0, flags)) {
       case L_SUCCESS:
         if (stale) note = "took over the stale lock " + path;
         return LockStatus::locked;
@@ -71,7 +79,7 @@ LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::stri
   if (status == LockStatus::busy) error = path + " is held by another process";
   if (status == LockStatus::locked) {
     lock.release();
-    lock.path_ = std::move(path);
+    lock = held_elsewhere(mailbox);
     lock.owner_ = true;
   }
   return status;
@@ -80,17 +88,55 @@ LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::stri
 DotLock DotLock::held_elsewhere(const std::string& mailbox) {
   DotLock lock;
   lock.path_ = mailbox + ".lock";
+  lock.remember();
   return lock;
 }
 
+void DotLock::remember() {
+  struct stat st;
+  if (::lstat(path_.c_str(), &st) == 0) device_ = st.st_dev, inode_ = st.st_ino, changed_ = st.st_ctim;
+}
+
+bool DotLock::still_ours() const {
+  struct stat st;
+  return ::lstat(path_.c_str(), &st) == 0 && st.st_dev == device_ && st.st_ino == inode_ &&
+         st.st_ctim.tv_sec == changed_.tv_sec && st.st_ctim.tv_nsec == changed_.tv_nsec;
+}
+
 void DotLock::refresh() {
-  if (!path_.empty()) lockfile_touch(path_.c_str());
+  if (!owner_ || path_.empty() || !still_ours()) return;
+  lockfile_touch(path_.c_str());
+  remember();
 }
 
 void DotLock::release() {
-  if (owner_ && !path_.empty()) lockfile_remove(path_.c_str());
+  // A lock taken over as stale meanwhile (a session stopped for 5 minutes
+  // on a shared spool) is another's now: never removed here.
+  if (owner_ && !path_.empty() && still_ours()) lockfile_remove(path_.c_str());
   path_.clear();
   owner_ = false;
+}
+
+bool on_shared_file_system(const std::string& mailbox) {
+  constexpr unsigned long shared[] = {
+      0x6969,      // NFS
+      0x517B,      // SMB
+      0xFF534D42,  // CIFS
+      0xFE534D42,  // SMB2
+      0x5346414F,  // AFS
+      0x00C36400,  // Ceph
+      0x65735546,  // FUSE (GlusterFS, sshfs, ...)
+      0x01021997,  // 9P
+      0x01161970,  // GFS2
+      0x7461636F,  // OCFS2
+      0x0BD00BD0,  // Lustre
+      0x73757245,  // Coda
+  };
+  std::string directory = mailbox.substr(0, mailbox.rfind('/') + 1);
+  struct statfs fs;
+  if (::statfs(directory.empty() ? "." : directory.c_str(), &fs) != 0) return false;
+  auto type = static_cast<unsigned long>(fs.f_type) & 0xFFFFFFFF;
+  return std::find(std::begin(shared), std::end(shared), type) != std::end(shared);
 }
 
 std::optional<gid_t> spool_directory_group(const std::string& mailbox) {

@@ -29,7 +29,7 @@ std::size_t FileSource::read_at(std::uint64_t offset, char* buffer, std::size_t 
   return done;
 }
 
-Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme scheme, bool dotlock_held) {
+Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme scheme, Locking locking) {
   Opened result;
   auto refuse = [&result](Outcome outcome, std::string text) {
     result.outcome = outcome;
@@ -56,10 +56,10 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
   }
 
   LockStatus dotlock = LockStatus::locked;
-  if (dotlock_held)
+  if (locking.dotlock_held)
     spool->dotlock_ = DotLock::held_elsewhere(path);
   else
-    dotlock = DotLock::acquire(path, spool->dotlock_, error, result.notes);
+    dotlock = DotLock::acquire(path, spool->dotlock_, error, result.notes, locking.shared);
   switch (dotlock) {
     case LockStatus::locked: break;
     case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another session");

@@ -26,6 +26,15 @@ class FileSource final : public ByteSource {
   std::uint64_t size_;
 };
 
+// How a session locks its spool.
+struct Locking {
+  // The monitor took the dotlock for this session (and removes it after);
+  // the session keeps it fresh.
+  bool dotlock_held = false;
+  // Other hosts lock this spool too (DotLock::acquire).
+  bool shared = false;
+};
+
 class Spool final : public protocol::Maildrop {
  public:
   struct Opened {
@@ -41,10 +50,8 @@ class Spool final : public protocol::Maildrop {
     std::string index;        // its index (mailbox/index.h)
     std::string uidvalidity;  // where a deleted X-IMAPbase's value is kept (mailbox/uids.h)
   };
-  // `dotlock_held`: the monitor took the dotlock for this session (and
-  // removes it after); the session keeps it fresh.
   static Opened open(const std::string& path, const Files& files, UidScheme scheme = UidScheme::popd,
-                     bool dotlock_held = false);
+                     Locking locking = {});
 
   std::size_t count() const override { return mbox_.messages.size(); }
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }

@@ -48,6 +48,11 @@ struct SessionLock {
     auth::ActingAs as(uid, group);
     lock.release();
   }
+  void refresh() {
+    if (!lock.held()) return;
+    auth::ActingAs as(uid, group);
+    lock.refresh();
+  }
 };
 
 // In a spool directory that only the mail group may write (Debian's
@@ -59,7 +64,8 @@ struct SessionLock {
 // this process, which outlives the session and removes the lock after it.
 // Elsewhere (a home directory, a sticky spool) nothing happens here and the
 // session locks as before. A refusal comes back for the client.
-std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Account& account, SessionLock& held) {
+std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Account& account, bool shared,
+                                      SessionLock& held) {
   if (!auth::running_as_root()) return std::nullopt;
   auto group = mailbox::spool_directory_group(mailbox);
   struct stat st;
@@ -68,7 +74,7 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
   auth::ActingAs as(account.uid, *group);
   if (!as.ok()) return std::nullopt;
   std::string error, note;
-  mailbox::LockStatus status = mailbox::DotLock::acquire(mailbox, held.lock, error, note);
+  mailbox::LockStatus status = mailbox::DotLock::acquire(mailbox, held.lock, error, note, shared);
   if (!note.empty())
     syslog(LOG_WARNING, "mailbox: user=%s mailbox=%s: %s", escaped(account.name).c_str(), escaped(mailbox).c_str(),
            printable(note).c_str());
@@ -92,12 +98,13 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
 // does not ask in time gets nothing: it cannot have its connection.
 constexpr auto lock_request_wait = params::handover_wait + std::chrono::seconds(2);
 
-void answer_lock_request(int channel, const std::string& mailbox, const Account& account, SessionLock& lock) {
+void answer_lock_request(int channel, const std::string& mailbox, const Account& account, bool shared,
+                         SessionLock& lock) {
   char request;
   if (!io::wait_readable(channel, std::chrono::steady_clock::now() + lock_request_wait) ||
       ::recv(channel, &request, 1, 0) != 1 || request != 'L')
     return;
-  auto refused = lock_for_session(mailbox, account, lock);
+  auto refused = lock_for_session(mailbox, account, shared, lock);
   char code = refused ? (refused->outcome == Outcome::in_use ? 'B' : 'F') : lock.lock.held() ? 'H' : 'N';
   std::string answer(1, code);
   if (refused) answer += refused->text;
@@ -139,12 +146,24 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   // when the session process ends; the monitor waits for both, so that a
   // service manager that ends the unit with its main process does not cut
   // the relay short.
+  // Meanwhile the dotlock this process made is kept fresh here, every
+  // params::lock_refresh, so that it is never taken for stale.
+  sigset_t children;
+  sigemptyset(&children);
+  sigaddset(&children, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &children, nullptr);
   int status = 0, session_status = 1;
-  for (pid_t ended; (ended = ::waitpid(-1, &status, 0)) >= 0 || errno == EINTR;) {
-    if (ended != child) continue;
-    session_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-    lock.release();
-    pam.reset();
+  for (;;) {
+    pid_t ended = ::waitpid(-1, &status, WNOHANG);
+    if (ended < 0 && errno != EINTR) break;  // no child left
+    if (ended == child) {
+      session_status = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      lock.release();
+      pam.reset();
+    }
+    if (ended != 0) continue;
+    timespec wait{std::chrono::seconds(params::lock_refresh).count(), 0};
+    if (::sigtimedwait(&children, nullptr, &wait) < 0 && errno == EAGAIN) lock.refresh();
   }
   lock.release();
   pam.reset();
@@ -204,6 +223,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   user_ = account->name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_unknown(peer_));
   std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
+  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
 
   // The session asks this process for the dotlock on this socket once it
   // is ready to open the mailbox (its connection handed over).
@@ -220,7 +240,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     if (on_fork_) on_fork_();
     lock_channel.reset();
     SessionLock lock;
-    answer_lock_request(lock_requests.get(), mailbox, *account, lock);
+    answer_lock_request(lock_requests.get(), mailbox, *account, shared_spool_, lock);
     lock_requests.reset();
     supervise(child, std::move(pam), lock);
   }
@@ -254,7 +274,7 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
   };
   auto opened = mailbox::Spool::open(
       mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme,
-      dotlock_held);
+      {.dotlock_held = dotlock_held, .shared = shared_spool_});
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
            escaped(user_).c_str(), escaped(mailbox).c_str(), printable(opened.notes).c_str());

@@ -55,6 +55,7 @@ class SystemLogin final : public protocol::Authenticator {
   const Options& options_;
   std::string peer_;
   uid_t first_valid_uid_;
+  bool shared_spool_ = false;
   std::string user_;
   std::unique_ptr<mailbox::Spool> spool_;
   bool in_session_process_ = false;

@@ -425,6 +425,88 @@ def test_two_mounts_of_one_spool_lock_each_other(env):
     check(b"+OK 2 " in third.stdout, third.stdout.decode())
 
 
+def on_host(env, mount, host, own_pids=False, args=()):
+    """popd as another host would run it: in a mount namespace where the
+    spool directory is (also) at `mount`, with a host name of its own (UTS
+    namespace) and, with `own_pids`, a pid namespace of its own, where the
+    pids of the first host's processes do not exist."""
+    command = env.command(args)
+    command[command.index("--mailbox") + 1] = mount + "/%u"
+    return (["unshare", "-m", "-u"] + (["-p", "--fork"] if own_pids else []) +
+            ["--propagation", "private", "sh", "-c",
+             'hostname "$3" && mount --bind "$1" "$2" && shift 3 && exec "$@"', "sh", env.dir + "/mail", mount,
+             host] + command)
+
+
+def lock_identity(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_ctime_ns, open(path, "rb").read()
+
+
+def test_shared_spool_hosts_respect_each_others_locks(env):
+    """Several hosts on one spool (popd.8, NFS): host A holds a session;
+    host B, in a pid namespace where A's pids do not exist, gets [IN-USE]
+    and leaves A's dotlock as it was. With the pid check of a local spool,
+    B took A's fresh lock for stale (its pid is not alive on B), and its
+    monitor then removed it: A's mailbox was left unguarded against MDAs.
+    --shared-spool says so here; NFS and FUSE are found by statfs (FUSE
+    below, with bindfs)."""
+    if not IS_ROOT or subprocess.run(["unshare", "-m", "-u", "-p", "--fork", "true"],
+                                     capture_output=True).returncode != 0:
+        return skip("needs root and mount, UTS and pid namespaces")
+    messages, records = make_mbox(3, seed=34)
+    env.write_mailbox("".join(records).encode())
+    lock = env.mailbox() + ".lock"
+    mounts = {name: f"{env.dir}/mnt-{name}" for name in ("a", "b")}
+    for mount in mounts.values():
+        os.mkdir(mount)
+    variables = dict(os.environ, **env.variables())
+    a = subprocess.Popen(on_host(env, mounts["a"], "host-a", args=["--shared-spool"]), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=variables)
+    a.stdin.write(login().encode())
+    a.stdin.flush()
+    for _ in range(3):
+        line = a.stdout.readline()
+    check(line.startswith(b"+OK maildrop has 3 messages"), f"host A: {line!r}")
+    held = lock_identity(lock)
+    check_equal(held[2], b"0\n", "a shared spool's dotlock names no pid")
+    b = subprocess.run(on_host(env, mounts["b"], "host-b", own_pids=True, args=["--shared-spool"]),
+                       input=(login() + "QUIT\r\n").encode(), capture_output=True, env=variables, timeout=60)
+    check(b"-ERR [IN-USE]" in b.stdout, b.stdout.decode() + b.stderr.decode())
+    check_equal(lock_identity(lock), held, "A's dotlock after B's attempt")
+    a.stdin.write(b"DELE 1\r\nQUIT\r\n")
+    a.stdin.close()
+    a.wait(timeout=30)
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records[1:]).encode(), "after A's QUIT")
+    check(not os.path.exists(lock), "A's dotlock after its QUIT")
+
+
+def test_fuse_spool_is_found_shared(env):
+    """On FUSE (bindfs here; GlusterFS and sshfs are FUSE too) popd judges a
+    dotlock by age alone without being told: a fresh lock whose pid does
+    not exist is respected, where on the local file system under it the
+    same lock is taken over as stale."""
+    if not IS_ROOT or not shutil.which("bindfs"):
+        return skip("needs root and bindfs")
+    mount = env.dir + "/fuse"
+    os.mkdir(mount)
+    if subprocess.run(["bindfs", env.dir + "/mail", mount], capture_output=True).returncode != 0:
+        return skip("bindfs cannot mount here (no /dev/fuse?)")
+    try:
+        env.write_mailbox(b"")
+        lock = env.mailbox() + ".lock"
+        with open(lock, "w") as f:
+            f.write("999999999\n")  # above pid_max: no such process
+        out, _ = env.run(login() + "QUIT\r\n", ["--mailbox", mount + "/%u"])
+        check("-ERR [IN-USE]" in out, f"on FUSE: {out}")
+        check(os.path.exists(lock), "on FUSE the lock was taken over")
+        out, _ = env.run(login() + "QUIT\r\n")
+        check("+OK maildrop has 0 messages" in out, f"on the local file system: {out}")
+        check(not os.path.exists(lock), "the stale local lock is still there")
+    finally:
+        subprocess.run(["fusermount", "-u", mount], capture_output=True)
+
+
 if __name__ == "__main__":
     e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "deploy",
                   sys.argv[2] if len(sys.argv) > 2 else "", debian_spool=True)
