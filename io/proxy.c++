@@ -75,8 +75,12 @@ ProxyHeader parse_v2(std::string_view data) {
   auto byte = [&](std::size_t i) { return static_cast<unsigned char>(data[i]); };
   std::size_t length = v2_fixed + (std::size_t{byte(14)} << 8 | byte(15));
   if ((byte(12) >> 4) != 2) return malformed("version 2 signature with another version");
-  unsigned command = byte(12) & 15, family = byte(13) >> 4;
+  unsigned command = byte(12) & 15, family = byte(13) >> 4, transport = byte(13) & 15;
   if (command > 1) return malformed("version 2 header with an unknown command");
+  // The specification defines families 0 to 3 (UNSPEC, INET, INET6, UNIX)
+  // and transports 0 to 2 (UNSPEC, STREAM, DGRAM); a receiver must reject
+  // any other.
+  if (family > 3 || transport > 2) return malformed("version 2 header with an undefined family or transport");
   if (data.size() < length) return need(length);
   ProxyHeader header{Status::complete, length, {}, {}};
   if (command == 0) return header;  // LOCAL: the proxy's own connection, a health check
@@ -143,6 +147,14 @@ std::optional<AddressList> AddressList::parse(std::string_view list) {
       auto [end, error] = std::from_chars(bits.data(), bits.data() + bits.size(), network.bits);
       if (bits.empty() || error != std::errc() || end != bits.data() + bits.size() || network.bits > most)
         return std::nullopt;
+    }
+    // ::ffff:a.b.c.d is how a dual-stack socket names an IPv4 peer, and
+    // peers are compared in IPv4 form (canonical_address): so is it.
+    if (network.family == AF_INET6 && network.bits >= 96 &&
+        IN6_IS_ADDR_V4MAPPED(reinterpret_cast<const in6_addr*>(network.bytes))) {
+      network.family = AF_INET;
+      std::memmove(network.bytes, network.bytes + 12, 4);
+      network.bits -= 96;
     }
     result.networks_.push_back(network);
   }

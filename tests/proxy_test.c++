@@ -84,6 +84,12 @@ TEST_CASE("PROXY version 2: PROXY and LOCAL, IPv4 and IPv6, TLVs skipped") {
   std::string version3 = v2(1, 0x11, std::string(12, '\0'));
   version3[12] = 0x31;
   CHECK(parse_proxy_header(version3).status == Status::malformed);
+  // Families 0-3 and transports 0-2 only, as the specification says.
+  for (unsigned char undefined : {0x13, 0x41, 0xf1, 0x1f, 0x03, 0x40})
+    CHECK_MESSAGE(parse_proxy_header(v2(1, undefined, std::string(216, '\0'))).status == Status::malformed,
+                  int(undefined));
+  CHECK(parse_proxy_header(v2(0, 0x50, "")).status == Status::malformed);
+  CHECK(parse_proxy_header(v2(1, 0x12, std::string(12, '\0'))).status == Status::complete);  // DGRAM
 }
 
 TEST_CASE("read_proxy_header reads the header and not one byte more") {
@@ -121,6 +127,14 @@ TEST_CASE("address lists: addresses, networks, IPv4 in IPv6 form") {
   CHECK(!list->contains("local"));
   for (const char* bad : {"", "127.0.0.1,", "10.0.0.0/33", "::1/129", "localhost", "10.0.0.0/x", "1.2.3.4/"})
     CHECK_MESSAGE(!AddressList::parse(bad), bad);
+  // Written as IPv4 in IPv6 form, an entry matches the IPv4 peer.
+  auto mapped = AddressList::parse("::ffff:198.51.100.7,::ffff:10.0.0.0/104");
+  REQUIRE(mapped);
+  CHECK(mapped->contains("198.51.100.7"));
+  CHECK(mapped->contains("::ffff:198.51.100.7"));
+  CHECK(mapped->contains("10.9.8.7"));
+  CHECK(!mapped->contains("198.51.100.8"));
+  CHECK(!mapped->contains("11.0.0.1"));
   CHECK(canonical_address("::ffff:198.51.100.7") == "198.51.100.7");
   CHECK(canonical_address("2001:db8::7") == "2001:db8::7");
 }
