@@ -187,6 +187,11 @@ class Popd(Server):
         super().__init__("popd")
         if not os.path.exists("/etc/pam.d/popd"):
             shutil.copy(f"{TOP}/pam.d/popd", "/etc/pam.d/popd")
+        try:
+            pwd.getpwnam("popd")  # the pre-login process's, as the package makes it (TLS needs one)
+        except KeyError:
+            sh("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+               "/usr/sbin/nologin", "popd")
         cert, key = certificate()
         binary = f"{TOP}/popd"
         self.port, self.tls_port = free_port(), free_port()

@@ -1,7 +1,6 @@
 #include "server/privsep.h"
 
 #include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +15,7 @@
 #include <vector>
 #include <string.h>  // explicit_bzero
 
+#include "auth/account.h"
 #include "io/connection.h"
 #include "io/fd.h"
 #include "io/file.h"
@@ -316,11 +316,26 @@ int session(int socket, std::optional<Received> handover, const Login& login, Sy
 
 // --- The monitor ---
 
-std::optional<Unprivileged> unprivileged_account(const std::string& name) {
-  const passwd* account = ::getpwnam(name.c_str());
-  if (!account && name == "popd") account = ::getpwnam("nobody");
-  if (!account || account->pw_uid == 0) return std::nullopt;
-  return Unprivileged{account->pw_uid, account->pw_gid};
+// The account the pre-auth process runs as: --privsep-user, or "nobody"
+// when the default "popd" does not exist. Not with TLS or the PROXY
+// protocol: the process then holds the TLS key and names the client for
+// the log, and other daemons that run as nobody could signal it, or share
+// its per-user limits; an administrator who means it names nobody.
+std::optional<Unprivileged> unprivileged_account(const Options& options, std::string& error) {
+  auto account = auth::Account::named(options.privsep_user);
+  if (!account && options.privsep_user == "popd") {
+    if (options.tls_configured() || options.proxy_protocol) {
+      error = "no account popd for the pre-login process; with TLS or the PROXY protocol it needs one of its own "
+              "(adduser --system popd), or say --privsep-user nobody";
+      return std::nullopt;
+    }
+    account = auth::Account::named("nobody");
+  }
+  if (!account || account->uid == 0) {
+    error = "no unprivileged account " + options.privsep_user;
+    return std::nullopt;
+  }
+  return Unprivileged{account->uid, account->gid};
 }
 
 // The chroot directory: made if missing; it must be root's and not writable
@@ -358,11 +373,10 @@ int run_separated(const Options& options) {
   if (!client) return 1;
   const std::string& peer = *client;
   std::string error;
-  auto account = unprivileged_account(options.privsep_user);
-  if (!account) error = "no unprivileged account " + options.privsep_user;
+  auto account = unprivileged_account(options, error);
   if (!account || !prepare_directory(options.privsep_dir, error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
-    io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
     return 1;
   }
   int channel[2];

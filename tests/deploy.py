@@ -181,9 +181,9 @@ def descriptors(pid):
 
 def popd_roles(spawner):
     """role -> pid of the popd processes of the connection `spawner`
-    started: the monitor (root), the pre-auth process (nobody) and the
+    started: the monitor (root), the pre-auth process (popd) and the
     session (alice)."""
-    roles = {0: "monitor", 65534: "pre-auth", e2e.ALICE_UID: "session"}
+    roles = {0: "monitor", e2e.PRIVSEP_UID: "pre-auth", e2e.ALICE_UID: "session"}
     return {roles.get(uid, uid): pid for uid, pid in e2e.connection_processes(spawner).items()}
 
 

@@ -29,6 +29,7 @@ IS_ROOT = os.geteuid() == 0
 ALICE_UID = 12345 if IS_ROOT else os.getuid()
 ALICE_GID = 12345 if IS_ROOT else os.getgid()
 BOB_UID = 12346 if IS_ROOT else os.getuid() + 1
+PRIVSEP_UID = 12340  # the pre-login process's account, "popd", as the package makes it
 MAIL_GID = 8  # Debian's "mail" group
 
 
@@ -51,8 +52,10 @@ class Env:
             f.write(f"bob:x:{BOB_UID}:{BOB_UID}:Bob:{d}/home/bob:/bin/sh\n")
             f.write(f"carol:x:12347:12347:Carol:{d}/home/carol:/bin/sh\n")
             f.write("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+            f.write(f"popd:x:{PRIVSEP_UID}:{PRIVSEP_UID}:popd:/nonexistent:/usr/sbin/nologin\n")
         with open(d + "/group", "w") as f:
-            f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\nnogroup:x:65534:\n")
+            f.write(f"alice:x:{ALICE_GID}:\nbob:x:{BOB_UID}:\ncarol:x:12347:\nnogroup:x:65534:\n"
+                    f"popd:x:{PRIVSEP_UID}:\n")
         # pam_wrapper's copies of its modules: here, not in /tmp, where a
         # session that switched users could not remove them.
         os.mkdir(d + "/pam-runtime")
@@ -480,7 +483,7 @@ def test_debian_spool(env):
     for _ in range(4):
         p.stdout.readline()
     check(os.path.exists(path + ".lock"), "no dotlock during the session")
-    check_session_processes(env)
+    check_session_processes(env, os.getpid())
     # The monitor took it, as the helper would have: alice's file in the
     # mail group, naming the monitor (root), which outlives the session.
     lock = os.stat(path + ".lock")
@@ -634,14 +637,14 @@ def test_socket_activation(env):
         pop = poplib.POP3("127.0.0.1", port, timeout=20)
         check(pop.getwelcome().startswith(b"+OK"), "welcome")
         if IS_ROOT:
-            check_pre_auth_processes(env)
+            check_pre_auth_processes(env, server.process.pid)
         caps = pop.capa()
         for cap in ("USER", "TOP", "UIDL", "PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"):
             check(cap in caps, f"CAPA {cap}")
         pop.user("alice")
         pop.pass_("secret")
         if IS_ROOT:
-            check_session_processes(env)
+            check_session_processes(env, server.process.pid)
         count, size = pop.stat()
         check_equal(count, 4, "STAT count")
         check_equal(size, sum(len(client_form(m)) for m in messages), "STAT size")
@@ -673,23 +676,19 @@ def test_socket_activation(env):
         check(not os.path.exists(path + ".lock"), "dotlock after a dropped connection")
 
 
-def popd_processes_by_uid():
-    """uid -> (uids, gids, groups, root directory) of each running popd."""
+def popd_processes_by_uid(spawner):
+    """uid -> (uids, gids, groups, root directory) of each popd process of
+    the connections `spawner` started (connection_processes)."""
     found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for uid, pid in connection_processes(spawner).items():
         try:
-            exe = os.readlink(f"/proc/{pid}/exe")
             status = open(f"/proc/{pid}/status").read()
             root = os.readlink(f"/proc/{pid}/root")
         except OSError:
             continue
-        if exe != POPD:
-            continue
         fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
         uids, gids, groups = fields["Uid"].split(), fields["Gid"].split(), fields["Groups"].split()
-        found[uids[0]] = (uids, gids, groups, root)
+        found[str(uid)] = (uids, gids, groups, root)
     return found
 
 
@@ -723,24 +722,25 @@ def popd_pid_of_uid(uid):
     raise AssertionError(f"no popd process of uid {uid}")
 
 
-def check_pre_auth_processes(env):
+def check_pre_auth_processes(env, spawner):
     """As root, before login: the monitor (root, for PAM) and the pre-auth
-    process (nobody, chrooted to an empty directory) that talks to the client."""
-    found = popd_processes_by_uid()
-    check_equal(sorted(found), ["0", "65534"], "popd processes by uid before login")
-    uids, gids, groups, root = found["65534"]
-    check_equal((uids, gids, groups), (["65534"] * 4, ["65534"] * 4, []), "pre-auth process ids")
+    process (popd, chrooted to an empty directory) that talks to the client."""
+    found = popd_processes_by_uid(spawner)
+    privsep = str(PRIVSEP_UID)
+    check_equal(sorted(found), sorted(["0", privsep]), "popd processes by uid before login")
+    uids, gids, groups, root = found[privsep]
+    check_equal((uids, gids, groups), ([privsep] * 4, [privsep] * 4, []), "pre-auth process ids")
     check_equal(root, env.dir + "/empty", "pre-auth process root directory")
     check_equal(os.listdir(root), [], "pre-auth root directory is empty")
 
 
-def check_session_processes(env):
+def check_session_processes(env, spawner):
     """As root, after a plain login: the monitor and the session (the user,
     no root or mail group), which serves the client itself; the pre-auth
     process has handed the connection over and is gone."""
     for _ in range(100):
-        found = popd_processes_by_uid()
-        if "65534" not in found:
+        found = popd_processes_by_uid(spawner)
+        if str(PRIVSEP_UID) not in found:
             break
         time.sleep(0.05)
     check_equal(sorted(found), sorted(["0", str(ALICE_UID)]), "popd processes by uid after login")

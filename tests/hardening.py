@@ -336,10 +336,10 @@ def test_tls_key_only_in_the_pre_auth_process(env):
         pop.pass_("secret")
         check_equal(pop.stat()[0], 3, "STAT over TLS")
         pids = e2e.connection_processes(server.process.pid)
-        check_equal(sorted(pids), sorted([0, ALICE_UID, 65534]), "popd processes after a TLS login")
+        check_equal(sorted(pids), sorted([0, ALICE_UID, e2e.PRIVSEP_UID]), "popd processes after a TLS login")
         check_equal(memory_holds(pids[ALICE_UID], secrets), set(), "what the session holds of the key")
         check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
-        check("prime in memory" in memory_holds(pids[65534], secrets), "the pre-auth process holds no key (blind test)")
+        check("prime in memory" in memory_holds(pids[e2e.PRIVSEP_UID], secrets), "the pre-auth process holds no key (blind test)")
         pop.quit()
 
 
@@ -355,6 +355,12 @@ class StalledHandOver(SocketServer):
             super().__init__(env)
         finally:
             env.variables = variables
+
+    def __exit__(self, *exc):
+        # The stalled pre-auth processes would sleep on: not into the next test.
+        for pid in e2e.connection_processes(self.process.pid).values():
+            os.kill(pid, 9)
+        super().__exit__(*exc)
 
 
 def test_stalled_hand_over_locks_nothing(env):
@@ -447,7 +453,7 @@ def test_monitor_kills_a_pre_auth_process_that_outstays(env):
         s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
         check(s.recv(100).startswith(b"+OK"), "greeting")
         pids = e2e.connection_processes(server.process.pid)
-        os.kill(pids[65534], signal.SIGSTOP)
+        os.kill(pids[e2e.PRIVSEP_UID], signal.SIGSTOP)
         start = time.monotonic()
         while e2e.connection_processes(server.process.pid) and time.monotonic() - start < 15:
             time.sleep(0.2)
@@ -469,6 +475,27 @@ def test_temporary_authentication_failures_count(env):
     check_equal(lines[6], "-ERR [SYS/TEMP] Authentication is unavailable, try again later; too many failures, "
                           "closing connection", "the third attempt")
     check_equal(lines[7:], [""], "nothing after the third")
+
+
+def test_no_popd_account_no_tls(env):
+    """Without a popd account the pre-login process falls back to nobody,
+    but not with TLS (it holds the key there): that is a configuration
+    error unless the administrator names nobody."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    from security import tls_files
+    with open(env.dir + "/passwd") as f:
+        lines = [l for l in f if not l.startswith("popd:")]
+    with open(env.dir + "/passwd", "w") as f:
+        f.writelines(lines)
+    env.write_mailbox(b"")
+    out, _ = env.run(login() + "QUIT\r\n")
+    check("+OK maildrop has 0 messages" in out, f"plain, as nobody: {out}")
+    out, _ = env.run(login() + "QUIT\r\n", tls_files(env))
+    check_equal(out, "-ERR [SYS/TEMP] Server configuration error\r\n", "TLS without a popd account")
+    out, _ = env.run(login() + "QUIT\r\n", tls_files(env) + ["--privsep-user", "nobody"])
+    check("+OK maildrop has 0 messages" in out, f"TLS with --privsep-user nobody: {out}")
 
 
 if __name__ == "__main__":

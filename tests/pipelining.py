@@ -227,7 +227,7 @@ def test_tls_session_is_relayed(env):
     context = client_context()
     processes, holds = session_layout(env, tls_files(env) + ["--tls-implicit"], lambda s: context.wrap_socket(s))
     check(not holds, "the session process holds the TLS connection's socket")
-    check_equal(sorted(uid for uid, _, _ in processes.values()), sorted([0, 65534, ALICE_UID]),
+    check_equal(sorted(uid for uid, _, _ in processes.values()), sorted([0, e2e.PRIVSEP_UID, ALICE_UID]),
                 f"popd processes by uid after login: {processes}")
 
 
