@@ -174,6 +174,14 @@ inline constexpr std::chrono::seconds handover_wait{5};
 // monitor gives it this much longer to report, then kills it.
 inline constexpr std::chrono::seconds prelogin_grace{5};
 
+// The pre-auth process (server/sandbox.h) holds at most a handful of
+// descriptors (the connection, the monitor's channel, syslog, the session's
+// socket, the ring and the doorbell) and a few MiB (OpenSSL, the relay's
+// buffers, the ring: 16 MiB of address space in all): these bound what a
+// bug or an attacker in it could open or allocate.
+inline constexpr unsigned long pre_auth_descriptors = 16;
+inline constexpr unsigned long pre_auth_memory = 256ul << 20;
+
 // A load balancer sends its PROXY protocol header at once; a connection
 // that has not sent it by then is not from one.
 inline constexpr std::chrono::milliseconds proxy_header_wait{5000};

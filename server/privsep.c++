@@ -24,6 +24,7 @@
 #include "protocol/engine.h"
 #include "server/descriptors.h"
 #include "server/log.h"
+#include "server/sandbox.h"
 #include "server/login.h"
 #include "server/session.h"
 
@@ -267,7 +268,7 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
   }
   const io::TlsContext* tls = loaded->get();
   std::string error;
-  if (!drop_to(account, options.privsep_dir, error)) {
+  if (!drop_to(account, options.privsep_dir, error) || !confine_pre_auth(error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
     return 1;
   }

@@ -316,11 +316,23 @@ def memory_holds(pid, secrets):
     return found
 
 
+def check_confined(pid):
+    """The pre-auth process runs under its seccomp filter and limits."""
+    status = open(f"/proc/{pid}/status").read()
+    check("Seccomp:\t2" in status, "the pre-auth process has no seccomp filter")
+    limits = {}
+    for line in open(f"/proc/{pid}/limits").read().splitlines()[1:]:
+        name, soft = line[:26].strip(), line[26:47].split()[0]
+        limits[name] = soft
+    check_equal((limits["Max processes"], limits["Max open files"], limits["Max address space"],
+                 limits["Max core file size"]), ("0", "16", str(256 << 20), "0"), "the pre-auth process's limits")
+
+
 def test_tls_key_only_in_the_pre_auth_process(env):
     """After a TLS login the session process (the user's, which parses
     user-controlled files) and the monitor hold nothing of the private
     key; the pre-auth process, which does the handshake, does (the
-    search can find it)."""
+    search can find it), and runs under its seccomp filter and limits."""
     if not IS_ROOT:
         print("     (skipped: needs root)")
         return
@@ -340,6 +352,8 @@ def test_tls_key_only_in_the_pre_auth_process(env):
         check_equal(memory_holds(pids[ALICE_UID], secrets), set(), "what the session holds of the key")
         check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
         check("prime in memory" in memory_holds(pids[e2e.PRIVSEP_UID], secrets), "the pre-auth process holds no key (blind test)")
+        if "/sanitize/" not in e2e.POPD:  # not confined under AddressSanitizer (server/sandbox.h)
+            check_confined(pids[e2e.PRIVSEP_UID])
         pop.quit()
 
 
