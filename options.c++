@@ -59,7 +59,8 @@ as started by xinetd or systemd socket activation (Accept=yes).
   --tls-ciphersuites LIST
                          TLS 1.3 cipher suites (default: OpenSSL's)
   --privsep-user NAME    account for the pre-login process when started as
-                         root (default popd, else nobody)
+                         root (default popd, else nobody, but not with
+                         TLS or --proxy-protocol)
   --privsep-dir DIR      empty directory it is chrooted to (default
                          /run/popd, created if missing)
   --proxy-protocol       connections start with a PROXY protocol header

@@ -165,6 +165,10 @@ inline constexpr std::size_t max_handover = input_block + max_sasl_line + 1024;
 // pre-auth process that stalls (a bug, or an attacker in it) cannot keep a
 // user's mailbox locked.
 inline constexpr std::chrono::seconds handover_wait{5};
+// One process waiting for another's bounded wait (the monitor for the
+// session's hand-over, the session for the monitor's lock wait) waits this
+// much longer: a message between local processes on a loaded host.
+inline constexpr std::chrono::seconds local_margin{2};
 
 // Before login a connection may last --login-timeout (default 60 s, as
 // Dovecot's and Postfix's login limits): an unauthenticated client that

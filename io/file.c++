@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -61,7 +62,7 @@ bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd, POLLIN, 0};
-    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 60'000)));
     if (ready > 0) return true;
     if (ready < 0 && errno != EINTR) return false;
   }
@@ -73,7 +74,7 @@ OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
   if (!file.fd) file.error = errno;
   // What could not be opened (a link, another's file without access) is
   // looked at by name, for the reason only; what was opened, by itself.
-  struct stat st;
+  struct stat& st = file.st;
   if (file.fd ? ::fstat(file.fd.get(), &st) != 0 : ::lstat(path.c_str(), &st) != 0) {
     if (file.fd) file.error = errno;
     file.fd.reset();

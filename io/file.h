@@ -1,6 +1,7 @@
 // Whole-buffer reads and writes that retry short transfers and EINTR.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -30,7 +31,8 @@ bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline);
 // `owner` owns, with one name, opened without following a symbolic link
 // (and without blocking on a FIFO).
 struct OwnFile {
-  UniqueFd fd;          // open: the file is `owner`'s own
+  UniqueFd fd;          // open: the file is `owner`'s own ...
+  struct stat st {};    // ... as fstat found it
   int error = 0;        // else the open's errno (ENOENT: there is none) ...
   std::string refused;  // ... or why the file there is not trusted
 };

@@ -198,9 +198,10 @@ FileState FileState::of(const struct stat& st) {
 
 std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now, UidScheme scheme) {
   // Anything but the user's own file is not read; the save replaces it.
-  io::UniqueFd in = io::open_own_file(path, O_RDONLY, ::geteuid()).fd;
-  struct stat st;
-  if (!in || ::fstat(in.get(), &st) != 0) return {};
+  io::OwnFile file = io::open_own_file(path, O_RDONLY, ::geteuid());
+  if (!file.fd) return {};
+  const io::UniqueFd& in = file.fd;
+  const struct stat& st = file.st;
   Header header;
   if (!io::pread_all(in.get(), reinterpret_cast<char*>(&header), sizeof header, 0)) return {};
   if (std::memcmp(header.magic, magic, sizeof magic) != 0 || header.entry_size != sizeof(Entry) ||

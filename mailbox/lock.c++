@@ -79,8 +79,9 @@ LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::stri
   if (status == LockStatus::busy) error = path + " is held by another process";
   if (status == LockStatus::locked) {
     lock.release();
-    lock = held_elsewhere(mailbox);
+    lock.path_ = std::move(path);
     lock.owner_ = true;
+    lock.remember();
   }
   return status;
 }
@@ -134,7 +135,9 @@ bool on_shared_file_system(const std::string& mailbox) {
   };
   std::string directory = mailbox.substr(0, mailbox.rfind('/') + 1);
   struct statfs fs;
-  if (::statfs(directory.empty() ? "." : directory.c_str(), &fs) != 0) return false;
+  // Not known (root squashed on an NFS home, say): taken for shared, where
+  // the cost of being wrong is only that a stale lock waits out its age.
+  if (::statfs(directory.empty() ? "." : directory.c_str(), &fs) != 0) return errno != ENOENT;
   auto type = static_cast<unsigned long>(fs.f_type) & 0xFFFFFFFF;
   return std::find(std::begin(shared), std::end(shared), type) != std::end(shared);
 }

@@ -40,8 +40,6 @@ class DotLock {
   // Removes the lock, if the file at its name is still the one made.
   void release();
   bool held() const { return !path_.empty(); }
-  // Forgets the lock without removing it: a forked child's copy.
-  void abandon() { path_.clear(); }
 
  private:
   // The file at path_ is still the lock this one made (or was given): the
@@ -60,7 +58,8 @@ class DotLock {
 
 // Whether the spool directory of `mailbox` is on a file system other hosts
 // may share (NFS, SMB/CIFS, AFS, Ceph, GlusterFS and others through FUSE,
-// 9P, GFS2, OCFS2, Lustre), by statfs. popd.8, NFS.
+// 9P, GFS2, OCFS2, Lustre), by statfs; also where statfs cannot tell
+// (but for a directory that does not exist). popd.8, NFS.
 bool on_shared_file_system(const std::string& mailbox);
 
 // The group that may create files in the directory of `mailbox` when the

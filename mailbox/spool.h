@@ -28,8 +28,8 @@ class FileSource final : public ByteSource {
 
 // How a session locks its spool.
 struct Locking {
-  // The monitor took the dotlock for this session (and removes it after);
-  // the session keeps it fresh.
+  // The monitor took the dotlock for this session; it keeps it fresh and
+  // removes it after.
   bool dotlock_held = false;
   // Other hosts lock this spool too (DotLock::acquire).
   bool shared = false;

@@ -399,9 +399,7 @@ void Engine::apply_login(const Login& login) {
     case O::forbidden: err("[SYS/PERM] " + login.text); break;
     case O::in_use: err("[IN-USE] " + login.text); break;
     case O::temporary:
-      // Trouble in authentication (PAM could not say yes or no) counts
-      // as a failure: it must not be retried without limit.
-      if (!login.close) return login_failed("[SYS/TEMP] " + login.text);
+      if (login.counts_as_failure()) return login_failed("[SYS/TEMP] " + login.text);
       err("[SYS/TEMP] " + login.text);
       break;
     case O::handed_off:

@@ -75,6 +75,12 @@ struct Login {
   std::string text;             // human-readable detail for the reply
   Maildrop* maildrop = nullptr; // set when accepted
   bool close = false;           // the connection cannot go on after this
+
+  // Toward the limit of failed logins: a refusal, and trouble in
+  // authentication that the client could otherwise retry without end.
+  bool counts_as_failure() const {
+    return outcome == Outcome::rejected || (outcome == Outcome::temporary && !close);
+  }
 };
 
 class Authenticator {

@@ -14,9 +14,11 @@
 namespace popd::server {
 namespace {
 
-bool same_file(int a, int b) {
+// `a` is a socket, and the same one as `b`.
+bool same_socket(int a, int b) {
   struct stat sa, sb;
-  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  return ::fstat(a, &sa) == 0 && S_ISSOCK(sa.st_mode) && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
 }
 
 // Closes [first, last]; close_range(2) where the kernel has it (5.9).
@@ -30,7 +32,10 @@ void close_range_of(unsigned first, unsigned last) {
 
 void null_on(int fd) {
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0) return;
+  if (null < 0) {
+    ::close(fd);  // no /dev/null: at least the socket is not kept here
+    return;
+  }
   if (null != fd) {
     ::dup2(null, fd);  // without O_CLOEXEC: a helper popd runs gets it too
     ::close(null);
@@ -42,10 +47,10 @@ void null_on(int fd) {
 void settle_standard_descriptors() {
   for (int fd = 0; fd <= 2; ++fd)
     if (::fcntl(fd, F_GETFD) < 0) null_on(fd);
-  // Standard error is the client under inetd: anything written there
-  // would reach it in clear. Elsewhere (a terminal, a pipe, the journal)
-  // it stays.
-  if (same_file(2, 0) || same_file(2, 1)) null_on(2);
+  // Standard error is the client's socket under inetd: anything written
+  // there would reach it in clear. Elsewhere (a terminal, a pipe, the
+  // journal's socket) it stays.
+  if (same_socket(2, 0) || same_socket(2, 1)) null_on(2);
   close_range_of(3, UINT_MAX);
 }
 

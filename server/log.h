@@ -17,6 +17,9 @@ void open_log();
 // line or a field.
 std::string escaped(std::string_view name);
 
+// The client's address for a log line: "local" without a network peer.
+inline const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
+
 // Free text that may hold such names (a note naming a file): the same, but
 // spaces stay.
 std::string printable(std::string_view text);

@@ -30,7 +30,8 @@ using auth::Account;
 
 namespace {
 
-const char* or_unknown(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
+// What a client gets when its login succeeded but no session could start.
+Login cannot_start() { return Login{Outcome::temporary, "Cannot start the session", nullptr, true}; }
 
 // The mailbox's dotlock, taken by this process (root) for the session and
 // removed as it was made: as the user, with the spool directory's group.
@@ -96,12 +97,11 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
 // one message: 'H' held here, 'N' none taken here (the session locks
 // itself), 'B' busy or 'F' failed with the reply's text. A session that
 // does not ask in time gets nothing: it cannot have its connection.
-constexpr auto lock_request_wait = params::handover_wait + std::chrono::seconds(2);
 
 void answer_lock_request(int channel, const std::string& mailbox, const Account& account, bool shared,
                          SessionLock& lock) {
   char request;
-  if (!io::wait_readable(channel, std::chrono::steady_clock::now() + lock_request_wait) ||
+  if (!io::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin) ||
       ::recv(channel, &request, 1, 0) != 1 || request != 'L')
     return;
   auto refused = lock_for_session(mailbox, account, shared, lock);
@@ -114,13 +114,12 @@ void answer_lock_request(int channel, const std::string& mailbox, const Account&
 // The session's side: asks, and waits as long as the monitor may wait for
 // the dotlock. A refusal comes back for the client.
 std::optional<Login> request_lock(int channel, bool& dotlock_held) {
-  Login unavailable{Outcome::temporary, "Cannot start the session", nullptr, true};
   char answer[512];
   ssize_t n = -1;
   if (::send(channel, "L", 1, MSG_NOSIGNAL) == 1 &&
-      io::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + std::chrono::seconds(2)))
+      io::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + params::local_margin))
     n = ::recv(channel, answer, sizeof answer, 0);
-  if (n <= 0) return unavailable;
+  if (n <= 0) return cannot_start();
   std::string text(answer + 1, n - 1);
   switch (answer[0]) {
     case 'H': dotlock_held = true; return std::nullopt;
@@ -128,7 +127,7 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
     case 'B': return Login{Outcome::in_use, text, nullptr, true};
     case 'F': return Login{Outcome::temporary, text, nullptr, true};
   }
-  return unavailable;
+  return cannot_start();
 }
 
 // Waits for the session child, then lets the PAM transaction close the
@@ -180,7 +179,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   std::string user(user_name);
   auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
-    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_unknown(peer_), why);
+    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_local(peer_), why);
     std::this_thread::sleep_until(began + options_.failure_delay);
     return Login{outcome, std::move(text)};
   };
@@ -210,18 +209,18 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   std::string error;
   if (!auth::set_user_groups(*account, error)) {
     syslog(LOG_ERR, "login: user=%s: %s", escaped(user).c_str(), error.c_str());
-    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+    return cannot_start();
   }
   if (pam->open_session() != PAM_SUCCESS) {
     syslog(LOG_ERR, "login: user=%s: PAM session: %s", escaped(user).c_str(), pam->error().c_str());
-    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+    return cannot_start();
   }
   if (Account::named(account->name) != account) {
     syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", escaped(user).c_str());
-    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+    return cannot_start();
   }
   user_ = account->name;
-  syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_unknown(peer_));
+  syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_local(peer_));
   std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
   shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
 
@@ -229,12 +228,12 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   // is ready to open the mailbox (its connection handed over).
   int lock_pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lock_pair) != 0)
-    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+    return cannot_start();
   io::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
   pid_t child = ::fork();
   if (child < 0) {
     syslog(LOG_ERR, "login: user=%s: fork: %s", escaped(user_).c_str(), std::strerror(errno));
-    return Login{Outcome::temporary, "Cannot start the session", nullptr, true};
+    return cannot_start();
   }
   if (child > 0) {
     if (on_fork_) on_fork_();
@@ -266,6 +265,8 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
   // Under privilege separation the connection comes first: nothing is
   // locked for a pre-auth process that never hands it over.
   if (before_opening_mailbox_ && !before_opening_mailbox_()) ::_exit(1);
+  // Looked at again as the user: root may not see a root-squashed home.
+  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
   bool dotlock_held = false;
   if (auto refused = request_lock(lock_channel.get(), dotlock_held)) return *refused;
   lock_channel.reset();
@@ -290,7 +291,7 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
 void SystemLogin::end_session() {
   std::string error;
   if (spool_ && !spool_->save_index(error))
-    syslog(LOG_DEBUG, "session: user=%s: %s", escaped(user_).c_str(), error.c_str());
+    syslog(LOG_DEBUG, "session: user=%s: %s", escaped(user_).c_str(), printable(error).c_str());
   spool_.reset();
 }
 

@@ -270,6 +270,8 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
   std::string error;
   if (!drop_to(account, options.privsep_dir, error) || !confine_pre_auth(error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
+    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    send_message(channel, std::string{end_report, static_cast<char>(Ending::lost), '0'});
     return 1;
   }
   auto connection = open_client(options, tls, peer);
@@ -400,7 +402,9 @@ int run_separated(const Options& options) {
   // The pre-auth process ends an unauthenticated connection at the login
   // deadline itself; one that does not (a bug, or an attacker in it) is
   // killed a little later, so that this root process does not stay.
-  auto give_up = io::Connection::session_end() + params::prelogin_grace;
+  auto deadline = io::Connection::session_end();  // --login-timeout's (limit_login)
+  auto give_up = deadline == std::chrono::steady_clock::time_point::max() ? deadline
+                                                                           : deadline + params::prelogin_grace;
   bool overdue = false;
   auto next_message = [&]() -> std::optional<std::string> {
     if (io::wait_readable(monitor.get(), give_up)) return receive_message(monitor.get());
@@ -451,9 +455,7 @@ int run_separated(const Options& options) {
     explicit_bzero(request->data(), request->size());
     if (login.in_session_process()) return session(session_end.get(), std::move(handover), result, login, options, peer);
     if (!send_message(monitor.get(), encode_reply(result))) break;
-    bool failed = result.outcome == Login::Outcome::rejected ||
-                  (result.outcome == Login::Outcome::temporary && !result.close);
-    if (failed && ++failures >= params::max_login_failures) break;
+    if (result.counts_as_failure() && ++failures >= params::max_login_failures) break;
     if (result.close) break;
   }
   // After the last login attempt the pre-auth process still reports how
@@ -466,7 +468,7 @@ int run_separated(const Options& options) {
   }
   if (overdue) {
     syslog(LOG_WARNING, "privilege separation: rhost=%s: the pre-login process outlived --login-timeout; killed",
-           peer.empty() ? "local" : peer.c_str());
+           or_local(peer));
     ::kill(pre_auth, SIGKILL);
   }
   monitor.reset();

@@ -27,8 +27,6 @@ namespace popd::server {
 
 namespace {
 
-const char* or_local(const std::string& peer) { return peer.empty() ? "local" : peer.c_str(); }
-
 // When this connection began: popd starts with it.
 const auto connection_start = std::chrono::steady_clock::now();
 
