@@ -14,7 +14,7 @@
 namespace popd::server {
 namespace {
 
-bool limit(int resource, rlim_t value) {
+[[maybe_unused]] bool limit(int resource, rlim_t value) {
   rlimit both{value, value};
   return ::setrlimit(resource, &both) == 0;
 }
@@ -23,7 +23,7 @@ struct ReleaseFilter {
   void operator()(scmp_filter_ctx filter) const { seccomp_release(filter); }
 };
 
-bool load_filter(std::string& error) {
+[[maybe_unused]] bool load_filter(std::string& error) {
   std::unique_ptr<void, ReleaseFilter> filter(seccomp_init(SCMP_ACT_KILL_PROCESS));
   if (!filter) {
     error = "seccomp_init failed";
