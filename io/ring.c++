@@ -54,9 +54,11 @@ Ring::~Ring() {
   if (base_) ::munmap(base_, mapped_);
 }
 
+std::size_t Ring::file_size() { return page_size() + capacity; }
+
 std::optional<Ring> Ring::create(std::string& error) {
   UniqueFd fd(::memfd_create("popd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(page_size() + capacity)) != 0 ||
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(file_size())) != 0 ||
       ::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) {
     error = "cannot make the reply ring: " + error_text(errno);
     return std::nullopt;

@@ -28,6 +28,8 @@ class Ring {
  public:
   // The relay's side: a new ring of params::ring_size bytes.
   static std::optional<Ring> create(std::string& error);
+  // The size of its memfd: a control page and the ring.
+  static std::size_t file_size();
   // The session's side, from a descriptor the relay passed: it must be a
   // sealed memfd of the ring's size.
   static std::optional<Ring> attach(UniqueFd fd, std::string& error);

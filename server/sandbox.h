@@ -2,12 +2,15 @@
 //
 // It parses everything a client sends before login and runs TLS: the part
 // of popd an attacker reaches first. Besides its chroot and its account it
-// gets limits (no new process, few descriptors, bounded memory, no core)
-// and a seccomp filter that allows only the system calls it makes: reading,
-// writing and polling its descriptors, passing descriptors on sockets,
-// memory (never executable), the ring it shares with the session, time,
-// random bytes, syslog, and exit. Opening a file fails (as it would in the
-// empty chroot); anything else kills it.
+// gets limits (no new process, few descriptors, bounded memory and memfds,
+// no core) and a seccomp filter that allows only the system calls it
+// makes: reading, writing and polling its descriptors, passing descriptors
+// on sockets, memory (never executable), the ring it shares with the
+// session, descriptor flags (not F_SETOWN, F_SETSIG or O_ASYNC, which
+// would let it signal other processes of its account), time, random
+// bytes, its syslog socket, and exit. Opening a file or a socket fails (as
+// it would in the empty chroot, but for abstract Unix sockets, which the
+// chroot does not hide); anything else kills it.
 #pragma once
 
 #include <string>
