@@ -48,11 +48,37 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-bool sync_directory_of(const std::string& path) {
+namespace {
+
+std::string directory_of(const std::string& path) {
   auto slash = path.rfind('/');
-  std::string directory = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+bool sync_directory_of(const std::string& path) {
+  UniqueFd fd(::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   return fd && ::fsync(fd.get()) == 0;
+}
+
+bool only_owner_changes_directory_of(const std::string& path, uid_t owner, gid_t group, std::string& why) {
+  std::string directory = directory_of(path);
+  struct stat st;
+  if (::stat(directory.c_str(), &st) != 0) {
+    why = "cannot look at " + directory + ": " + error_text(errno);
+    return false;
+  }
+  bool sticky = st.st_mode & S_ISVTX;
+  if (st.st_uid != owner && st.st_uid != 0)
+    why = directory + " belongs to uid " + std::to_string(st.st_uid);
+  else if ((st.st_mode & S_IWOTH) && !sticky)
+    why = directory + " is writable by everyone";
+  else if ((st.st_mode & S_IWGRP) && !sticky && st.st_gid != group)
+    why = directory + " is writable by group " + std::to_string(st.st_gid);
+  else
+    return true;
+  return false;
 }
 
 std::string error_text(int error_number) { return std::strerror(error_number); }

@@ -22,6 +22,15 @@ bool write_all(int fd, std::string_view data);
 bool sync_directory_of(const std::string& path);
 std::string error_text(int error_number);
 
+// Whether only `owner` (with group `group`) and root can add, remove or
+// rename the entries of the directory that holds `path`: one another user
+// could write would let that user put back an old file of the owner's
+// (a journal the owner's commit never used) or take one away. The
+// directory is the owner's or root's and writable by nobody else, but by
+// the owner's own group (a user private group) or where it is sticky.
+// `why` says what is wrong when it is not.
+bool only_owner_changes_directory_of(const std::string& path, uid_t owner, gid_t group, std::string& why);
+
 // Waits for `fd` to be readable (or at its end) until `deadline`.
 bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline);
 

@@ -688,6 +688,13 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
     return true;
   }
 
+  // A journal another user could rename away and back would be replayed
+  // over a later mailbox (recover() refuses it there too).
+  std::string why;
+  if (!io::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
+    error = "the recovery journal's directory can be changed by others: " + why;
+    return false;
+  }
   if (::getrandom(header.marker.data(), header.marker.size(), 0) != static_cast<ssize_t>(header.marker.size()))
     return fail(error, "cannot get random bytes");
   Moves moves(removed, end);
@@ -711,13 +718,17 @@ RecoveryResult recover(int fd, const std::string& journal) {
   // Where others may write beside it, a journal another user planted
   // could write anything into this mailbox: only the user's own is read.
   io::OwnFile file = io::open_own_file(journal, O_RDWR, ::geteuid());
+  if (!file.fd && file.refused.empty() && file.error == ENOENT) return {};
+  // Nor one from where another user could have put back an old one of the
+  // user's own, which names this very mailbox but not its present bytes.
+  std::string why;
+  if (!io::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why))
+    return {false, "recovery journal " + journal + " is where others can change it (" + why + "); not applied",
+            "Recovery journal is where others can change it"};
   if (!file.refused.empty())
     return {false, "recovery journal " + journal + " " + file.refused + "; not applied, mailbox left alone",
             "Recovery journal is not the user's own file"};
-  if (!file.fd) {
-    if (file.error == ENOENT) return {};
-    return {false, "cannot open recovery journal " + journal + ": " + io::error_text(file.error)};
-  }
+  if (!file.fd) return {false, "cannot open recovery journal " + journal + ": " + io::error_text(file.error)};
   io::UniqueFd journal_fd = std::move(file.fd);
   SignalsDeferred deferred;
   struct stat journal_st;

@@ -301,3 +301,26 @@ TEST_CASE("recovery applies only the user's own journal: not another's, a link, 
   CHECK(recover(fd.get(), journal).ok);
   CHECK(read_file(mailbox) == data.substr(0, 1000) + std::string(1000, 'X') + data.substr(2000));
 }
+
+TEST_CASE("no journal where another user could rename it away and back") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(5);
+  write_file(mailbox, data);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  REQUIRE(::chmod(dir.path.c_str(), 0777) == 0);  // anyone may rename entries
+  std::string error;
+  CHECK(!remove_ranges(fd.get(), {{1000, 2000}}, journal, error));
+  CHECK(error.find("changed by others") != std::string::npos);
+  CHECK(read_file(mailbox) == data);
+  CHECK(!exists(journal));
+  CHECK(recover(fd.get(), journal).ok);  // no journal: nothing to refuse
+  write_file(journal, "popd-journal-1\n");
+  RecoveryResult refused = recover(fd.get(), journal);
+  CHECK(!refused.ok);
+  CHECK(refused.reply == "Recovery journal is where others can change it");
+  ::unlink(journal.c_str());
+  REQUIRE(::chmod(dir.path.c_str(), 01777) == 0);  // sticky: only the owner may
+  CHECK(remove_ranges(fd.get(), {{1000, 2000}}, journal, error));
+  CHECK(read_file(mailbox) == data.substr(0, 1000) + data.substr(2000));
+}

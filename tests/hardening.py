@@ -103,40 +103,55 @@ def test_planted_journal_is_never_applied(env):
     """Bob plants a journal of each version, naming alice's spool, where
     alice's journal goes (--journal in a shared directory): alice's login
     is refused with [SYS/TEMP], logged, and her mailbox stays
-    byte-identical; the planted file is left for the administrator."""
+    byte-identical; the planted file is left for the administrator. In a
+    sticky directory alice's own journal is still applied; in one that her
+    group-mates may change (where bob could put back an old journal of
+    alice's, which names her mailbox but not its present bytes) not even
+    hers is, and no commit makes one there."""
     if not IS_ROOT:
         print("     (skipped: needs root)")
         return
     add_share_group(env)
     messages, records = make_mbox(6)
     original = "".join(records).encode()
+    refusals = {"sticky": "Recovery journal is not the user's own file",
+                "group": "Recovery journal is where others can change it"}
     for kind in ("sticky", "group"):
         directory = shared_directory(env, kind)
         args = ["--journal", directory + "/%u.journal"]
+        journal = f"{directory}/alice.journal"
         for version in (1, 2, 3, 4):
             path = env.write_mailbox(original)
-            journal = f"{directory}/alice.journal"
-            begin = len(records[0])
             with open(journal, "wb") as f:
-                f.write(planted_journal(version, path, begin, b"X" * len(records[1])))
+                f.write(planted_journal(version, path, len(records[0]), b"X" * len(records[1])))
             os.chown(journal, BOB_UID, SHARE_GID if kind == "group" else BOB_UID)
             os.chmod(journal, 0o644 if version % 2 else 0o666)
             out, _ = env.run(login() + "STAT\r\nQUIT\r\n", args)
-            check("-ERR [SYS/TEMP] Recovery journal is not the user's own file" in out,
-                  f"{kind} directory, version {version}: {out}")
+            check("-ERR [SYS/TEMP] " + refusals[kind] in out, f"{kind} directory, version {version}: {out}")
             check_equal(open(path, "rb").read(), original, f"{kind} directory, version {version}: the mailbox")
             check(os.path.exists(journal), "the planted journal was removed")
             os.unlink(journal)
-        # The same journal as alice's own is applied: the planted one was
-        # refused for whose it is, not for what it says.
+        # The same journal as alice's own: applied in the sticky directory
+        # (the planted one was refused for whose it is, not for what it
+        # says), not where bob could have put it back.
         path = env.write_mailbox(original)
         with open(journal, "wb") as f:
             f.write(planted_journal(1, path, len(records[0]), b"X" * len(records[1])))
         os.chown(journal, ALICE_UID, ALICE_UID)
         os.chmod(journal, 0o600)
         out, _ = env.run(login() + "QUIT\r\n", args)
-        check("+OK maildrop has" in out, out)
-        check(open(path, "rb").read() != original, "alice's own journal was not applied")
+        if kind == "sticky":
+            check("+OK maildrop has" in out, out)
+            check(open(path, "rb").read() != original, "alice's own journal was not applied")
+            continue
+        check("-ERR [SYS/TEMP] " + refusals[kind] in out, f"alice's own journal in the group directory: {out}")
+        check_equal(open(path, "rb").read(), original, "the mailbox after alice's own journal in the group directory")
+        os.unlink(journal)
+        out, _ = env.run(login() + "DELE 2\r\nQUIT\r\n", args)
+        check("-ERR [SYS/TEMP] Deletions not committed: the recovery journal's directory can be changed by others"
+              in out, f"a commit with its journal in the group directory: {out}")
+        check_equal(open(path, "rb").read(), original, "the mailbox after a refused commit")
+        check(not os.path.exists(journal), "a journal was made in the group directory")
 
 
 def test_planted_uidvalidity_is_not_read(env):
