@@ -117,6 +117,8 @@ void Connection::limit_login(std::chrono::seconds limit) {
 
 void Connection::logged_in() { session_deadline = connection_deadline; }
 
+Clock::time_point Connection::connection_end() { return connection_deadline; }
+
 bool Connection::session_expired() { return Clock::now() >= session_deadline; }
 
 Clock::time_point Connection::session_end() { return session_deadline; }

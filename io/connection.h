@@ -75,6 +75,8 @@ class Connection final : public protocol::Output {
   // spawner's instance) for the whole session limit.
   static void limit_login(std::chrono::seconds limit);
   static void logged_in();
+  // When --max-session ends the connection, login or not.
+  static std::chrono::steady_clock::time_point connection_end();
   static bool session_expired();
   // When that is (time_point::max() without a limit).
   static std::chrono::steady_clock::time_point session_end();

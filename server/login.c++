@@ -132,7 +132,8 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
 
 // Waits for the session child, then lets the PAM transaction close the
 // session as root. Never returns.
-[[noreturn]] void supervise(pid_t child, std::unique_ptr<auth::PamTransaction> pam, SessionLock& lock) {
+[[noreturn]] void supervise(pid_t child, pid_t pre_auth, std::unique_ptr<auth::PamTransaction> pam,
+                            SessionLock& lock) {
   // The child owns the connection now; our copies would keep it open.
   null_on(STDIN_FILENO);
   null_on(STDOUT_FILENO);
@@ -147,6 +148,11 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   // the relay short.
   // Meanwhile the dotlock this process made is kept fresh here, every
   // params::lock_refresh, so that it is never taken for stale.
+  // Both end by --max-session (the relay a little later); children that
+  // do not (stopped by the user, or a bug) are killed, so that this root
+  // process, the PAM session and the lock never outlive it by much.
+  auto overdue = io::Connection::connection_end();
+  if (overdue != std::chrono::steady_clock::time_point::max()) overdue += params::relay_grace + params::local_margin;
   sigset_t children;
   sigemptyset(&children);
   sigaddset(&children, SIGCHLD);
@@ -161,7 +167,15 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
       pam.reset();
     }
     if (ended != 0) continue;
-    timespec wait{std::chrono::seconds(params::lock_refresh).count(), 0};
+    auto now = std::chrono::steady_clock::now();
+    if (now >= overdue) {
+      syslog(LOG_WARNING, "session: pid %d outlived --max-session; killed", static_cast<int>(child));
+      for (pid_t pid : {child, pre_auth})
+        if (pid > 0) ::kill(pid, SIGKILL);
+      overdue = std::chrono::steady_clock::time_point::max();
+    }
+    auto left = std::chrono::ceil<std::chrono::seconds>(overdue - now);
+    timespec wait{std::min<long long>(left.count(), std::chrono::seconds(params::lock_refresh).count()), 0};
     if (::sigtimedwait(&children, nullptr, &wait) < 0 && errno == EAGAIN) lock.refresh();
   }
   lock.release();
@@ -241,7 +255,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     SessionLock lock;
     answer_lock_request(lock_requests.get(), mailbox, *account, shared_spool_, lock);
     lock_requests.reset();
-    supervise(child, std::move(pam), lock);
+    supervise(child, other_child_, std::move(pam), lock);
   }
   in_session_process_ = true;
   io::Connection::logged_in();  // --max-session from here, not --login-timeout

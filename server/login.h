@@ -44,6 +44,9 @@ class SystemLogin final : public protocol::Authenticator {
   // The one descriptor above 2 the session process keeps besides what it
   // opens itself (the socket to the pre-auth process); all else is closed.
   void keep_in_session(int fd) { session_fd_ = fd; }
+  // Another child of this process (the pre-auth process) that ends with
+  // the session, killed with it if they outlive --max-session.
+  void ends_with_session(pid_t pid) { other_child_ = pid; }
   const std::string& user() const { return user_; }
   const std::string& peer() const { return peer_; }
   // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
@@ -60,6 +63,7 @@ class SystemLogin final : public protocol::Authenticator {
   std::unique_ptr<mailbox::Spool> spool_;
   bool in_session_process_ = false;
   int session_fd_ = -1;
+  pid_t other_child_ = 0;
   std::function<void()> on_fork_, on_session_fork_;
   std::function<bool()> before_opening_mailbox_;
 };

@@ -397,6 +397,7 @@ int run_separated(const Options& options) {
   null_on(STDOUT_FILENO);
 
   SystemLogin login(options, peer);
+  login.ends_with_session(pre_auth);
   int failures = 0;
   std::string last_user, report;
   // The pre-auth process ends an unauthenticated connection at the login
@@ -455,6 +456,9 @@ int run_separated(const Options& options) {
     explicit_bzero(request->data(), request->size());
     if (login.in_session_process()) return session(session_end.get(), std::move(handover), result, login, options, peer);
     if (!send_message(monitor.get(), encode_reply(result))) break;
+    // A reply that PAM made late still gives the pre-auth process its
+    // grace to pass it on and end.
+    give_up = std::max(give_up, std::chrono::steady_clock::now() + params::prelogin_grace);
     if (result.counts_as_failure() && ++failures >= params::max_login_failures) break;
     if (result.close) break;
   }

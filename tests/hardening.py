@@ -495,6 +495,50 @@ def test_monitor_kills_a_pre_auth_process_that_outstays(env):
         s.close()
 
 
+def test_slow_pam_is_not_taken_for_a_stuck_pre_auth_process(env):
+    """PAM that answers after the login deadline (a slow directory) does
+    not make the monitor kill a pre-auth process that behaves: the reply
+    reaches the client, then the login time limit does."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    pam_service(env, "popd", [f"auth optional {SECURITY}/pam_exec.so quiet /bin/sleep 3"])
+    env.write_mailbox(b"")
+    with SocketServer(env, ["--login-timeout", "1"]) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(login("alice", "wrong").encode())
+        check_equal(f.readline(), b"+OK Send your password\r\n", "USER")
+        check_equal(f.readline(), b"-ERR [AUTH] Authentication failed\r\n", "the late reply")
+        check_equal(f.readline(), b"-ERR Login time limit reached, closing connection\r\n", "then the limit")
+
+
+def test_monitor_ends_a_session_that_outlives_max_session(env):
+    """A session stopped by its user (SIGSTOP is hers to send) does not keep
+    the root monitor, the PAM session and the mailbox lock past
+    --max-session: the monitor kills it a few seconds later."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    import signal
+    env.write_mailbox("".join(make_mbox(2)[1]).encode())
+    with SocketServer(env, ["--max-session", "2"]) as server:
+        pop = __import__("poplib").POP3("127.0.0.1", server.port, timeout=20)
+        pop.user("alice")
+        pop.pass_("secret")
+        os.kill(e2e.connection_processes(server.process.pid)[ALICE_UID], signal.SIGSTOP)
+        start = time.monotonic()
+        while e2e.connection_processes(server.process.pid) and time.monotonic() - start < 30:
+            time.sleep(0.2)
+        waited = time.monotonic() - start
+        check_equal(e2e.connection_processes(server.process.pid), {}, f"popd processes after {waited:.1f} s")
+        print(f"     a stopped session was ended {waited:.1f} s after login (--max-session 2)")
+    # Its dotlock, if it made one, names a process that is gone.
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("+OK maildrop has 2 messages" in out, f"the next session: {out}")
+
+
 def test_temporary_authentication_failures_count(env):
     """PAM that can say neither yes nor no ([SYS/TEMP]) counts toward the
     failure limit: the third closes the connection."""
