@@ -314,20 +314,24 @@ def key_secrets(key):
 
 
 def memory_holds(pid, secrets):
-    """The names of the secrets found in the process's readable memory."""
-    found = set()
+    """The names of the secrets found in the process's readable memory, in
+    pieces (a sanitizer's shadow mappings are terabytes, and skipped)."""
+    found, piece, overlap = set(), 16 << 20, max(len(s) for s in secrets.values())
     with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
         for line in maps:
             fields = line.split()
             if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
                 continue
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, ValueError, OverflowError):
+            if end - start > 1 << 30:
                 continue
-            found |= {name for name, secret in secrets.items() if secret in data}
+            for at in range(start, end, piece):
+                try:
+                    mem.seek(at)
+                    data = mem.read(min(piece + overlap, end - at))
+                except (OSError, ValueError, OverflowError):
+                    break
+                found |= {name for name, secret in secrets.items() if secret in data}
     return found
 
 
