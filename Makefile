@@ -65,7 +65,7 @@ FUZZ_FLAGS   = -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sa
 fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++
 fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ io/file.c++
 fuzz_sources_base64 = protocol/base64.c++
-fuzz_sources_proxy  = io/proxy.c++
+fuzz_sources_proxy  = io/proxy.c++ io/file.c++
 
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
