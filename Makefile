@@ -9,9 +9,9 @@ SANITIZE ?=
 
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor \
-            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -I.
+            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -I. -I$(BUILD)/generated
 LDFLAGS  += -pie -Wl,-z,relro,-z,now
-LIBS     = -lpam -llockfile -lssl -lcrypto -lxxhash -lseccomp
+LIBS     = -lpam -llockfile -lssl -lcrypto -lxxhash
 
 ifeq ($(SANITIZE),1)
 BUILD     = build/sanitize
@@ -25,7 +25,10 @@ endif
 
 # auth/mmap_hook.c++ defines mmap for the whole process: popd's binary only.
 HOOK_SOURCES = auth/mmap_hook.c++
-LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES),$(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++))
+# The seccomp policy is compiled to BPF at build time (tools/), not linked.
+POLICY_SOURCES = server/seccomp_policy.c++
+LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES) $(POLICY_SOURCES),\
+               $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++))
 TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim), tests/pam/ nor tests/fuzz/
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
@@ -38,6 +41,14 @@ all: $(POPD)
 # Exported, so that the libraries popd loads call it (auth/hash_memory.h).
 $(POPD): $(BUILD)/popd.o $(HOOK_OBJECTS) $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -Wl,--export-dynamic-symbol=mmap -o $@ $^ $(LIBS)
+
+# The pre-auth process's seccomp program, compiled from its policy by a
+# program built and run here (never sanitized: it only writes a header).
+$(BUILD)/generated/pre_auth_filter.h: tools/seccomp-filter.c++ $(POLICY_SOURCES) server/seccomp_policy.h
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -I. -o $(BUILD)/generated/seccomp-filter $< $(POLICY_SOURCES) -lseccomp
+	$(BUILD)/generated/seccomp-filter > $@.new && mv $@.new $@
+$(BUILD)/server/sandbox.o: $(BUILD)/generated/pre_auth_filter.h
 
 $(BUILD)/libpopd.a: $(LIB_OBJECTS)
 	rm -f $@ && ar rcs $@ $^
