@@ -48,14 +48,10 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-namespace {
-
 std::string directory_of(const std::string& path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
 }
-
-}  // namespace
 
 bool sync_directory_of(const std::string& path) {
   UniqueFd fd(::open(directory_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

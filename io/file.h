@@ -17,6 +17,8 @@ namespace popd::io {
 bool pread_all(int fd, char* buffer, std::size_t size, std::uint64_t offset);
 bool pwrite_all(int fd, std::string_view data, std::uint64_t offset);
 bool write_all(int fd, std::string_view data);
+// The directory that holds `path`.
+std::string directory_of(const std::string& path);
 // fsync of the directory that holds `path`, so that a new or removed name in
 // it is durable.
 bool sync_directory_of(const std::string& path);

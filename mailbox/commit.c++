@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,10 +37,12 @@ class Checksum {
     if (version_ == 1) sha256_.update(bytes);
     else XXH3_128bits_update(state_.get(), bytes.data(), bytes.size());
   }
+  // Returns the checksum and starts over.
   Digest::Value finish() {
     if (version_ == 1) return sha256_.finish();
     XXH128_canonical_t canonical;
     XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state_.get()));
+    XXH3_128bits_reset(state_.get());
     Digest::Value value{};
     std::memcpy(value.data(), canonical.digest, sizeof canonical.digest);
     return value;
@@ -120,37 +123,120 @@ bool remove_journal(const std::string& journal) {
   return ::unlink(journal.c_str()) == 0 && io::sync_directory_of(journal);
 }
 
+// The journals of an older popd name the mailbox by st_dev and inode.
 bool same_file(int fd, std::uint64_t device, std::uint64_t inode) {
   struct stat st;
   return ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_dev) == device &&
          static_cast<std::uint64_t>(st.st_ino) == inode;
 }
 
-// A sound journal of another file (the mailbox was replaced) is kept for
-// the administrator, out of the way.
-RecoveryResult set_aside(const std::string& journal) {
-  std::string aside = journal + ".orphan." + std::to_string(std::time(nullptr));
-  if (::rename(journal.c_str(), aside.c_str()) != 0) return {false, "cannot set aside journal " + journal};
-  return {true, "recovery journal belongs to another mailbox file; moved to " + aside};
+// The mailbox as version 5 names it: by what survives a reboot. st_dev
+// does not (btrfs, NFS and ZFS number their devices at mount time, LVM and
+// sdX follow probe order), and recovery always runs after a reboot. The
+// file handle (name_to_handle_at: inode and generation, as NFS exports
+// use) does, on every file system that gives one; else the file system's
+// id (statfs, from its UUID on ext4 and btrfs) and the inode.
+struct SpoolId {
+  std::uint64_t fsid = 0;
+  std::uint64_t inode = 0;
+  std::int32_t handle_type = 0;
+  std::uint32_t handle_bytes = 0;  // 0: none
+  std::array<unsigned char, 64> handle{};
+};
+
+std::optional<SpoolId> spool_id(int fd) {
+  struct stat st;
+  struct statfs fs;
+  if (::fstat(fd, &st) != 0 || ::fstatfs(fd, &fs) != 0) return std::nullopt;
+  SpoolId id;
+  static_assert(sizeof fs.f_fsid == sizeof id.fsid);
+  std::memcpy(&id.fsid, &fs.f_fsid, sizeof id.fsid);
+  id.inode = st.st_ino;
+  alignas(file_handle) unsigned char storage[sizeof(file_handle) + sizeof id.handle];
+  auto* handle = reinterpret_cast<file_handle*>(storage);
+  handle->handle_bytes = sizeof id.handle;
+  int mount_id;
+  if (::name_to_handle_at(fd, "", handle, &mount_id, AT_EMPTY_PATH) == 0 && handle->handle_bytes <= sizeof id.handle) {
+    id.handle_type = handle->handle_type;
+    id.handle_bytes = handle->handle_bytes;
+    std::memcpy(id.handle.data(), handle->f_handle, handle->handle_bytes);
+  }
+  return id;
 }
 
-// --- versions 3 and 4: rolled forward ---------------------------------------
+bool same_spool(const SpoolId& recorded, const SpoolId& now) {
+  if (recorded.handle_bytes != 0 && now.handle_bytes != 0)
+    return recorded.handle_type == now.handle_type && recorded.handle_bytes == now.handle_bytes &&
+           std::memcmp(recorded.handle.data(), now.handle.data(), recorded.handle_bytes) == 0;
+  return recorded.fsid == now.fsid && recorded.inode == now.inode;
+}
+
+// After a failed fsync the kernel may have marked the pages clean without
+// writing them: what this boot reads back is not what the disk holds
+// (the "fsyncgate" lesson). Where a commit or a recovery met one, this
+// file beside the journal holds the boot's id, and no journal is acted on
+// until the system has restarted (or an administrator removes the file).
+std::string failed_sync_marker(const std::string& journal) { return journal + ".sync-failed"; }
+
+std::string this_boot() {
+  io::UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
+  char id[64] = {};
+  ssize_t n = fd ? ::read(fd.get(), id, sizeof id - 1) : -1;
+  return n > 0 ? std::string(id, n) : std::string();
+}
+
+bool a_sync_failed = false;  // in this process: see sync()
+
+void mark_failed_sync(const std::string& journal) {
+  std::string path = failed_sync_marker(journal);
+  io::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd && io::write_all(fd.get(), this_boot())) ::fsync(fd.get());
+  io::sync_directory_of(path);
+}
+
+// Whether a sync failed in this boot, by the marker; one of an earlier boot
+// is removed (the disk is what it holds now).
+bool sync_failed_this_boot(const std::string& journal) {
+  std::string path = failed_sync_marker(journal);
+  io::OwnFile marker = io::open_own_file(path, O_RDONLY, ::geteuid());
+  if (!marker.fd) return !marker.refused.empty() || marker.error != ENOENT;
+  char boot[64] = {};
+  ssize_t n = ::read(marker.fd.get(), boot, sizeof boot - 1);
+  std::string now = this_boot();
+  if (n <= 0 || now.empty() || std::string(boot, n) == now) return true;
+  ::unlink(path.c_str());
+  io::sync_directory_of(path);
+  return false;
+}
+
+// --- versions 3 to 5: rolled forward ----------------------------------------
 //
-// Version 4, this popd's (host byte order; it never leaves the host): a
-// Header3, the removed Ranges, the Steps, and a checksum of these. From the
-// next block boundary, two slots, each as large as the most one step saves,
-// which take turns holding the saved bytes of the step at hand, so that the
+// Version 5, this popd's (host byte order; it never leaves the host): a
+// Header3, the removed Ranges, the Steps, the Bindings, one checksum per
+// step of its sources, and a checksum of all these. From the next block
+// boundary, two slots, each as large as the most one step saves, which
+// take turns holding the saved bytes of the step at hand, so that the
 // journal stays small however much is moved. Then one block per step, one
 // for the end of the moves and one for the marker, zero until a Progress
 // record is written there: each in a block of its own, so that a torn write
 // of one cannot spoil another.
 //
-// Version 3 (an older popd's, only ever recovered): the same, but the saved
-// bytes of every step follow the Steps, in order, all before the checksum,
-// no slots, and no block for the end of the moves.
+// The Bindings tie the plan to the mailbox as it was: a journal is acted on
+// only where the mailbox still holds what the plan expects there (all of
+// [begin, end) before the first step; the bytes a step reads from the
+// mailbox before it is redone; the kept bytes before the truncate), so that
+// a journal left from another time (a commit cut short, then the mailbox
+// rewritten by another program, or found again when a home comes back) is
+// refused rather than replayed over other mail.
+//
+// Version 4 (the previous popd's, only ever recovered): the same without
+// the Bindings and the sources' checksums. Version 3 (older still): the
+// saved bytes of every step follow the Steps, in order, all before the
+// checksum, no slots, and no block for the end of the moves.
 
 constexpr char magic_v3[16] = "popd-journal-3\n";
 constexpr char magic_v4[16] = "popd-journal-4\n";
+constexpr char magic_v5[16] = "popd-journal-5\n";
 constexpr char progress_magic[16] = "popd-progress\n";
 constexpr std::uint64_t progress_block = 4096;
 
@@ -260,13 +346,25 @@ std::uint64_t saved_length(const Step& step) { return step.saved_end - step.begi
 std::uint64_t round_up(std::uint64_t n) { return (n + progress_block - 1) / progress_block * progress_block; }
 
 // The journal's parts, where they are.
+// Version 5: what the plan expects of the mailbox (see above).
+struct Bindings {
+  SpoolId spool;
+  Digest::Value before;  // [begin, end) before the first step
+  Digest::Value after;   // [begin, kept_end) once every step is done
+};
+
 struct Layout {
-  std::uint64_t ranges, steps, checksum, saved, slot, progress, size;
+  std::uint64_t ranges, steps, bindings, sources, checksum, saved, slot, progress, size;
 
   Layout(int version, const Header3& header, const std::vector<Step>& step_list) {
     ranges = sizeof header;
     steps = ranges + header.ranges * sizeof(Range);
     std::uint64_t after_steps = steps + header.steps * sizeof(Step);
+    bindings = sources = after_steps;
+    if (version == 5) {
+      sources = bindings + sizeof(Bindings);
+      after_steps = sources + header.steps * sizeof(Digest::Value);
+    }
     if (version == 3) {
       saved = after_steps;
       slot = 0;
@@ -288,7 +386,11 @@ struct Layout {
 // no flush). Large writes ask the kernel to start writing back each block
 // at once, so that the disk works while the next is copied rather than
 // all at the fdatasync; that promises nothing, and nothing relies on it.
-bool sync(int fd) { return ::fdatasync(fd) == 0; }
+bool sync(int fd) {
+  if (::fdatasync(fd) == 0) return true;
+  a_sync_failed = true;
+  return false;
+}
 
 bool write_back(int fd, std::string_view block, std::uint64_t offset) {
   if (!io::pwrite_all(fd, block, offset)) return false;
@@ -317,6 +419,7 @@ struct Resume {
   std::size_t step = 0;
   bool redo = false;
   bool damaged = false;  // a recorded slot no longer holds what was recorded
+  Digest::Value tag{};   // versions 4 and 5: the record resumed from
 };
 
 class Journal {
@@ -340,10 +443,11 @@ class Journal {
       return false;
     }
     named = true;
+    // Should the name not be durable, neither would a removal be: the
+    // journal stays, and the commit may take effect at the next recovery.
     if (!io::sync_directory_of(path)) {
-      fail(error, "cannot sync the directory of recovery journal " + path);
-      named = !remove_journal(path);
-      return false;
+      a_sync_failed = true;
+      return fail(error, "cannot sync the directory of recovery journal " + path);
     }
     return true;
   }
@@ -351,14 +455,21 @@ class Journal {
   // Runs the steps from `from.step` on. With `from.redo`, that step may
   // have been cut short: its saved bytes come from the journal (its other
   // sources lie past it, untouched).
-  bool run(Resume from) {
+  // A recovery that resumes a bound journal mid-way (`check`) first makes
+  // sure each later step finds the sources it expects: a step whose record
+  // a failed sync lost may have run already and overwritten them. Where
+  // one does not, it stops with mismatch() set, before touching anything.
+  bool run(Resume from, bool check = false) {
     for (std::size_t i = from.step; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
       std::uint64_t start = step.begin;
       if (i == from.step && from.redo) {
         if (!copy(journal_fd_.get(), saved_offset(i), saved_length(step), fd_, step.begin)) return false;
         start = step.saved_end;
-      } else if (version_ == 4 && !save(i)) {
+      } else if (check && !sources_fit(i, false)) {
+        mismatch_ = true;
+        return false;
+      } else if (version_ >= 4 && !save(i)) {
         return false;
       }
       if (!move_into_place(fd_, moves_, start, step.end) || !sync(fd_)) return false;
@@ -396,7 +507,7 @@ class Journal {
       Digest::Value slot{};
       bool sound = hash_range(journal_fd_.get(), version_, saved_offset(i), saved_offset(i) + saved_length(steps_[i]),
                               slot) && found.journal == step_tag(slot);
-      return {i, true, !sound};
+      return {i, true, !sound, found.journal};
     }
     return {0, false};
   }
@@ -410,7 +521,45 @@ class Journal {
   }
   void adopt(io::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
 
+  // Version 5: what the plan expects of the mailbox, from the mailbox as it
+  // is now (before the commit), in one pass over [begin, end).
+  bool bind(const SpoolId& spool);
+  bool bound() const { return version_ == 5; }
+  std::size_t step_count() const { return steps_.size(); }
+  const Bindings& bindings() const { return bindings_; }
+  // The mailbox holds what the plan expects: before the first step, the
+  // sources steps_[i] reads from it, or once every step is done.
+  bool fits_before() const { return matches(header_.begin, header_.end, bindings_.before); }
+  bool fits_after() const { return matches(header_.begin, header_.kept_end, bindings_.after); }
+  // `redo`: steps_[i] may have begun, and the bytes it overwrites before
+  // reading them come from its slot in the journal.
+  bool sources_fit(std::size_t i, bool redo) const {
+    Checksum digest(version_);
+    auto add = [&](std::string_view block, auto) {
+      digest.update(block);
+      return true;
+    };
+    const Step& step = steps_[i];
+    std::uint64_t from = redo ? step.saved_end : step.begin;
+    bool read = (!redo || read_blocks(journal_fd_.get(), saved_offset(i), saved_length(step), add)) &&
+                moves_.pieces(from, step.end, [&](std::uint64_t source, std::uint64_t length, auto) {
+                  return read_blocks(fd_, source, length, add);
+                });
+    return read && digest.finish() == sources_[i];
+  }
+  bool mismatch() const { return mismatch_; }
+  // Before a recovery acts on a record, it writes it again and makes it
+  // durable: the one it read may have come from a page whose sync failed.
+  bool reaffirm(std::uint64_t index, const Digest::Value& tag) { return record(index, tag); }
+  bool reaffirm_end() { return record(steps_.size(), sum_); }
+  bool reaffirm_marker() { return record(marker_index(), sum_); }
+
  private:
+  bool matches(std::uint64_t begin, std::uint64_t end, const Digest::Value& expected) const {
+    Digest::Value found{};
+    return hash_range(fd_, version_, begin, end, found) && found == expected;
+  }
+
   // The plan and its checksum; the slots and progress blocks are allocated
   // now, reading as zero, so that the commit never needs new space later.
   bool write_plan() {
@@ -423,7 +572,9 @@ class Journal {
     };
     if (!put(bytes_of(header_)) ||
         !put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) ||
-        !put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)}))
+        !put({reinterpret_cast<const char*>(steps_.data()), steps_.size() * sizeof(Step)}) ||
+        (bound() && !(put(bytes_of(bindings_)) &&
+                      put({reinterpret_cast<const char*>(sources_.data()), sources_.size() * sizeof(Digest::Value)}))))
       return false;
     sum_ = digest.finish();
     if (!io::pwrite_all(journal_fd_.get(), bytes_of(sum_), at)) return false;
@@ -461,7 +612,7 @@ class Journal {
 
   // Where the journal has the saved bytes of steps_[index].
   std::uint64_t saved_offset(std::size_t index) const {
-    if (version_ == 4) return layout_.saved + (index % 2) * layout_.slot;
+    if (version_ >= 4) return layout_.saved + (index % 2) * layout_.slot;
     std::uint64_t at = layout_.saved;
     for (std::size_t i = 0; i < index; ++i) at += saved_length(steps_[i]);
     return at;
@@ -503,7 +654,55 @@ class Journal {
   Layout layout_;
   io::UniqueFd journal_fd_;
   Digest::Value sum_{};
+  Bindings bindings_{};                  // version 5
+  std::vector<Digest::Value> sources_;  // version 5: of each step, the bytes it puts in place
+  bool mismatch_ = false;
 };
+
+bool Journal::bind(const SpoolId& spool) {
+  bindings_.spool = spool;
+  sources_.assign(steps_.size(), Digest::Value{});
+  Checksum before(version_), after(version_), step_sources(version_);
+  std::size_t step = 0;
+  // The kept bytes that go to `destination` of the new file, block by
+  // block (their sources rise with their destinations), into the
+  // checksums of the new file and of the step that moves them.
+  auto kept = [&](std::string_view block, std::uint64_t destination) {
+    after.update(block);
+    while (!block.empty()) {
+      std::uint64_t here = std::min<std::uint64_t>(block.size(), steps_[step].end - destination);
+      step_sources.update(block.substr(0, here));
+      block.remove_prefix(here);
+      destination += here;
+      if (destination == steps_[step].end) sources_[step++] = step_sources.finish();
+    }
+    return true;
+  };
+  // One pass over [begin, end) in file order: removed and kept alike go
+  // into `before`; kept bytes, in the same order, make the new file.
+  std::uint64_t at = header_.begin;
+  bool ok = moves_.pieces(header_.begin, header_.kept_end, [&](std::uint64_t source, std::uint64_t length,
+                                                               std::uint64_t destination) {
+    auto hash_all = [&](std::string_view block, auto) {
+      before.update(block);
+      return true;
+    };
+    if (source > at && !read_blocks(fd_, at, source - at, hash_all)) return false;  // removed
+    at = source + length;
+    return read_blocks(fd_, source, length, [&](std::string_view block, std::uint64_t done) {
+      before.update(block);
+      return kept(block, destination + done);
+    });
+  });
+  if (!ok || (header_.end > at && !read_blocks(fd_, at, header_.end - at, [&](std::string_view block, auto) {
+                before.update(block);
+                return true;
+              })))
+    return false;
+  bindings_.before = before.finish();
+  bindings_.after = after.finish();
+  return step == steps_.size();
+}
 
 // The plan must describe a commit popd could have made of this header.
 bool plausible(const Header3& header, const std::vector<Range>& ranges, const std::vector<Step>& steps) {
@@ -525,7 +724,9 @@ bool plausible(const Header3& header, const std::vector<Range>& ranges, const st
 }
 
 std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header) {
-  int version = std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0 ? 3 : 4;
+  int version = std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0   ? 3
+                : std::memcmp(header.magic, magic_v4, sizeof header.magic) == 0 ? 4
+                                                                                : 5;
   // Counts bounded by the journal's size before anything is allocated.
   if (header.kept_end < header.begin || header.end <= header.kept_end ||
       header.ranges > journal_size / sizeof(Range) || header.steps > journal_size / sizeof(Step))
@@ -545,7 +746,21 @@ std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journ
     return std::nullopt;
   std::optional<Journal> journal(std::in_place, version, fd, header, std::move(ranges), std::move(steps));
   journal->sum_ = stored;
+  if (version == 5) {
+    journal->sources_.resize(header.steps);
+    if (!pread_value(journal_fd, journal->bindings_, layout.bindings) ||
+        !io::pread_all(journal_fd, reinterpret_cast<char*>(journal->sources_.data()),
+                       journal->sources_.size() * sizeof(Digest::Value), layout.sources))
+      return std::nullopt;
+  }
   return journal;
+}
+
+// A journal that names another mailbox file, or expects other bytes than
+// the mailbox holds, is left alone, and so is the mailbox.
+RecoveryResult does_not_fit(const std::string& path, const std::string& what) {
+  return {false, "recovery journal " + path + " does not fit the mailbox (" + what + "); not applied, left alone",
+          "Recovery journal does not fit the mailbox"};
 }
 
 RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std::string& path,
@@ -559,15 +774,20 @@ RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std
   // right. Touch nothing and let an administrator look.
   std::string damaged = "recovery journal " + path + " is damaged; mailbox left alone";
   if (!journal) return {false, damaged};
-  if (!same_file(fd, header.device, header.inode)) return set_aside(path);
+  auto now = spool_id(fd);
+  if (journal->bound() ? !now || !same_spool(journal->bindings().spool, *now)
+                       : !same_file(fd, header.device, header.inode))
+    return does_not_fit(path, "another file");
   journal->adopt(std::move(journal_fd));
   struct stat st;
   if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + io::error_text(errno)};
   std::uint64_t size = st.st_size;
+  auto cannot_complete = [] { return RecoveryResult{false, "cannot complete an interrupted commit: " + io::error_text(errno)}; };
 
   bool marked = journal->marked();
   if (marked && !journal->marker_in_place()) {
     // Truncated (and perhaps delivered to since): complete.
+    if (journal->bound() && !journal->fits_after()) return does_not_fit(path, "the kept mail differs");
     if (!remove_journal(path)) return {false, "cannot remove recovery journal " + path};
     return {true, "completed an interrupted commit"};
   }
@@ -575,7 +795,22 @@ RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std
     if (size < header.end) return {false, "mailbox is shorter than its recovery journal says; left alone"};
     Resume from = journal->resume();
     if (from.damaged) return {false, damaged};
-    if (!journal->run(from)) return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+    if (journal->bound()) {
+      // What the mailbox holds must be what the step about to run (or run
+      // again) expects, its record written again and durable first.
+      bool all_done = from.step == journal->step_count();
+      bool fits = all_done    ? journal->reaffirm_end() && journal->fits_after()
+                  : from.redo ? journal->reaffirm(from.step, from.tag) && journal->sources_fit(from.step, true)
+                              : journal->fits_before();
+      if (a_sync_failed) return cannot_complete();
+      if (!fits) return does_not_fit(path, "it holds other bytes than the plan expects");
+    }
+    if (!journal->run(from, journal->bound() && from.redo)) {
+      if (journal->mismatch()) return does_not_fit(path, "a later step's sources differ");
+      return cannot_complete();
+    }
+  } else if (journal->bound() && !(journal->reaffirm_marker() && journal->fits_after())) {
+    return a_sync_failed ? cannot_complete() : does_not_fit(path, "the kept mail differs");
   }
   if (size > header.end) {
     // Mail delivered after the crash follows the stale bytes: remove them
@@ -585,8 +820,7 @@ RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std
       return {false, "cannot complete an interrupted commit: " + error};
     return {true, "completed an interrupted commit; mail delivered since is kept"};
   }
-  if (!journal->finish(path, marked))
-    return {false, "cannot complete an interrupted commit: " + io::error_text(errno)};
+  if (!journal->finish(path, marked)) return cannot_complete();
   return {true, "completed an interrupted commit"};
 }
 
@@ -632,7 +866,7 @@ RecoveryResult recover_old(int fd, int journal_fd, const std::string& journal, s
                   hash_range(journal_fd, version, 0, backup_end, computed);
   if (!complete || !pread_value(journal_fd, stored, backup_end) || stored != computed)
     return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
-  if (!same_file(fd, header.device, header.inode)) return set_aside(journal);
+  if (!same_file(fd, header.device, header.inode)) return does_not_fit(journal, "another file");
 
   Trailer trailer{};
   bool rewritten = pread_value(journal_fd, trailer, backup_end + sizeof stored) &&
@@ -673,7 +907,7 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   std::uint64_t removed_bytes = 0;
   for (const Range& range : removed) removed_bytes += range.end - range.begin;
   Header3 header{};
-  std::memcpy(header.magic, magic_v4, sizeof header.magic);
+  std::memcpy(header.magic, magic_v5, sizeof header.magic);
   header.device = st.st_dev;
   header.inode = st.st_ino;
   header.begin = removed.front().begin;
@@ -703,14 +937,19 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   std::vector<Step> steps = moves.plan(header.begin, header.kept_end, floor);
   header.ranges = removed.size();
   header.steps = steps.size();
-  Journal plan(4, fd, header, removed, std::move(steps));
+  Journal plan(5, fd, header, removed, std::move(steps));
+  auto spool = spool_id(fd);
+  if (!spool || !plan.bind(*spool)) return fail(error, "cannot read mailbox");
   bool named = true;
   // Once the journal is in place the commit goes through: now, or at the
   // next recovery.
+  a_sync_failed = false;
   if (plan.create(journal, error, named) && plan.run({}) && plan.finish(journal, false)) return true;
-  if (named)
-    error = "deletions may have taken effect, but the disk did not confirm them (" + io::error_text(errno) +
-            "); the next session completes them";
+  if (!named) return false;
+  int cause = errno;
+  if (a_sync_failed) mark_failed_sync(journal);
+  error = "deletions may have taken effect, but the disk did not confirm them (" + io::error_text(cause) + "); " +
+          (a_sync_failed ? "the next session after a restart completes them" : "the next session completes them");
   return false;
 }
 
@@ -718,7 +957,23 @@ RecoveryResult recover(int fd, const std::string& journal) {
   // Where others may write beside it, a journal another user planted
   // could write anything into this mailbox: only the user's own is read.
   io::OwnFile file = io::open_own_file(journal, O_RDWR, ::geteuid());
-  if (!file.fd && file.refused.empty() && file.error == ENOENT) return {};
+  if (!file.fd && file.refused.empty() && file.error == ENOENT) {
+    // No journal, or none to be seen: a home that is not there (NFS or
+    // autofs down) may hold one.
+    struct stat directory;
+    bool found = ::stat(io::directory_of(journal).c_str(), &directory) == 0;
+    if (found && S_ISDIR(directory.st_mode)) return {};
+    return {false,
+            "cannot tell whether a commit was cut short: the directory of recovery journal " + journal + " is not "
+            "there (" + io::error_text(found ? ENOTDIR : errno) + ")",
+            "Mailbox cannot be checked for an interrupted commit, try again later"};
+  }
+  if (sync_failed_this_boot(journal))
+    return {false,
+            "a sync of recovery journal " + journal + " or of the mailbox failed in this boot; what is read back "
+            "may not be what the disk holds: left alone until the system restarts, or " +
+                failed_sync_marker(journal) + " is removed",
+            "Mailbox waits for the disk to be checked"};
   // Nor one from where another user could have put back an old one of the
   // user's own, which names this very mailbox but not its present bytes.
   std::string why;
@@ -739,8 +994,13 @@ RecoveryResult recover(int fd, const std::string& journal) {
     return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};
   std::uint64_t size = journal_st.st_size;
   if (std::memcmp(header.magic, magic_v3, sizeof header.magic) == 0 ||
-      std::memcmp(header.magic, magic_v4, sizeof header.magic) == 0)
-    return recover_rolled_forward(fd, std::move(journal_fd), journal, size);
+      std::memcmp(header.magic, magic_v4, sizeof header.magic) == 0 ||
+      std::memcmp(header.magic, magic_v5, sizeof header.magic) == 0) {
+    a_sync_failed = false;
+    RecoveryResult result = recover_rolled_forward(fd, std::move(journal_fd), journal, size);
+    if (!result.ok && a_sync_failed) mark_failed_sync(journal);
+    return result;
+  }
   int version = std::memcmp(header.magic, header_magic_v1, sizeof header.magic) == 0   ? 1
                 : std::memcmp(header.magic, header_magic_v2, sizeof header.magic) == 0 ? 2
                                                                                        : 0;

@@ -324,3 +324,94 @@ TEST_CASE("no journal where another user could rename it away and back") {
   CHECK(remove_ranges(fd.get(), {{1000, 2000}}, journal, error));
   CHECK(read_file(mailbox) == data.substr(0, 1000) + data.substr(2000));
 }
+
+namespace {
+
+// A version 5 journal of removing `removed` from `mailbox`, as a commit
+// leaves it when it is cut short at its first move (here: the mailbox is
+// open read-only, so that move fails): planned, bound, the first step's
+// bytes saved and recorded, nothing moved.
+void leave_journal(const std::string& mailbox, const std::vector<Range>& removed, const std::string& journal) {
+  UniqueFd read_only(::open(mailbox.c_str(), O_RDONLY));
+  std::string error;
+  REQUIRE(!remove_ranges(read_only.get(), removed, journal, error));
+  REQUIRE(error.find("may have taken effect") != std::string::npos);
+  REQUIRE(exists(journal));
+}
+
+}  // namespace
+
+TEST_CASE("a journal is bound to the mailbox it was made for, and to its bytes") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(8);
+  std::string committed = data.substr(0, 1000) + data.substr(2000);
+  SUBCASE("the same mailbox, as the commit left it: completed") {
+    write_file(mailbox, data);
+    leave_journal(mailbox, {{1000, 2000}}, journal);
+    UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+    RecoveryResult result = recover(fd.get(), journal);
+    CHECK(result.ok);
+    CHECK(read_file(mailbox) == committed);
+    CHECK(!exists(journal));
+  }
+  SUBCASE("the mailbox rewritten since (same file, other bytes): refused, nothing applied or removed") {
+    write_file(mailbox, data);
+    leave_journal(mailbox, {{1000, 2000}}, journal);
+    std::string rewritten = data_of(9).substr(500);  // as long, and longer, but other mail
+    {
+      std::ofstream(mailbox, std::ios::binary | std::ios::trunc) << rewritten;  // keeps the inode
+    }
+    UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+    RecoveryResult result = recover(fd.get(), journal);
+    CHECK(!result.ok);
+    CHECK(result.reply == "Recovery journal does not fit the mailbox");
+    CHECK(read_file(mailbox) == rewritten);
+    CHECK(exists(journal));
+  }
+  SUBCASE("another mailbox file at the name (restored from a backup): refused, not set aside") {
+    write_file(mailbox, data);
+    leave_journal(mailbox, {{1000, 2000}}, journal);
+    REQUIRE(::unlink(mailbox.c_str()) == 0);
+    write_file(mailbox, data);  // a new inode with the very same bytes
+    UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+    RecoveryResult result = recover(fd.get(), journal);
+    CHECK(!result.ok);
+    CHECK(result.action.find("another file") != std::string::npos);
+    CHECK(read_file(mailbox) == data);
+    CHECK(exists(journal));
+  }
+}
+
+TEST_CASE("recovery refuses where it cannot see whether there is a journal") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox";
+  write_file(mailbox, data_of(3));
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  RecoveryResult result = recover(fd.get(), dir.path + "/no-such-home/.popd-journal");
+  CHECK(!result.ok);
+  CHECK(result.reply == "Mailbox cannot be checked for an interrupted commit, try again later");
+  CHECK(recover(fd.get(), dir.path + "/.popd-journal").ok);  // the directory is there: no journal
+}
+
+TEST_CASE("after a failed sync in this boot no journal is acted on until a restart") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal";
+  std::string data = data_of(8);
+  write_file(mailbox, data);
+  leave_journal(mailbox, {{1000, 2000}}, journal);
+  char boot[64] = {};
+  {
+    std::ifstream("/proc/sys/kernel/random/boot_id").read(boot, sizeof boot - 1);
+  }
+  write_file(journal + ".sync-failed", boot);
+  UniqueFd fd(::open(mailbox.c_str(), O_RDWR));
+  RecoveryResult waiting = recover(fd.get(), journal);
+  CHECK(!waiting.ok);
+  CHECK(waiting.reply == "Mailbox waits for the disk to be checked");
+  CHECK(read_file(mailbox) == data);
+  write_file(journal + ".sync-failed", "an earlier boot\n");
+  CHECK(recover(fd.get(), journal).ok);
+  CHECK(read_file(mailbox) == data.substr(0, 1000) + data.substr(2000));
+  CHECK(!exists(journal + ".sync-failed"));
+}

@@ -83,11 +83,24 @@ class Commit:
         check_equal(open(self.env.mailbox(), "rb").read(), self.committed, "fault-free commit")
         return int(open(report).read())
 
-    def state_after_next_session(self):
-        """Runs a fault-free session (which recovers first); returns the mailbox."""
+    def state_after_next_session(self, restarts=None):
+        """Runs a fault-free session (which recovers first); returns the
+        mailbox. After a failed sync popd touches nothing until the system
+        restarts: the next session is refused, and a restart (the marker's
+        boot id made an earlier boot's) lets the one after it recover;
+        `restarts` counts those."""
         out, _ = self.env.run(login() + "STAT\r\nQUIT\r\n")
+        marker = self.journal + ".sync-failed"
+        if "Mailbox waits for the disk to be checked" in out:
+            check(os.path.exists(marker), "refused for a failed sync, but there is no marker")
+            check(restarts is not None, "a failed sync where none was injected: " + out)
+            restarts.append(1)
+            with open(marker, "w") as f:
+                f.write("an earlier boot\n")
+            out, _ = self.env.run(login() + "STAT\r\nQUIT\r\n")
         check("+OK maildrop has" in out, "next session: " + out)
         check(not os.path.exists(self.journal), "journal still there after recovery")
+        check(not os.path.exists(marker), "the marker of an earlier boot is still there")
         return open(self.env.mailbox(), "rb").read()
 
 
@@ -159,6 +172,7 @@ def test_full_disk(env):
     messages, records = make_mbox(MESSAGES, seed=6)
     tried = 0
     outcomes = {"-ERR, unchanged": 0, "+OK, committed": 0, "unconfirmed": 0}
+    restarts = []
     for name, doomed in scenarios().items():
         commit = Commit(env, records, doomed)
         points = commit.count_points()
@@ -167,7 +181,7 @@ def test_full_disk(env):
                 commit.reset()
                 out = commit.run(FAULT_AT=at, FAULT_MODE="fail", FAULT_ERRNO=errno_, FAULT_PERSIST=persist)
                 quit_reply = out.rstrip().split("\r\n")[-1]
-                after = commit.state_after_next_session()
+                after = commit.state_after_next_session(restarts)
                 if quit_reply.startswith("-ERR"):
                     check(quit_reply.startswith("-ERR [SYS/TEMP]"), quit_reply)
                     # Only when the final fsync after the truncate fails can the
@@ -182,7 +196,9 @@ def test_full_disk(env):
                     check(after == commit.committed, f"{name}: +OK at point {at} but the commit is incomplete")
                     outcomes["+OK, committed"] += 1
                 tried += 1
-    print(f"     failures injected: {tried}: {outcomes}")
+    print(f"     failures injected: {tried}: {outcomes}; {len(restarts)} times the next session waited for a "
+          f"restart after a failed sync, and the one after it recovered")
+    check(restarts, "no failed sync made the next session wait")
 
 
 def test_fsync_ordering(env):
