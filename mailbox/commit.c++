@@ -792,7 +792,7 @@ RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std
     return {true, "completed an interrupted commit"};
   }
   if (!marked) {
-    if (size < header.end) return {false, "mailbox is shorter than its recovery journal says; left alone"};
+    if (size < header.end) return does_not_fit(path, "the mailbox is shorter than the plan");
     Resume from = journal->resume();
     if (from.damaged) return {false, damaged};
     if (journal->bound()) {

@@ -2,11 +2,17 @@
 """Crash-safety tests of the real popd binary (issue: no mail lost, ever).
 
 - kill points: popd is killed (SIGKILL; a simulated power cut that also
-  loses every write no fsync made durable; and one that loses a random part
-  of them) at hundreds of distinct points of the commit, through
-  tests/faults/shim.c++; a new session then checks the mailbox byte for
-  byte. CRASH_ALL_POINTS=1 tries every point, in each way (minutes; not in
-  CI).
+  loses every write no fsync made durable, and every name change no
+  directory fsync did; and one that loses a random part of them, 512-byte
+  sectors and a prefix of the name changes) at hundreds of distinct points
+  of the commit, through tests/faults/shim.c++; the recovering session is
+  killed or power-cut too, at times; a new session then checks the mailbox
+  byte for byte. CRASH_ALL_POINTS=1 tries every point, in each way
+  (minutes; not in CI).
+- what recovery must not be fooled by: a journal left over a mailbox that
+  another program rewrote; a home that is away when the next session
+  comes; an fsync that fails and loses its data (FAULT_LOSE), then a power
+  cut; the disk back on another device (a loop device) after the cut.
 - full disk: ENOSPC from every write on, or a single EIO, at points across
   the commit: QUIT says -ERR and the mailbox is as before, -ERR "may have
   taken effect" and the next session completes it, or +OK and the deletion
@@ -20,6 +26,7 @@ Usage: tests/crash.py PATH-TO-POPD PATH-TO-LIBFAULTS [TEST-NAME-SUBSTRING]
 """
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -144,8 +151,8 @@ def test_kill_points(env):
                 late = f"From late@example.org Mon Jan  1 00:00:00 2024\nSubject: late {at}\n\nlate\n\n".encode()
                 deliver_as_mda(env, late)
                 late_deliveries += 1
-            if n % 5 == 1:  # and the recovery itself is killed, too
-                commit.run(login() + "QUIT\r\n", FAULT_AT=1 + n % 23, FAULT_MODE="kill")
+            if n % 5 == 1:  # and the recovery itself is killed, or power-cut, too
+                commit.run(login() + "QUIT\r\n", FAULT_AT=1 + n % 23, FAULT_MODE=MODES[(n // 5) % 3])
                 killed_recoveries += 1
             after = commit.state_after_next_session()
             check(after.endswith(late), f"{name}: mail delivered after {mode} at point {at} is damaged")
@@ -164,7 +171,7 @@ def test_kill_points(env):
         print(f"     delete {name}: {len(chosen)} kill points of {points} in the session, "
               f"{outcomes['rolled back']} rolled back, {outcomes['committed']} committed, 0 damaged")
     print(f"     kill points tried: {tried}; mail delivered between kill and recovery {late_deliveries} times "
-          f"(always intact); the recovering session killed too {killed_recoveries} times")
+          f"(always intact); the recovering session killed or power-cut too {killed_recoveries} times")
     check(tried >= 300, "fewer than 300 kill points")
 
 
@@ -324,6 +331,196 @@ def test_small_home(env):
     check_equal(open(env.mailbox(), "rb").read(), commit.committed, "the mailbox after the commit")
     print(f"     {len(commit.committed):,} bytes moved with a journal on a 4 MiB file system; a full one: -ERR, "
           f"unchanged")
+
+
+def trace_of(commit):
+    """The counted calls of a fault-free commit: [(number, call, what)]."""
+    trace = commit.env.dir + "/faults/trace"
+    if os.path.exists(trace):
+        os.unlink(trace)
+    commit.count_points(trace)
+    return [(int(n), call, what) for n, call, what in (l.split(" ", 2) for l in open(trace).read().splitlines())]
+
+
+def progress_records(calls, journal):
+    """The numbers of the calls that write progress records, in order."""
+    return [n for n, call, what in calls if call == "pwrite" and what.startswith(journal + " @")
+            and what.endswith("+88") and int(what.rsplit("@", 1)[1].split("+")[0]) % 4096 == 0]
+
+
+def test_stale_journal_over_a_rewritten_mailbox(env):
+    """A commit cut short, then another program (a mail reader, an IMAP
+    server) rewrites the mailbox in place before the next POP login: the
+    journal no longer fits, and is refused and kept, never replayed over
+    the new contents."""
+    messages, records = make_mbox(MESSAGES, seed=12)
+    commit = Commit(env, records, [1, 2, 3])
+    calls = trace_of(commit)
+    moves = [n for n, call, what in calls if call == "pwrite" and what.startswith(env.mailbox() + " ")]
+    commit.reset()
+    commit.run(FAULT_AT=moves[len(moves) // 2], FAULT_MODE="kill")
+    check(os.path.exists(commit.journal), "no journal after the kill")
+    # The mail reader keeps the last 100 messages (as it read them).
+    rewritten = "".join(records[-100:]).encode()
+    with open(env.mailbox(), "r+b") as f:
+        f.write(rewritten)
+        f.truncate()
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("-ERR [SYS/TEMP] Recovery journal does not fit the mailbox" in out, out)
+    check_equal(open(env.mailbox(), "rb").read(), rewritten, "the rewritten mailbox")
+    check(os.path.exists(commit.journal), "the journal that does not fit was removed")
+
+
+def test_home_unavailable_after_a_crash(env):
+    """A commit killed mid-step; the next login comes while the home, where
+    the journal is, is unavailable (NFS or autofs down): refused, not served
+    half-moved. Mail arrives meanwhile; when the home is back the commit is
+    completed and the new mail kept."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    messages, records = make_mbox(MESSAGES, seed=13)
+    commit = Commit(env, records, sorted(random.Random(13).sample(range(1, MESSAGES + 1), 300)))
+    calls = trace_of(commit)
+    moves = [n for n, call, what in calls if call == "pwrite" and what.startswith(env.mailbox() + " ")]
+    commit.reset()
+    commit.run(FAULT_AT=moves[len(moves) // 2], FAULT_MODE="kill")
+    half_moved = open(env.mailbox(), "rb").read()
+    check(half_moved not in (commit.original, commit.committed), "the kill did not land mid-commit")
+    home = env.dir + "/home/alice"
+    os.rename(home, home + ".away")
+    try:
+        out, _ = env.run(login() + "STAT\r\nDELE 1\r\nQUIT\r\n")
+        check("-ERR [SYS/TEMP] Mailbox cannot be checked for an interrupted commit" in out, out)
+        check_equal(open(env.mailbox(), "rb").read(), half_moved, "the mailbox while the home is away")
+        new = []
+        for i in range(9):
+            new.append(f"From late@example.org Mon Jan  1 00:00:00 2024\nSubject: new {i}\n\nnew\n\n".encode())
+            deliver_as_mda(env, new[-1])
+    finally:
+        os.rename(home + ".away", home)
+    after = commit.state_after_next_session()
+    check(after == commit.committed + b"".join(new), "the mailbox after the home came back")
+
+
+def test_failed_sync_then_power_cut(env):
+    """EIO on the sync of a progress record, and the data of that sync lost
+    (as Linux may lose it: FAULT_LOSE). The next session in this boot does
+    not trust what it reads back and waits; a power cut then loses the
+    record on the disk too; after the restart the commit is completed
+    exactly."""
+    messages, records = make_mbox(MESSAGES, seed=14)
+    commit = Commit(env, records, [1])
+    calls = trace_of(commit)
+    record = progress_records(calls, commit.journal)[2]
+    sync = next(n for n, call, what in calls if n > record and call == "fsync" and what == commit.journal)
+    commit.reset()
+    lost = env.dir + "/faults/lost"
+    out = commit.run(FAULT_AT=sync, FAULT_MODE="fail", FAULT_ERRNO=5, FAULT_LOSE=lost)
+    check("may have taken effect" in out.rstrip().split("\r\n")[-1], out[-300:])
+    check(os.path.exists(lost), "no write was lost")
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("-ERR [SYS/TEMP] Mailbox waits for the disk to be checked" in out, f"the next session: {out}")
+    # The power cut: what the failed sync was to make durable is not on the disk.
+    for line in reversed(open(lost).read().splitlines()):
+        path, offset, old_size, old = line.split(" ")
+        with open(path, "r+b") as f:
+            f.truncate(int(old_size))
+            f.seek(int(offset))
+            f.write(bytes.fromhex(old))
+            f.truncate(int(old_size))
+    with open(commit.journal + ".sync-failed", "w") as f:  # the restart
+        f.write("an earlier boot\n")
+    check_equal(commit.state_after_next_session(), commit.committed, "the mailbox after the restart")
+
+
+def test_remount_on_another_device(env):
+    """A power cut in the third step of DELE 1; the disk comes back on
+    another device (loop1 instead of loop0: st_dev differs, as LVM, btrfs
+    or NFS may make it after a reboot). The journal still names the
+    mailbox, and the next session completes the commit."""
+    if not IS_ROOT or not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
+        print("     (skipped: needs root, losetup and mkfs.ext4)")
+        return
+    image, placeholder, disk = env.dir + "/disk.img", env.dir + "/placeholder.img", env.dir + "/disk"
+    for path, size in ((image, 96 << 20), (placeholder, 1 << 20)):
+        with open(path, "wb") as f:
+            f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", image], check=True)
+    os.mkdir(disk)
+
+    def attach():
+        device = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True)
+        if device.returncode != 0:
+            return None
+        subprocess.run(["mount", device.stdout.strip(), disk], check=True)
+        return device.stdout.strip()
+
+    def detach(device):
+        subprocess.run(["umount", disk], check=True)
+        subprocess.run(["losetup", "-d", device], check=True)
+
+    first = attach()
+    if not first:
+        print("     (skipped: no loop device)")
+        return
+    taken = None
+    try:
+        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", e2e.ALICE_UID, 0o700)):
+            os.mkdir(f"{disk}/{directory}")
+            os.chown(f"{disk}/{directory}", owner, owner)
+            os.chmod(f"{disk}/{directory}", mode)
+        messages, records = make_mbox(MESSAGES, seed=15)
+        mailbox, journal = disk + "/mail/alice", disk + "/home/alice/.popd-journal"
+        original = "".join(records).encode()
+        committed = "".join(records[1:]).encode()
+        args = ["--mailbox", disk + "/mail/%u", "--journal", disk + "/home/%u/.popd-journal",
+                "--index", disk + "/home/%u/.popd-index"]
+
+        def write_mailbox():
+            with open(mailbox, "wb") as f:
+                f.write(original)
+            os.chown(mailbox, e2e.ALICE_UID, e2e.ALICE_GID)
+            os.chmod(mailbox, 0o600)
+
+        def run(script, **faults):
+            variables = dict(os.environ, **env.variables(), FAULT_SCOPE=f"{mailbox}:{disk}/home/alice/",
+                             FAULT_CHUNK="16384", **{k: str(v) for k, v in faults.items()})
+            variables["LD_PRELOAD"] += ":" + SHIM
+            return subprocess.run(env.command(args), input=script.encode(), capture_output=True, env=variables,
+                                  timeout=120).stdout.decode("latin-1")
+
+        write_mailbox()
+        trace = env.dir + "/faults/disk-trace"
+        os.makedirs(env.dir + "/faults", exist_ok=True)
+        os.chmod(env.dir + "/faults", 0o1777)
+        out = run(login() + "DELE 1\r\nQUIT\r\n", FAULT_TRACE=trace)
+        check(out.rstrip().endswith("(1 messages deleted)"), out[-200:])
+        calls = [(int(n), c, w) for n, c, w in (l.split(" ", 2) for l in open(trace).read().splitlines())]
+        third = progress_records(calls, journal)[2]
+        cut = next(n for n, call, what in calls if n > third and call == "pwrite" and what.startswith(mailbox + " "))
+        write_mailbox()
+        run(login() + "DELE 1\r\nQUIT\r\n", FAULT_AT=cut + 2, FAULT_MODE="power")
+        check(os.path.exists(journal), "no journal after the power cut")
+        device_before, device_name = os.stat(mailbox).st_dev, first
+        detach(first)
+        first = None
+        # The same disk, found at another device.
+        taken = subprocess.run(["losetup", "--find", "--show", placeholder], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        first = attach()
+        check(os.stat(mailbox).st_dev != device_before, "the device number did not change")
+        out = run(login() + "STAT\r\nQUIT\r\n")
+        check("+OK maildrop has 2999 messages" in out, f"after the remount: {out}")
+        check(open(mailbox, "rb").read() == committed, "the mailbox after the remount is not the committed one")
+        check(not os.path.exists(journal), "the journal is still there")
+        print(f"     power cut in step 3 of DELE 1, the disk back on {first} instead of {device_name}: "
+              f"committed exactly")
+    finally:
+        if first:
+            detach(first)
+        if taken:
+            subprocess.run(["losetup", "-d", taken])
 
 
 def test_concurrent_delivery(env):

@@ -2,20 +2,32 @@
 // counts the calls that change files under FAULT_SCOPE (colon-separated path
 // prefixes) and, at call number FAULT_AT:
 //   FAULT_MODE=kill   SIGKILLs the process before the call;
-//   FAULT_MODE=power  does the same after undoing every write and truncate
-//                     that no fsync has made durable yet (a power cut);
-//   FAULT_MODE=torn   the same, but undoes only some of them, chosen at
-//                     random (seeded by FAULT_AT): the disk wrote back part
-//                     of what was pending, in any order;
+//   FAULT_MODE=power  does the same after undoing what a power cut would
+//                     lose: every write, truncate and allocation that no
+//                     fsync of the file has made durable, and every new
+//                     name, rename and unlink that no fsync of its
+//                     directory has;
+//   FAULT_MODE=torn   the same, but the disk wrote back part of what was
+//                     pending: each 512-byte sector of a pending write is
+//                     undone or kept at random (seeded by FAULT_AT), and the
+//                     directory kept only its changes up to a random one;
 //   FAULT_MODE=fail   makes the call fail with FAULT_ERRNO (default ENOSPC),
-//                     and every later one too if FAULT_PERSIST=1.
+//                     and every later one too if FAULT_PERSIST=1. With
+//                     FAULT_LOSE=FILE, a failed fsync also loses what it was
+//                     to make durable, as Linux may after EIO (the pages
+//                     are marked clean, the disk never gets them): reads
+//                     still see it, no later fsync makes it durable, and a
+//                     power cut undoes it; FILE gets one line per lost
+//                     write ("path offset old-size old-bytes-in-hex"), for
+//                     a test to play that power cut after this process.
 // With FAULT_STALL_HANDOVER=SECONDS, an unprivileged process's sendmsg()
 // that passes two descriptors (the pre-auth process's hand-over of the
 // connection to the session) first sleeps that long: a stalled pre-auth
-// process. Writes are split into FAULT_CHUNK-byte pieces (default 65536), each a call
-// of its own, so a kill can land in the middle of a large write. With
-// FAULT_REPORT=FILE the number of calls is written there at exit, and with
-// FAULT_TRACE=FILE one line per call (for checking the order of fsyncs).
+// process. Writes are split into FAULT_CHUNK-byte pieces (default 65536),
+// each a call of its own, so a kill can land in the middle of a large
+// write. With FAULT_REPORT=FILE the number of calls is written there at
+// exit, and with FAULT_TRACE=FILE one line per call (for checking the order
+// of fsyncs).
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -24,6 +36,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +50,20 @@ struct Undo {
   off_t offset;
   std::string old_bytes;  // what was there; the file's old size bounds it
   off_t old_size;
+  // A truncate or an allocation changes the size, which a file system
+  // journals: after a power cut it took effect whole or not at all.
+  bool whole = false;
+};
+
+// A change of names in a directory that no fsync of the directory has made
+// durable yet. Until then an unlinked file, or one a rename replaced, lives
+// on under `backup` (a hidden name in the same directory), so that a power
+// cut can put it back.
+struct NameChange {
+  enum Kind { created, renamed, unlinked } kind;
+  std::string path;    // the name made, renamed to, or unlinked
+  std::string from;    // renamed: the old name
+  std::string backup;  // what `path` named before, if anything
 };
 
 struct State {
@@ -47,10 +74,15 @@ struct State {
   int error = ENOSPC;
   bool persist = false;
   std::size_t chunk = 65536;
-  std::string report, trace;
+  std::string report, trace, lose;
   unsigned stall_handover = 0;
   std::map<ino_t, std::pair<int, std::vector<Undo>>> unsynced;  // inode -> (dup fd, undo log)
+  std::vector<std::pair<int, Undo>> lost;                        // (dup fd, undo): a failed fsync lost it
+  std::map<std::string, std::vector<NameChange>> names;          // directory -> changes not yet durable
+  long backups = 0;
   bool busy = false;
+
+  bool power_model() const { return mode == "power" || mode == "torn" || !lose.empty(); }
 };
 
 State& state() {
@@ -72,6 +104,7 @@ State& state() {
     if (const char* v = getenv("FAULT_CHUNK")) st->chunk = strtoul(v, nullptr, 10);
     if (const char* v = getenv("FAULT_REPORT")) st->report = v;
     if (const char* v = getenv("FAULT_TRACE")) st->trace = v;
+    if (const char* v = getenv("FAULT_LOSE")) st->lose = v;
     if (const char* v = getenv("FAULT_STALL_HANDOVER")) st->stall_handover = strtoul(v, nullptr, 10);
     return st;
   }();
@@ -96,6 +129,11 @@ std::string path_of(int fd) {
   return n > 0 ? std::string(target, n) : std::string();
 }
 
+std::string directory_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
 bool fd_in_scope(int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
@@ -110,19 +148,46 @@ void trace(const char* call, const std::string& what) {
   }
 }
 
+auto pwrite_() { return real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64"); }
+auto ftruncate_() { return real<int (*)(int, off_t)>("ftruncate64"); }
+auto rename_() { return real<int (*)(const char*, const char*)>("rename"); }
+auto unlink_() { return real<int (*)(const char*)>("unlink"); }
+
+// Puts back what `undo` overwrote; `sectors`: only a random part of it,
+// 512 bytes at a time, as a disk that wrote some sectors back.
+void put_back(int fd, const Undo& undo, unsigned* sectors) {
+  if (sectors && undo.whole && rand_r(sectors) % 2 == 0) return;  // it reached the disk
+  if (!sectors || undo.whole) {
+    ftruncate_()(fd, undo.old_size);
+    pwrite_()(fd, undo.old_bytes.data(), undo.old_bytes.size(), undo.offset);
+    ftruncate_()(fd, undo.old_size);
+    return;
+  }
+  for (std::size_t at = 0; at < undo.old_bytes.size(); at += 512)
+    if (rand_r(sectors) % 2 == 0)
+      pwrite_()(fd, undo.old_bytes.data() + at, std::min<std::size_t>(512, undo.old_bytes.size() - at),
+                undo.offset + at);
+  if (rand_r(sectors) % 2 == 0) ftruncate_()(fd, undo.old_size);
+}
+
+void undo_names(const std::vector<NameChange>& changes, std::size_t keep) {
+  for (std::size_t i = changes.size(); i-- > keep;) {
+    const NameChange& c = changes[i];
+    if (c.kind == NameChange::created) unlink_()(c.path.c_str());
+    if (c.kind == NameChange::renamed) rename_()(c.path.c_str(), c.from.c_str());
+    if (!c.backup.empty()) rename_()(c.backup.c_str(), c.path.c_str());
+  }
+}
+
 void power_cut(bool torn) {
-  auto pwrite_ = real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64");
-  auto ftruncate_ = real<int (*)(int, off_t)>("ftruncate64");
   unsigned seed = static_cast<unsigned>(state().at);
   for (auto& [inode, entry] : state().unsynced) {
     auto& [fd, log] = entry;
-    for (auto undo = log.rbegin(); undo != log.rend(); ++undo) {
-      if (torn && rand_r(&seed) % 2 == 0) continue;  // this one reached the disk
-      ftruncate_(fd, undo->old_size);
-      pwrite_(fd, undo->old_bytes.data(), undo->old_bytes.size(), undo->offset);
-      ftruncate_(fd, undo->old_size);
-    }
+    for (auto undo = log.rbegin(); undo != log.rend(); ++undo) put_back(fd, *undo, torn ? &seed : nullptr);
   }
+  for (auto lost = state().lost.rbegin(); lost != state().lost.rend(); ++lost) put_back(lost->first, lost->second, nullptr);
+  for (auto& [directory, changes] : state().names)
+    undo_names(changes, torn && !changes.empty() ? rand_r(&seed) % (changes.size() + 1) : 0);
 }
 
 // Called before each counted call: true means fail it.
@@ -145,14 +210,14 @@ bool point(const char* call, const std::string& what) {
   return false;
 }
 
-void remember(int fd, off_t offset, size_t size) {
+void remember(int fd, off_t offset, size_t size, bool whole = false) {
   State& s = state();
-  if (s.mode != "power" && s.mode != "torn") return;
+  if (!s.power_model()) return;
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   auto& entry = s.unsynced[st.st_ino];
   if (entry.second.empty() && entry.first == 0) entry.first = dup(fd);
-  Undo undo{offset, {}, st.st_size};
+  Undo undo{offset, {}, st.st_size, whole};
   if (offset < st.st_size) {
     undo.old_bytes.resize(std::min<off_t>(size, st.st_size - offset));
     auto pread_ = real<ssize_t (*)(int, void*, size_t, off_t)>("pread64");
@@ -170,15 +235,47 @@ void synced(int fd) {
   }
 }
 
+// A failed fsync with FAULT_LOSE: what it was to make durable never will be.
+void lose(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  auto it = state().unsynced.find(st.st_ino);
+  if (it == state().unsynced.end()) return;
+  FILE* log = fopen(state().lose.c_str(), "a");
+  for (Undo& undo : it->second.second) {
+    if (log) {
+      fprintf(log, "%s %lld %lld ", path_of(fd).c_str(), static_cast<long long>(undo.offset),
+              static_cast<long long>(undo.old_size));
+      for (unsigned char c : undo.old_bytes) fprintf(log, "%02x", c);
+      fprintf(log, "\n");
+    }
+    state().lost.emplace_back(it->second.first, std::move(undo));
+  }
+  if (log) fclose(log);
+  it->second.second.clear();
+}
+
+// A directory fsync makes its name changes durable: the backups go.
+void names_synced(const std::string& directory) {
+  auto it = state().names.find(directory);
+  if (it == state().names.end()) return;
+  for (const NameChange& c : it->second)
+    if (!c.backup.empty()) unlink_()(c.backup.c_str());
+  state().names.erase(it);
+}
+
+std::string backup_name(const std::string& path) {
+  return directory_of(path) + "/.shim-backup-" + std::to_string(getpid()) + "-" + std::to_string(++state().backups);
+}
+
 ssize_t chunked_pwrite(int fd, const char* data, size_t size, off_t offset, const char* call) {
-  auto pwrite_ = real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64");
   size_t done = 0;
   while (done < size) {
     size_t n = std::min(size - done, state().chunk);
     if (point(call, path_of(fd) + " @" + std::to_string(offset + done) + "+" + std::to_string(n)))
       return done > 0 ? static_cast<ssize_t>(done) : -1;
     remember(fd, offset + done, n);
-    ssize_t w = pwrite_(fd, data + done, n, offset + done);
+    ssize_t w = pwrite_()(fd, data + done, n, offset + done);
     if (w < 0) return done > 0 ? static_cast<ssize_t>(done) : -1;
     done += w;
   }
@@ -203,14 +300,26 @@ struct Reporter {
   }
 } reporter;
 
+// Opening with O_CREAT: a new name, undone by a power cut until its
+// directory is synced. Not a counted call.
+int opened(const char* path, int flags, int fd, bool existed) {
+  if (fd >= 0 && (flags & O_CREAT) && !existed && state().power_model() && in_scope(path))
+    state().names[directory_of(path)].push_back({NameChange::created, path, {}, {}});
+  return fd;
+}
+
+bool exists(const char* path) {
+  struct stat st;
+  return lstat(path, &st) == 0;
+}
+
 }  // namespace
 
 extern "C" {
 
 ssize_t pwrite64(int fd, const void* data, size_t size, off_t offset) {
   Guard g;
-  if (!g.active || !fd_in_scope(fd))
-    return real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64")(fd, data, size, offset);
+  if (!g.active || !fd_in_scope(fd)) return pwrite_()(fd, data, size, offset);
   return chunked_pwrite(fd, static_cast<const char*>(data), size, offset, "pwrite");
 }
 
@@ -232,10 +341,15 @@ int fsync(int fd) {
   if (!g.active) return fsync_(fd);
   struct stat st;
   bool directory = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
-  if (!(directory ? in_scope(path_of(fd) + "/") : fd_in_scope(fd))) return fsync_(fd);
-  if (point("fsync", path_of(fd))) return -1;
+  std::string path = path_of(fd);
+  if (!(directory ? in_scope(path + "/") : fd_in_scope(fd))) return fsync_(fd);
+  if (point("fsync", path)) {
+    if (!state().lose.empty() && !directory) lose(fd);
+    return -1;
+  }
   int result = fsync_(fd);
-  if (result == 0) synced(fd);
+  if (result == 0 && directory) names_synced(path);
+  if (result == 0 && !directory) synced(fd);
   return result;
 }
 
@@ -243,29 +357,77 @@ int fdatasync(int fd) { return fsync(fd); }
 
 int ftruncate64(int fd, off_t length) {
   Guard g;
-  auto ftruncate_ = real<int (*)(int, off_t)>("ftruncate64");
-  if (!g.active || !fd_in_scope(fd)) return ftruncate_(fd, length);
+  if (!g.active || !fd_in_scope(fd)) return ftruncate_()(fd, length);
   if (point("ftruncate", path_of(fd) + " to " + std::to_string(length))) return -1;
-  remember(fd, length, 1 << 30);
-  return ftruncate_(fd, length);
+  remember(fd, length, 1 << 30, true);
+  return ftruncate_()(fd, length);
 }
 
 int ftruncate(int fd, off_t length) { return ftruncate64(fd, length); }
 
+int posix_fallocate64(int fd, off_t offset, off_t length) {
+  Guard g;
+  auto fallocate_ = real<int (*)(int, off_t, off_t)>("posix_fallocate64");
+  if (!g.active || !fd_in_scope(fd)) return fallocate_(fd, offset, length);
+  if (point("fallocate", path_of(fd) + " @" + std::to_string(offset) + "+" + std::to_string(length))) return errno;
+  remember(fd, offset, length, true);
+  return fallocate_(fd, offset, length);
+}
+
+int posix_fallocate(int fd, off_t offset, off_t length) { return posix_fallocate64(fd, offset, length); }
+
 int rename(const char* from, const char* to) {
   Guard g;
-  auto rename_ = real<int (*)(const char*, const char*)>("rename");
-  if (!g.active || !(in_scope(from) || in_scope(to))) return rename_(from, to);
+  if (!g.active || !(in_scope(from) || in_scope(to))) return rename_()(from, to);
   if (point("rename", std::string(from) + " -> " + to)) return -1;
-  return rename_(from, to);
+  if (!state().power_model()) return rename_()(from, to);
+  NameChange change{NameChange::renamed, to, from, {}};
+  if (exists(to)) {
+    change.backup = backup_name(to);
+    if (link(to, change.backup.c_str()) != 0) change.backup.clear();
+  }
+  int result = rename_()(from, to);
+  if (result == 0) state().names[directory_of(to)].push_back(change);
+  else if (!change.backup.empty()) unlink_()(change.backup.c_str());
+  return result;
 }
 
 int unlink(const char* path) {
   Guard g;
-  auto unlink_ = real<int (*)(const char*)>("unlink");
-  if (!g.active || !in_scope(path)) return unlink_(path);
+  if (!g.active || !in_scope(path)) return unlink_()(path);
   if (point("unlink", path)) return -1;
-  return unlink_(path);
+  if (!state().power_model()) return unlink_()(path);
+  // Kept under a hidden name until the directory is synced.
+  std::string backup = backup_name(path);
+  if (rename_()(path, backup.c_str()) != 0) return -1;
+  state().names[directory_of(path)].push_back({NameChange::unlinked, path, {}, backup});
+  return 0;
+}
+
+int open(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list args;
+    va_start(args, flags);
+    mode = va_arg(args, mode_t);
+    va_end(args);
+  }
+  Guard g;
+  bool existed = g.active && (flags & O_CREAT) && exists(path);
+  return opened(path, flags, real<int (*)(const char*, int, ...)>("open")(path, flags, mode), existed);
+}
+
+int open64(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list args;
+    va_start(args, flags);
+    mode = va_arg(args, mode_t);
+    va_end(args);
+  }
+  Guard g;
+  bool existed = g.active && (flags & O_CREAT) && exists(path);
+  return opened(path, flags, real<int (*)(const char*, int, ...)>("open64")(path, flags, mode), existed);
 }
 
 ssize_t sendmsg(int socket, const struct msghdr* message, int flags) {
