@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <lockfile.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -162,14 +163,26 @@ std::optional<gid_t> spool_directory_group(const std::string& mailbox) {
   return st.st_gid;
 }
 
-LockStatus lock_whole_file(int fd, std::string& error) {
+LockStatus lock_whole_file(int fd, bool shared, std::string& error) {
   LockStatus status = retry([&] {
     struct flock lock {};
     lock.l_type = F_WRLCK;
     lock.l_whence = SEEK_SET;
-    if (::fcntl(fd, F_SETLK, &lock) == 0) return LockStatus::locked;
-    if (errno == EACCES || errno == EAGAIN || errno == EINTR) return LockStatus::busy;
-    error = "cannot lock mailbox: " + io::error_text(errno);
+    if (::fcntl(fd, F_SETLK, &lock) != 0) {
+      if (errno == EACCES || errno == EAGAIN || errno == EINTR) return LockStatus::busy;
+      error = "cannot lock mailbox: " + io::error_text(errno);
+      return LockStatus::failed;
+    }
+    // On Linux flock() locks are apart from fcntl() ones, and some agents
+    // (Dovecot's LDA with mbox_write_locks = flock, say) take only those.
+    // On NFS flock() is an fcntl() lock already, of another owner than
+    // ours: not taken twice there.
+    if (shared || ::flock(fd, LOCK_EX | LOCK_NB) == 0) return LockStatus::locked;
+    int cause = errno;
+    lock.l_type = F_UNLCK;
+    ::fcntl(fd, F_SETLK, &lock);
+    if (cause == EWOULDBLOCK || cause == EINTR) return LockStatus::busy;
+    error = "cannot lock mailbox: " + io::error_text(cause);
     return LockStatus::failed;
   });
   if (status == LockStatus::busy) error = "mailbox is locked by another process";

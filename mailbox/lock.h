@@ -69,7 +69,8 @@ bool on_shared_file_system(const std::string& mailbox);
 // can change (or sticky ones). Nothing for any other place.
 std::optional<gid_t> spool_directory_group(const std::string& mailbox);
 
-// Waits up to params::lock_wait for a write lock on all of fd.
-LockStatus lock_whole_file(int fd, std::string& error);
+// Waits up to params::lock_wait for a write lock on all of fd: fcntl(),
+// and flock() too but on a `shared` spool (NFS, where flock is fcntl).
+LockStatus lock_whole_file(int fd, bool shared, std::string& error);
 
 }  // namespace popd::mailbox

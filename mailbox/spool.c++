@@ -85,7 +85,7 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
   if (!S_ISREG(st.st_mode)) return refuse(Outcome::forbidden, "Mailbox is not a regular file");
   if (st.st_uid != ::geteuid()) return refuse(Outcome::forbidden, "Mailbox is not owned by the user");
 
-  switch (lock_whole_file(spool->fd_.get(), error)) {
+  switch (lock_whole_file(spool->fd_.get(), locking.shared, error)) {
     case LockStatus::locked: break;
     case LockStatus::busy: return refuse(Outcome::in_use, "Mailbox is locked by another process");
     case LockStatus::failed: return refuse(Outcome::temporary, error);

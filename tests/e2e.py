@@ -440,6 +440,20 @@ def test_lock_contention(env):
         holder.kill()
         holder.wait()
     check_equal(stat_of(path), before, "mailbox untouched")
+    # A flock() lock (Dovecot's LDA with mbox_write_locks = flock takes only
+    # that; on Linux it is apart from fcntl locks).
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl,sys,time\nf=open(sys.argv[1],'r+')\n"
+                               "fcntl.flock(f, fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)", path],
+                              stdout=subprocess.PIPE)
+    holder.stdout.readline()
+    try:
+        out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
+        check("-ERR [IN-USE]" in out, f"a flock holder: {out}")
+    finally:
+        holder.kill()
+        holder.wait()
+    check_equal(stat_of(path), before, "mailbox untouched")
     # A stale dotlock (its process is gone) is taken over.
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -458,6 +472,9 @@ def test_lock_contention(env):
     check(os.path.exists(path + ".lock"), "dotlock during the session")
     out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n")
     check("-ERR [IN-USE]" in out, out)
+    flock = subprocess.run([sys.executable, "-c", "import fcntl,sys\nf=open(sys.argv[1],'r+')\n"
+                            "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", path], capture_output=True)
+    check(flock.returncode != 0, "an agent that takes only flock() got the mailbox during a session")
     first.stdin.write(b"QUIT\r\n")
     first.stdin.close()
     first.wait(timeout=10)
