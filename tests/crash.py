@@ -523,6 +523,61 @@ def test_remount_on_another_device(env):
             subprocess.run(["losetup", "-d", taken])
 
 
+def test_copy_on_write_full_disk(env):
+    """On a copy-on-write file system (btrfs on a loop image) moving mail
+    within the mailbox needs new space: a full disk stops a step half way.
+    QUIT says the deletions may have taken effect, and once there is room
+    the next session completes them; nothing is lost."""
+    if not IS_ROOT or not shutil.which("mkfs.btrfs") or not shutil.which("losetup"):
+        print("     (skipped: needs root, losetup and mkfs.btrfs)")
+        return
+    image, disk = env.dir + "/cow.img", env.dir + "/cow"
+    with open(image, "wb") as f:
+        f.truncate(160 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", image], check=True, capture_output=True)
+    os.mkdir(disk)
+    device = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True)
+    if device.returncode != 0:
+        print("     (skipped: no loop device)")
+        return
+    device = device.stdout.strip()
+    try:
+        if subprocess.run(["mount", device, disk], capture_output=True).returncode != 0:
+            print("     (skipped: btrfs cannot be mounted here)")
+            return
+        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", e2e.ALICE_UID, 0o700)):
+            os.mkdir(f"{disk}/{directory}")
+            os.chown(f"{disk}/{directory}", owner, owner)
+            os.chmod(f"{disk}/{directory}", mode)
+        messages, records = make_mbox(2 * MESSAGES, seed=16)
+        original, committed = "".join(records).encode(), "".join(records[1:]).encode()
+        mailbox, filler = disk + "/mail/alice", disk + "/filler"
+        with open(mailbox, "wb") as f:
+            f.write(original)
+        os.chown(mailbox, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chmod(mailbox, 0o600)
+        subprocess.run(["sync"])
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with open(filler, "wb") as f:  # leave room for the journal, not for the moves
+            f.write(bytes(max(0, free - (8 << 20))))
+        subprocess.run(["sync"])
+        args = ["--mailbox", disk + "/mail/%u", "--journal", disk + "/home/%u/.popd-journal",
+                "--index", disk + "/home/%u/.popd-index"]
+        out, _ = env.run(login() + "DELE 1\r\nQUIT\r\n", args)
+        quit_reply = out.rstrip().split("\r\n")[-1]
+        check("may have taken effect" in quit_reply and "No space left" in quit_reply,
+              f"no full disk in the middle of a step: {quit_reply}")
+        os.unlink(filler)
+        out, _ = env.run(login() + "STAT\r\nQUIT\r\n", args)
+        check("+OK maildrop has 5999 messages" in out, f"the next session, with room: {out}")
+        check(open(mailbox, "rb").read() == committed, "the mailbox after the next session is not the committed one")
+        print(f"     btrfs full in the middle of a step: QUIT said it may have taken effect; with room the next "
+              f"session completed it")
+    finally:
+        subprocess.run(["umount", disk], capture_output=True)
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
 def test_concurrent_delivery(env):
     """procmail delivers 1,000 numbered messages while at least 30 sessions retrieve and delete."""
     env.write_mailbox(b"")
