@@ -136,6 +136,7 @@ def sample(total, wanted):
 def test_kill_points(env):
     messages, records = make_mbox(MESSAGES, seed=5)
     tried = late_deliveries = killed_recoveries = 0
+    by_mode = {mode: 0 for mode in MODES}
     for name, doomed in scenarios().items():
         commit = Commit(env, records, doomed)
         points = commit.count_points()
@@ -144,6 +145,7 @@ def test_kill_points(env):
         for n, at in enumerate(chosen):
             commit.reset()
             mode = MODES[n % len(MODES)]
+            by_mode[mode] += 1
             out = commit.run(FAULT_AT=at, FAULT_MODE=mode)
             # Every third time, mail arrives before the next session.
             late = b""
@@ -170,7 +172,8 @@ def test_kill_points(env):
         tried += len(chosen)
         print(f"     delete {name}: {len(chosen)} kill points of {points} in the session, "
               f"{outcomes['rolled back']} rolled back, {outcomes['committed']} committed, 0 damaged")
-    print(f"     kill points tried: {tried}; mail delivered between kill and recovery {late_deliveries} times "
+    print(f"     points tried: {tried} ({', '.join(f'{n} {m}' for m, n in by_mode.items())}), 0 damaged; "
+          f"mail delivered between kill and recovery {late_deliveries} times "
           f"(always intact); the recovering session killed or power-cut too {killed_recoveries} times")
     check(tried >= 300, "fewer than 300 kill points")
 
