@@ -8,8 +8,9 @@ DESTDIR  ?=
 SANITIZE ?=
 
 CXXFLAGS ?= -O2 -g
+# -iquote, not -I: the project's sys/ must not stand in for <sys/...>.
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor \
-            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -I. -I$(BUILD)/generated
+            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -iquote . -iquote $(BUILD)/generated
 LDFLAGS  += -pie -Wl,-z,relro,-z,now
 LIBS     = -lpam -llockfile -lssl -lcrypto -lxxhash
 
@@ -23,12 +24,12 @@ BUILD     = build/release
 POPD      = popd
 endif
 
-# auth/mmap_hook.c++ defines mmap for the whole process: popd's binary only.
-HOOK_SOURCES = auth/mmap_hook.c++
+# sys/mmap_hook.c++ defines mmap for the whole process: popd's binary only.
+HOOK_SOURCES = sys/mmap_hook.c++
 # The seccomp policy is compiled to BPF at build time (tools/), not linked.
 POLICY_SOURCES = server/seccomp_policy.c++
 LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES) $(POLICY_SOURCES),\
-               $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++))
+               $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
 TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim), tests/pam/ nor tests/fuzz/
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
@@ -38,7 +39,7 @@ DEPS         = $(LIB_OBJECTS:.o=.d) $(TEST_OBJECTS:.o=.d) $(HOOK_OBJECTS:.o=.d) 
 
 all: $(POPD)
 
-# Exported, so that the libraries popd loads call it (auth/hash_memory.h).
+# Exported, so that the libraries popd loads call it (sys/huge_pages.h).
 $(POPD): $(BUILD)/popd.o $(HOOK_OBJECTS) $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -Wl,--export-dynamic-symbol=mmap -o $@ $^ $(LIBS)
 
@@ -46,7 +47,7 @@ $(POPD): $(BUILD)/popd.o $(HOOK_OBJECTS) $(BUILD)/libpopd.a
 # program built and run here (never sanitized: it only writes a header).
 $(BUILD)/generated/pre_auth_filter.h: tools/seccomp-filter.c++ $(POLICY_SOURCES) server/seccomp_policy.h
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++20 -O2 -Wall -Wextra -I. -o $(BUILD)/generated/seccomp-filter $< $(POLICY_SOURCES) -lseccomp
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -iquote . -o $(BUILD)/generated/seccomp-filter $< $(POLICY_SOURCES) -lseccomp
 	$(BUILD)/generated/seccomp-filter > $@.new && mv $@.new $@
 $(BUILD)/server/sandbox.o: $(BUILD)/generated/pre_auth_filter.h
 
@@ -72,11 +73,11 @@ $(BUILD)/pam_lookup.so: tests/pam/lookup.c++
 # fuzzed with clang's libFuzzer, each for FUZZ_SECONDS, by `make fuzz`.
 FUZZ_TARGETS = engine mbox base64 proxy
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS   = -std=c++20 -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_FLAGS   = -std=c++20 -g -O1 -iquote . -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++
-fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ io/file.c++
+fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ sys/file.c++
 fuzz_sources_base64 = protocol/base64.c++
-fuzz_sources_proxy  = io/proxy.c++ io/file.c++
+fuzz_sources_proxy  = io/proxy.c++ sys/file.c++
 
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)

@@ -4,7 +4,6 @@
 #include <string_view>
 
 #include "io/proxy.h"
-#include "mailbox/spool.h"
 #include "params.h"
 
 namespace popd {
@@ -133,7 +132,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       if (value.empty()) return bad(std::string(name) + " needs a value");
       *option->target = value;
       for (std::string* path : paths)
-        if (option->target == path && !mailbox::valid_path_template(value))
+        if (option->target == path && !valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
       continue;
     }
@@ -169,6 +168,33 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   if ((options.tls_implicit || options.require_tls) && !options.tls_configured())
     return bad("--tls-implicit and --require-tls need --tls-cert and --tls-key");
   return options;
+}
+
+std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home) {
+  std::string path;
+  for (std::size_t i = 0; i < path_template.size(); ++i) {
+    char c = path_template[i];
+    if (c != '%' || i + 1 == path_template.size()) {
+      path += c;
+      continue;
+    }
+    switch (path_template[++i]) {
+      case 'u': path += user; break;
+      case 'h': path += home; break;
+      default: path += path_template[i]; break;  // "%%"
+    }
+  }
+  return path;
+}
+
+bool valid_path_template(std::string_view path_template) {
+  for (std::size_t i = 0; i < path_template.size(); ++i) {
+    if (path_template[i] != '%') continue;
+    if (i + 1 == path_template.size()) return false;
+    char next = path_template[++i];
+    if (next != 'u' && next != 'h' && next != '%') return false;
+  }
+  return !path_template.empty();
 }
 
 }  // namespace popd

@@ -57,4 +57,9 @@ struct Exit {
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv);
 std::string usage();
 
+// Expands %u (user name), %h (home directory) and %% in a path template.
+std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home);
+// true if the template has only the sequences expand_path knows.
+bool valid_path_template(std::string_view path_template);
+
 }  // namespace popd

@@ -198,7 +198,7 @@ inline constexpr std::size_t max_uid_length = 70;
 inline constexpr std::size_t max_user_name = 128;
 
 // Anonymous mappings at least this large are placed on a 2 MiB boundary
-// and advised for transparent huge pages (auth/hash_memory.h). In popd only
+// and advised for transparent huge pages (sys/huge_pages.h). In popd only
 // the memory-hard password hash maps that much: yescrypt, Debian 12's
 // default, maps 16 MiB per hash and writes all of it, twice a login; in
 // 4 KiB pages that is ~8,200 page faults, 100 ms of a 100-message session

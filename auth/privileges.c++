@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "io/file.h"
+#include "sys/file.h"
 
 namespace popd::auth {
 
@@ -15,7 +15,7 @@ bool running_as_root() { return ::geteuid() == 0; }
 bool set_user_groups(const Account& user, std::string& error) {
   if (!running_as_root()) return true;
   if (::initgroups(user.name.c_str(), user.gid) == 0) return true;
-  error = "initgroups: " + io::error_text(errno);
+  error = "initgroups: " + sys::error_text(errno);
   return false;
 }
 
@@ -26,7 +26,7 @@ bool become_user(const Account& user, std::string& error) {
       return false;
     }
     if (::setgid(user.gid) != 0 || ::setuid(user.uid) != 0) {
-      error = "cannot switch to the user: " + io::error_text(errno);
+      error = "cannot switch to the user: " + sys::error_text(errno);
       return false;
     }
     if (::setuid(0) == 0 || ::seteuid(0) == 0) {

@@ -18,27 +18,13 @@
 
 #include "io/proxy.h"
 #include "params.h"
+#include "sys/lifetime.h"
 
 namespace popd::io {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto tick_interval = std::chrono::seconds(60);
 
-namespace {
-// When the connection must end: --max-session from its start, and before
-// login --login-timeout from its start, whichever comes first.
-Clock::time_point connection_deadline = Clock::time_point::max();
-Clock::time_point session_deadline = Clock::time_point::max();
-volatile sig_atomic_t stop_signal_seen = 0;
-void request_stop(int) { stop_signal_seen = 1; }
-}  // namespace
-
-void Connection::stop_on_termination_signals() {
-  struct sigaction action {};
-  action.sa_handler = request_stop;  // no SA_RESTART: poll returns EINTR
-  sigemptyset(&action.sa_mask);
-  for (int signal : {SIGTERM, SIGHUP, SIGINT}) sigaction(signal, &action, nullptr);
-}
 
 Connection::Connection(int in, int out, std::chrono::seconds idle_timeout)
     : in_(in), out_(out), idle_timeout_(idle_timeout), last_tick_(Clock::now()) {
@@ -59,10 +45,10 @@ void Connection::tick_if_due() {
 }
 
 bool Connection::wait(int fd, short events) {
-  auto deadline = std::min(Clock::now() + idle_timeout_, session_deadline);
+  auto deadline = std::min(Clock::now() + idle_timeout_, sys::session_end());
   for (;;) {
     // Checked before polling too: a client that never pauses still ends.
-    if (stop_signal_seen || Clock::now() >= session_deadline) return false;
+    if (sys::stop_requested() || sys::session_expired()) return false;
     tick_if_due();
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
@@ -104,24 +90,6 @@ bool Connection::start_tls(const TlsContext& context, std::string& error) {
     }
   }
 }
-
-bool Connection::stop_requested() { return stop_signal_seen != 0; }
-
-void Connection::limit_session(std::chrono::seconds limit) {
-  session_deadline = connection_deadline = Clock::now() + limit;
-}
-
-void Connection::limit_login(std::chrono::seconds limit) {
-  session_deadline = std::min(connection_deadline, Clock::now() + limit);
-}
-
-void Connection::logged_in() { session_deadline = connection_deadline; }
-
-Clock::time_point Connection::connection_end() { return connection_deadline; }
-
-bool Connection::session_expired() { return Clock::now() >= session_deadline; }
-
-Clock::time_point Connection::session_end() { return session_deadline; }
 
 void Connection::set_nonblocking() {
   for (int fd : {in_, out_}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -238,7 +206,7 @@ bool Connection::tls_read(std::string& data, ReadResult& result) {
     int ssl_error = SSL_get_error(ssl_, n);
     if (ssl_error == SSL_ERROR_WANT_READ || ssl_error == SSL_ERROR_WANT_WRITE) {
       if (wait_for_tls(ssl_error)) continue;
-      result = stop_signal_seen ? ReadResult::stopped : ReadResult::timeout;
+      result = sys::stop_requested() ? ReadResult::stopped : ReadResult::timeout;
     } else {
       result = ReadResult::end;  // close_notify, a reset, or a TLS error
     }
@@ -265,7 +233,7 @@ Connection::ReadResult Connection::read(std::string& data) {
   for (;;) {
     if (!wait(in_, POLLIN)) {
       data.clear();
-      return stop_signal_seen ? ReadResult::stopped : ReadResult::timeout;
+      return sys::stop_requested() ? ReadResult::stopped : ReadResult::timeout;
     }
     ssize_t n = ::read(in_, data.data(), data.size());
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -278,7 +246,7 @@ Connection::ReadResult Connection::read(std::string& data) {
   }
 }
 
-void Connection::reply_through(Ring ring, UniqueFd doorbell) {
+void Connection::reply_through(Ring ring, sys::UniqueFd doorbell) {
   ring_.emplace(std::move(ring));
   doorbell_ = std::move(doorbell);
 }
@@ -345,7 +313,7 @@ bool Connection::wait_for_sender() {
       case Sender::State::idle: return true;
       case Sender::State::failed: failed_ = true; break;
       case Sender::State::busy:
-        if (stop_signal_seen) failed_ = true;
+        if (sys::stop_requested()) failed_ = true;
         tick_if_due();
         break;
     }

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "io/ring.h"
 #include "io/sender.h"
 #include "io/tls.h"
@@ -42,7 +42,7 @@ class Connection final : public protocol::Output {
   // on replies go into `ring` and the output descriptor carries only
   // wake-ups for the relay; the relay wakes this process through
   // `doorbell` when it has made room, and closes it when it ends.
-  void reply_through(Ring ring, UniqueFd doorbell);
+  void reply_through(Ring ring, sys::UniqueFd doorbell);
 
   void write(std::string_view bytes) override;
   // Room to write replies in place, waiting for some to be free (empty
@@ -60,26 +60,6 @@ class Connection final : public protocol::Output {
   void on_tick(std::function<void()> tick) { tick_ = std::move(tick); }
 
   std::string peer_address() const;
-
-  // Makes SIGTERM, SIGHUP and SIGINT end the waiting (read gives `stopped`,
-  // a blocked write fails), so that the session ends through its normal
-  // path and releases its locks.
-  static void stop_on_termination_signals();
-  // A termination signal has come.
-  static bool stop_requested();
-  // Every connection of this process and its children ends `limit` from
-  // now: waits give up then as on the idle timeout.
-  static void limit_session(std::chrono::seconds limit);
-  // Until logged_in(), every connection ends `limit` from now, if that is
-  // sooner: an unauthenticated client may not keep its processes (and a
-  // spawner's instance) for the whole session limit.
-  static void limit_login(std::chrono::seconds limit);
-  static void logged_in();
-  // When --max-session ends the connection, login or not.
-  static std::chrono::steady_clock::time_point connection_end();
-  static bool session_expired();
-  // When that is (time_point::max() without a limit).
-  static std::chrono::steady_clock::time_point session_end();
 
   int input_fd() const { return in_; }
   int output_fd() const { return out_; }
@@ -154,7 +134,7 @@ class Connection final : public protocol::Output {
   std::chrono::seconds idle_timeout_;
   std::string buffer_;
   std::optional<Ring> ring_;
-  UniqueFd doorbell_;
+  sys::UniqueFd doorbell_;
   std::unique_ptr<Sender> sender_;
   bool failed_ = false;
   std::function<void()> tick_;

@@ -7,7 +7,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "io/file.h"
+#include "sys/file.h"
 
 namespace popd::io {
 namespace {
@@ -112,7 +112,7 @@ std::optional<std::string> read_proxy_header(int fd, std::chrono::milliseconds w
       error = header.error;
       return std::nullopt;
     }
-    if (!wait_readable(fd, deadline)) {
+    if (!sys::wait_readable(fd, deadline)) {
       error = data.empty() ? "no PROXY protocol header in time" : "PROXY protocol header cut short";
       return std::nullopt;
     }

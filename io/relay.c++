@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "params.h"
+#include "sys/lifetime.h"
 
 namespace popd::io {
 namespace {
@@ -153,9 +154,9 @@ class Relay {
   // that takes none, that side has the idle timeout; otherwise the session
   // decides when to end. false: give up.
   bool wait(Clock::time_point last_progress) {
-    if (Connection::stop_requested()) return false;
+    if (sys::stop_requested()) return false;
     if (session_sends_ && !replies_pending_ && !replies_.prepare_to_wait_for_data()) return true;  // it came
-    auto deadline = Connection::session_end();
+    auto deadline = sys::session_end();
     if (deadline != Clock::time_point::max()) deadline += params::relay_grace;
     if (replies_pending_ || !to_session_.empty() || client_out_)
       deadline = std::min(deadline, last_progress + idle_timeout_);

@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <utility>
 
-#include "io/file.h"
+#include "sys/file.h"
 #include "params.h"
 
 namespace popd::io {
@@ -40,7 +40,7 @@ std::atomic_ref<T> atomic(T& value) {
 
 }  // namespace
 
-Ring::Ring(UniqueFd fd, char* base, std::size_t mapped) : fd_(std::move(fd)), base_(base), mapped_(mapped) {}
+Ring::Ring(sys::UniqueFd fd, char* base, std::size_t mapped) : fd_(std::move(fd)), base_(base), mapped_(mapped) {}
 
 Ring::Ring(Ring&& other) noexcept
     : fd_(std::move(other.fd_)),
@@ -57,16 +57,16 @@ Ring::~Ring() {
 std::size_t Ring::file_size() { return page_size() + capacity; }
 
 std::optional<Ring> Ring::create(std::string& error) {
-  UniqueFd fd(::memfd_create("popd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  sys::UniqueFd fd(::memfd_create("popd-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(file_size())) != 0 ||
       ::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) {
-    error = "cannot make the reply ring: " + error_text(errno);
+    error = "cannot make the reply ring: " + sys::error_text(errno);
     return std::nullopt;
   }
   return map(std::move(fd), error);
 }
 
-std::optional<Ring> Ring::attach(UniqueFd fd, std::string& error) {
+std::optional<Ring> Ring::attach(sys::UniqueFd fd, std::string& error) {
   struct stat st;
   int sealed = ::fcntl(fd.get(), F_GET_SEALS);
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || sealed < 0 || (sealed & seals) != seals ||
@@ -79,11 +79,11 @@ std::optional<Ring> Ring::attach(UniqueFd fd, std::string& error) {
 
 // The control page, then the data twice in a row: a piece that wraps
 // around the end is contiguous in memory.
-std::optional<Ring> Ring::map(UniqueFd fd, std::string& error) {
+std::optional<Ring> Ring::map(sys::UniqueFd fd, std::string& error) {
   std::size_t page = page_size(), total = page + 2 * capacity;
   void* reserved = ::mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (reserved == MAP_FAILED) {
-    error = "cannot map the reply ring: " + error_text(errno);
+    error = "cannot map the reply ring: " + sys::error_text(errno);
     return std::nullopt;
   }
   char* base = static_cast<char*>(reserved);
@@ -92,7 +92,7 @@ std::optional<Ring> Ring::map(UniqueFd fd, std::string& error) {
   if (::mmap(base, page + capacity, shared, MAP_SHARED | MAP_FIXED, ring.fd(), 0) == MAP_FAILED ||
       ::mmap(base + page + capacity, capacity, shared, MAP_SHARED | MAP_FIXED, ring.fd(), static_cast<off_t>(page)) ==
           MAP_FAILED) {
-    error = "cannot map the reply ring: " + error_text(errno);
+    error = "cannot map the reply ring: " + sys::error_text(errno);
     return std::nullopt;
   }
   return ring;

@@ -20,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 
 namespace popd::io {
 
@@ -32,7 +32,7 @@ class Ring {
   static std::size_t file_size();
   // The session's side, from a descriptor the relay passed: it must be a
   // sealed memfd of the ring's size.
-  static std::optional<Ring> attach(UniqueFd fd, std::string& error);
+  static std::optional<Ring> attach(sys::UniqueFd fd, std::string& error);
 
   Ring(Ring&& other) noexcept;
   Ring& operator=(Ring&&) = delete;
@@ -69,15 +69,15 @@ class Ring {
 
  private:
   struct Shared;
-  Ring(UniqueFd fd, char* base, std::size_t mapped);
-  static std::optional<Ring> map(UniqueFd fd, std::string& error);
+  Ring(sys::UniqueFd fd, char* base, std::size_t mapped);
+  static std::optional<Ring> map(sys::UniqueFd fd, std::string& error);
   Shared& shared() const;
   char* data_start() const;
   // The other side's position, checked against ours.
   std::uint64_t published_by_writer();
   std::uint64_t consumed_by_reader();
 
-  UniqueFd fd_;
+  sys::UniqueFd fd_;
   char* base_ = nullptr;
   std::size_t mapped_ = 0;
   bool broken_ = false;

@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "io/connection.h"
+#include "sys/lifetime.h"
 
 namespace popd::io {
 
@@ -25,7 +25,7 @@ Sender::Sender(int socket, std::chrono::seconds idle_timeout)
       sending_(new char[capacity]) {
   if (!stop_) throw std::runtime_error("eventfd failed");
   // Termination signals go to the session's thread, whose waits they end
-  // (Connection::stop_on_termination_signals): blocked here before the
+  // (sys::stop_on_termination_signals): blocked here before the
   // thread starts, so that it inherits the mask, then restored.
   sigset_t termination, saved;
   sigemptyset(&termination);
@@ -95,7 +95,7 @@ bool Sender::send_all(const char* data, std::size_t size) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
     // The client takes nothing now: wait for it as Connection::wait does,
     // or for the session to stop this thread.
-    auto deadline = std::min(Clock::now() + idle_timeout_, Connection::session_end());
+    auto deadline = std::min(Clock::now() + idle_timeout_, sys::session_end());
     for (;;) {
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return false;

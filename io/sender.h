@@ -13,7 +13,7 @@
 #include <span>
 #include <thread>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "params.h"
 
 namespace popd::io {
@@ -49,7 +49,7 @@ class Sender {
 
   int socket_;
   std::chrono::seconds idle_timeout_;
-  UniqueFd stop_;  // an eventfd: readable once the thread must stop
+  sys::UniqueFd stop_;  // an eventfd: readable once the thread must stop
   std::unique_ptr<char[]> filling_, sending_;
   std::size_t filled_ = 0;
 

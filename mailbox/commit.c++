@@ -17,8 +17,8 @@
 
 #include <xxhash.h>
 
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "mailbox/digest.h"
 #include "params.h"
 
@@ -68,7 +68,7 @@ std::string_view bytes_of(const auto& value) {
 
 template <typename T>
 bool pread_value(int fd, T& value, std::uint64_t offset) {
-  return io::pread_all(fd, reinterpret_cast<char*>(&value), sizeof value, offset);
+  return sys::pread_all(fd, reinterpret_cast<char*>(&value), sizeof value, offset);
 }
 
 // Reads [from, from + length) of fd in blocks, front to back, and hands
@@ -79,7 +79,7 @@ bool read_blocks(int fd, std::uint64_t from, std::uint64_t length, Sink&& sink) 
   std::unique_ptr<char[]> buffer(new char[size]);  // not zeroed: only what was read is used
   for (std::uint64_t done = 0; done < length;) {
     std::size_t n = std::min<std::uint64_t>(size, length - done);
-    if (!io::pread_all(fd, buffer.get(), n, from + done) || !sink(std::string_view(buffer.get(), n), done))
+    if (!sys::pread_all(fd, buffer.get(), n, from + done) || !sink(std::string_view(buffer.get(), n), done))
       return false;
     done += n;
   }
@@ -115,12 +115,12 @@ class SignalsDeferred {
 };
 
 bool fail(std::string& error, std::string_view what) {
-  error = std::string(what) + ": " + io::error_text(errno);
+  error = std::string(what) + ": " + sys::error_text(errno);
   return false;
 }
 
 bool remove_journal(const std::string& journal) {
-  return ::unlink(journal.c_str()) == 0 && io::sync_directory_of(journal);
+  return ::unlink(journal.c_str()) == 0 && sys::sync_directory_of(journal);
 }
 
 // The journals of an older popd name the mailbox by st_dev and inode.
@@ -179,7 +179,7 @@ bool same_spool(const SpoolId& recorded, const SpoolId& now) {
 std::string failed_sync_marker(const std::string& journal) { return journal + ".sync-failed"; }
 
 std::string this_boot() {
-  io::UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
+  sys::UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
   char id[64] = {};
   ssize_t n = fd ? ::read(fd.get(), id, sizeof id - 1) : -1;
   return n > 0 ? std::string(id, n) : std::string();
@@ -189,23 +189,23 @@ bool a_sync_failed = false;  // in this process: see sync()
 
 void mark_failed_sync(const std::string& journal) {
   std::string path = failed_sync_marker(journal);
-  io::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd && io::write_all(fd.get(), this_boot())) ::fsync(fd.get());
-  io::sync_directory_of(path);
+  sys::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd && sys::write_all(fd.get(), this_boot())) ::fsync(fd.get());
+  sys::sync_directory_of(path);
 }
 
 // Whether a sync failed in this boot, by the marker; one of an earlier boot
 // is removed (the disk is what it holds now).
 bool sync_failed_this_boot(const std::string& journal) {
   std::string path = failed_sync_marker(journal);
-  io::OwnFile marker = io::open_own_file(path, O_RDONLY, ::geteuid());
+  sys::OwnFile marker = sys::open_own_file(path, O_RDONLY, ::geteuid());
   if (!marker.fd) return !marker.refused.empty() || marker.error != ENOENT;
   char boot[64] = {};
   ssize_t n = ::read(marker.fd.get(), boot, sizeof boot - 1);
   std::string now = this_boot();
   if (n <= 0 || now.empty() || std::string(boot, n) == now) return true;
   ::unlink(path.c_str());
-  io::sync_directory_of(path);
+  sys::sync_directory_of(path);
   return false;
 }
 
@@ -393,7 +393,7 @@ bool sync(int fd) {
 }
 
 bool write_back(int fd, std::string_view block, std::uint64_t offset) {
-  if (!io::pwrite_all(fd, block, offset)) return false;
+  if (!sys::pwrite_all(fd, block, offset)) return false;
   ::sync_file_range(fd, static_cast<off_t>(offset), static_cast<off_t>(block.size()), SYNC_FILE_RANGE_WRITE);
   return true;
 }
@@ -445,7 +445,7 @@ class Journal {
     named = true;
     // Should the name not be durable, neither would a removal be: the
     // journal stays, and the commit may take effect at the next recovery.
-    if (!io::sync_directory_of(path)) {
+    if (!sys::sync_directory_of(path)) {
       a_sync_failed = true;
       return fail(error, "cannot sync the directory of recovery journal " + path);
     }
@@ -481,7 +481,7 @@ class Journal {
 
   // Writes the marker where the file will end, then truncates.
   bool finish(const std::string& path, bool marked) {
-    if (!marked && !(io::pwrite_all(fd_, {header_.marker.data(), marker_length(header_)}, header_.kept_end) &&
+    if (!marked && !(sys::pwrite_all(fd_, {header_.marker.data(), marker_length(header_)}, header_.kept_end) &&
                      sync(fd_) && record(marker_index(), sum_)))
       return false;
     return ::ftruncate(fd_, static_cast<off_t>(header_.kept_end)) == 0 && sync(fd_) &&
@@ -516,10 +516,10 @@ class Journal {
   bool marker_in_place() const {
     std::array<char, sizeof header_.marker> found{};
     std::uint64_t n = marker_length(header_);
-    return io::pread_all(fd_, found.data(), n, header_.kept_end) &&
+    return sys::pread_all(fd_, found.data(), n, header_.kept_end) &&
            std::memcmp(found.data(), header_.marker.data(), n) == 0;
   }
-  void adopt(io::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
+  void adopt(sys::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
 
   // Version 5: what the plan expects of the mailbox, from the mailbox as it
   // is now (before the commit), in one pass over [begin, end).
@@ -568,7 +568,7 @@ class Journal {
     auto put = [&](std::string_view bytes) {
       digest.update(bytes);
       at += bytes.size();
-      return io::pwrite_all(journal_fd_.get(), bytes, at - bytes.size());
+      return sys::pwrite_all(journal_fd_.get(), bytes, at - bytes.size());
     };
     if (!put(bytes_of(header_)) ||
         !put({reinterpret_cast<const char*>(ranges_.data()), ranges_.size() * sizeof(Range)}) ||
@@ -577,7 +577,7 @@ class Journal {
                       put({reinterpret_cast<const char*>(sources_.data()), sources_.size() * sizeof(Digest::Value)}))))
       return false;
     sum_ = digest.finish();
-    if (!io::pwrite_all(journal_fd_.get(), bytes_of(sum_), at)) return false;
+    if (!sys::pwrite_all(journal_fd_.get(), bytes_of(sum_), at)) return false;
     int error = ::posix_fallocate(journal_fd_.get(), static_cast<off_t>(layout_.saved),
                                   static_cast<off_t>(layout_.size - layout_.saved));
     errno = error;
@@ -628,7 +628,7 @@ class Journal {
   }
 
   bool record(std::uint64_t index, const Digest::Value& tag) {
-    return io::pwrite_all(journal_fd_.get(), bytes_of(progress_record(index, tag)),
+    return sys::pwrite_all(journal_fd_.get(), bytes_of(progress_record(index, tag)),
                           layout_.progress + index * progress_block) &&
            sync(journal_fd_.get());
   }
@@ -652,7 +652,7 @@ class Journal {
   std::vector<Step> steps_;
   Moves moves_;
   Layout layout_;
-  io::UniqueFd journal_fd_;
+  sys::UniqueFd journal_fd_;
   Digest::Value sum_{};
   Bindings bindings_{};                  // version 5
   std::vector<Digest::Value> sources_;  // version 5: of each step, the bytes it puts in place
@@ -734,8 +734,8 @@ std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journ
   std::vector<Range> ranges(header.ranges);
   std::vector<Step> steps(header.steps);
   std::uint64_t at = sizeof header;
-  if (!io::pread_all(journal_fd, reinterpret_cast<char*>(ranges.data()), ranges.size() * sizeof(Range), at) ||
-      !io::pread_all(journal_fd, reinterpret_cast<char*>(steps.data()), steps.size() * sizeof(Step),
+  if (!sys::pread_all(journal_fd, reinterpret_cast<char*>(ranges.data()), ranges.size() * sizeof(Range), at) ||
+      !sys::pread_all(journal_fd, reinterpret_cast<char*>(steps.data()), steps.size() * sizeof(Step),
                      at + ranges.size() * sizeof(Range)) ||
       !plausible(header, ranges, steps))
     return std::nullopt;
@@ -749,7 +749,7 @@ std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journ
   if (version == 5) {
     journal->sources_.resize(header.steps);
     if (!pread_value(journal_fd, journal->bindings_, layout.bindings) ||
-        !io::pread_all(journal_fd, reinterpret_cast<char*>(journal->sources_.data()),
+        !sys::pread_all(journal_fd, reinterpret_cast<char*>(journal->sources_.data()),
                        journal->sources_.size() * sizeof(Digest::Value), layout.sources))
       return std::nullopt;
   }
@@ -763,7 +763,7 @@ RecoveryResult does_not_fit(const std::string& path, const std::string& what) {
           "Recovery journal does not fit the mailbox"};
 }
 
-RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std::string& path,
+RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const std::string& path,
                                       std::uint64_t journal_size) {
   Header3 header{};
   std::optional<Journal> journal;
@@ -780,9 +780,9 @@ RecoveryResult recover_rolled_forward(int fd, io::UniqueFd journal_fd, const std
     return does_not_fit(path, "another file");
   journal->adopt(std::move(journal_fd));
   struct stat st;
-  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + io::error_text(errno)};
+  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + sys::error_text(errno)};
   std::uint64_t size = st.st_size;
-  auto cannot_complete = [] { return RecoveryResult{false, "cannot complete an interrupted commit: " + io::error_text(errno)}; };
+  auto cannot_complete = [] { return RecoveryResult{false, "cannot complete an interrupted commit: " + sys::error_text(errno)}; };
 
   bool marked = journal->marked();
   if (marked && !journal->marker_in_place()) {
@@ -853,7 +853,7 @@ struct Trailer {
 RecoveryResult roll_back(int fd, int journal_fd, const Header& header, const std::string& journal) {
   if (!copy(journal_fd, sizeof header, header.kept_end - header.begin, fd, header.begin) || !sync(fd) ||
       !remove_journal(journal))
-    return {false, "cannot roll back an interrupted commit: " + io::error_text(errno)};
+    return {false, "cannot roll back an interrupted commit: " + sys::error_text(errno)};
   return {true, "rolled back an interrupted commit; no deletion took effect"};
 }
 
@@ -878,12 +878,12 @@ RecoveryResult recover_old(int fd, int journal_fd, const std::string& journal, s
   // commit is complete. It happened if [kept_end, end) no longer holds the
   // stale bytes.
   struct stat st;
-  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + io::error_text(errno)};
+  if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + sys::error_text(errno)};
   bool truncated = static_cast<std::uint64_t>(st.st_size) < header.end;
   if (!truncated) {
     Digest::Value now{};
     if (!hash_range(fd, version, header.kept_end, header.end, now))
-      return {false, "cannot read mailbox: " + io::error_text(errno)};
+      return {false, "cannot read mailbox: " + sys::error_text(errno)};
     truncated = now != trailer.stale;
   }
   if (!truncated) return roll_back(fd, journal_fd, header, journal);
@@ -925,7 +925,7 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   // A journal another user could rename away and back would be replayed
   // over a later mailbox (recover() refuses it there too).
   std::string why;
-  if (!io::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
+  if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
     error = "the recovery journal's directory can be changed by others: " + why;
     return false;
   }
@@ -948,7 +948,7 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   if (!named) return false;
   int cause = errno;
   if (a_sync_failed) mark_failed_sync(journal);
-  error = "deletions may have taken effect, but the disk did not confirm them (" + io::error_text(cause) + "); " +
+  error = "deletions may have taken effect, but the disk did not confirm them (" + sys::error_text(cause) + "); " +
           (a_sync_failed ? "the next session after a restart completes them" : "the next session completes them");
   return false;
 }
@@ -956,16 +956,16 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
 RecoveryResult recover(int fd, const std::string& journal) {
   // Where others may write beside it, a journal another user planted
   // could write anything into this mailbox: only the user's own is read.
-  io::OwnFile file = io::open_own_file(journal, O_RDWR, ::geteuid());
+  sys::OwnFile file = sys::open_own_file(journal, O_RDWR, ::geteuid());
   if (!file.fd && file.refused.empty() && file.error == ENOENT) {
     // No journal, or none to be seen: a home that is not there (NFS or
     // autofs down) may hold one.
     struct stat directory;
-    bool found = ::stat(io::directory_of(journal).c_str(), &directory) == 0;
+    bool found = ::stat(sys::directory_of(journal).c_str(), &directory) == 0;
     if (found && S_ISDIR(directory.st_mode)) return {};
     return {false,
             "cannot tell whether a commit was cut short: the directory of recovery journal " + journal + " is not "
-            "there (" + io::error_text(found ? ENOTDIR : errno) + ")",
+            "there (" + sys::error_text(found ? ENOTDIR : errno) + ")",
             "Mailbox cannot be checked for an interrupted commit, try again later"};
   }
   if (sync_failed_this_boot(journal))
@@ -977,18 +977,18 @@ RecoveryResult recover(int fd, const std::string& journal) {
   // Nor one from where another user could have put back an old one of the
   // user's own, which names this very mailbox but not its present bytes.
   std::string why;
-  if (!io::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why))
+  if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why))
     return {false, "recovery journal " + journal + " is where others can change it (" + why + "); not applied",
             "Recovery journal is where others can change it"};
   if (!file.refused.empty())
     return {false, "recovery journal " + journal + " " + file.refused + "; not applied, mailbox left alone",
             "Recovery journal is not the user's own file"};
-  if (!file.fd) return {false, "cannot open recovery journal " + journal + ": " + io::error_text(file.error)};
-  io::UniqueFd journal_fd = std::move(file.fd);
+  if (!file.fd) return {false, "cannot open recovery journal " + journal + ": " + sys::error_text(file.error)};
+  sys::UniqueFd journal_fd = std::move(file.fd);
   SignalsDeferred deferred;
   struct stat journal_st;
   if (::fstat(journal_fd.get(), &journal_st) != 0)
-    return {false, "cannot stat recovery journal " + journal + ": " + io::error_text(errno)};
+    return {false, "cannot stat recovery journal " + journal + ": " + sys::error_text(errno)};
   Header header{};
   if (!pread_value(journal_fd.get(), header, 0))
     return {false, "recovery journal " + journal + " is damaged; mailbox left alone"};

@@ -12,8 +12,8 @@
 
 #include <xxhash.h>
 
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "mailbox/file_window.h"
 #include "params.h"
 
@@ -141,7 +141,7 @@ bool records_unchanged(int fd, std::uint64_t size, const Messages& messages) {
     if (!bytes) {
       mappable = false;
       std::size_t length = line.end - line.begin;
-      if (line.end > size || !io::pread_all(fd, read, length, line.begin)) return false;
+      if (line.end > size || !sys::pread_all(fd, read, length, line.begin)) return false;
       bytes = std::string_view(read, length);
     }
     const char* at = bytes->data();
@@ -160,7 +160,7 @@ bool write_changed(int fd, std::string_view data, std::uint64_t offset, char* sc
     std::string_view piece = data.substr(at, params::index_block);
     ssize_t got = ::pread(fd, scratch, piece.size(), static_cast<off_t>(offset + at));
     if (got == static_cast<ssize_t>(piece.size()) && std::memcmp(scratch, piece.data(), piece.size()) == 0) continue;
-    if (!io::pwrite_all(fd, piece, offset + at)) return false;
+    if (!sys::pwrite_all(fd, piece, offset + at)) return false;
   }
   return true;
 }
@@ -171,9 +171,9 @@ bool write_changed(int fd, std::string_view data, std::uint64_t offset, char* sc
 // name left by a backup with hard links, cp -al or rsnapshot; a file left
 // by root; a symbolic link) is replaced by a new file, as a rename would:
 // refusing would leave every later login to parse the whole spool.
-io::UniqueFd open_for_save(const std::string& path, struct stat& st) {
+sys::UniqueFd open_for_save(const std::string& path, struct stat& st) {
   constexpr int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
-  io::UniqueFd fd(::open(path.c_str(), flags, 0600));
+  sys::UniqueFd fd(::open(path.c_str(), flags, 0600));
   if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && st.st_nlink == 1)
     return fd;
   fd.reset();
@@ -184,7 +184,7 @@ io::UniqueFd open_for_save(const std::string& path, struct stat& st) {
 }
 
 bool fail(std::string& error, const std::string& what) {
-  error = what + ": " + io::error_text(errno);
+  error = what + ": " + sys::error_text(errno);
   return false;
 }
 
@@ -198,12 +198,12 @@ FileState FileState::of(const struct stat& st) {
 
 std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now, UidScheme scheme) {
   // Anything but the user's own file is not read; the save replaces it.
-  io::OwnFile file = io::open_own_file(path, O_RDONLY, ::geteuid());
+  sys::OwnFile file = sys::open_own_file(path, O_RDONLY, ::geteuid());
   if (!file.fd) return {};
-  const io::UniqueFd& in = file.fd;
+  const sys::UniqueFd& in = file.fd;
   const struct stat& st = file.st;
   Header header;
-  if (!io::pread_all(in.get(), reinterpret_cast<char*>(&header), sizeof header, 0)) return {};
+  if (!sys::pread_all(in.get(), reinterpret_cast<char*>(&header), sizeof header, 0)) return {};
   if (std::memcmp(header.magic, magic, sizeof magic) != 0 || header.entry_size != sizeof(Entry) ||
       header.has_internal > 1 || header.count < header.has_internal ||
       header.count > (static_cast<std::uint64_t>(st.st_size) - sizeof header) / sizeof(Entry) ||
@@ -229,7 +229,7 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   auto block = std::make_unique_for_overwrite<Entry[]>(block_entries);
   for (std::uint64_t done = 0; done < header.count;) {
     std::size_t n = std::min<std::uint64_t>(block_entries, header.count - done);
-    if (!io::pread_all(in.get(), reinterpret_cast<char*>(block.get()), n * sizeof(Entry),
+    if (!sys::pread_all(in.get(), reinterpret_cast<char*>(block.get()), n * sizeof(Entry),
                        sizeof header + done * sizeof(Entry)))
       return {};
     hasher.update(block.get(), n * sizeof(Entry));
@@ -244,10 +244,10 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   }
   std::uint64_t tail = sizeof header + header.count * sizeof(Entry);
   box.x_uidls.resize(header.x_uidls);
-  if (!io::pread_all(in.get(), box.x_uidls.data(), box.x_uidls.size(), tail)) return {};
+  if (!sys::pread_all(in.get(), box.x_uidls.data(), box.x_uidls.size(), tail)) return {};
   hasher.update(box.x_uidls.data(), box.x_uidls.size());
   Checksum stored;
-  if (!io::pread_all(in.get(), reinterpret_cast<char*>(stored.data()), stored.size(), tail + header.x_uidls) ||
+  if (!sys::pread_all(in.get(), reinterpret_cast<char*>(stored.data()), stored.size(), tail + header.x_uidls) ||
       stored != hasher.finish())
     return {};
   for (const Message& message : box.messages)
@@ -264,7 +264,7 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
 
 bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error) {
   struct stat st;
-  io::UniqueFd out = open_for_save(path, st);
+  sys::UniqueFd out = open_for_save(path, st);
   if (!out) return fail(error, "cannot open index " + path);
   Header header{};
   std::memcpy(header.magic, magic, sizeof magic);

@@ -14,7 +14,7 @@
 #include <thread>
 #include <utility>
 
-#include "io/file.h"
+#include "sys/file.h"
 #include "params.h"
 
 namespace popd::mailbox {
@@ -73,7 +73,7 @@ LockStatus DotLock::acquire(const std::string& mailbox, DotLock& lock, std::stri
         return LockStatus::locked;
       case L_MAXTRYS: return LockStatus::busy;
       default:
-        error = "cannot create " + path + ": " + io::error_text(errno);
+        error = "cannot create " + path + ": " + sys::error_text(errno);
         return LockStatus::failed;
     }
   });
@@ -170,7 +170,7 @@ LockStatus lock_whole_file(int fd, bool shared, std::string& error) {
     lock.l_whence = SEEK_SET;
     if (::fcntl(fd, F_SETLK, &lock) != 0) {
       if (errno == EACCES || errno == EAGAIN || errno == EINTR) return LockStatus::busy;
-      error = "cannot lock mailbox: " + io::error_text(errno);
+      error = "cannot lock mailbox: " + sys::error_text(errno);
       return LockStatus::failed;
     }
     // On Linux flock() locks are apart from fcntl() ones, and some agents
@@ -182,7 +182,7 @@ LockStatus lock_whole_file(int fd, bool shared, std::string& error) {
     lock.l_type = F_UNLCK;
     ::fcntl(fd, F_SETLK, &lock);
     if (cause == EWOULDBLOCK || cause == EINTR) return LockStatus::busy;
-    error = "cannot lock mailbox: " + io::error_text(cause);
+    error = "cannot lock mailbox: " + sys::error_text(cause);
     return LockStatus::failed;
   });
   if (status == LockStatus::busy) error = "mailbox is locked by another process";

@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <system_error>
 
-#include "io/file.h"
+#include "sys/file.h"
 #include "mailbox/commit.h"
 #include "params.h"
 
@@ -78,10 +78,10 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     if (errno == ELOOP) return refuse(Outcome::forbidden, "Mailbox is a symbolic link");
     if (errno == EISDIR) return refuse(Outcome::forbidden, "Mailbox is not a regular file");
     if (errno == EACCES || errno == EPERM) return refuse(Outcome::forbidden, "Mailbox is not accessible");
-    return refuse(Outcome::temporary, "Cannot open mailbox: " + io::error_text(errno));
+    return refuse(Outcome::temporary, "Cannot open mailbox: " + sys::error_text(errno));
   }
   if (::fstat(spool->fd_.get(), &st) != 0)
-    return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
+    return refuse(Outcome::temporary, "Cannot stat mailbox: " + sys::error_text(errno));
   if (!S_ISREG(st.st_mode)) return refuse(Outcome::forbidden, "Mailbox is not a regular file");
   if (st.st_uid != ::geteuid()) return refuse(Outcome::forbidden, "Mailbox is not owned by the user");
 
@@ -98,7 +98,7 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
 
   try {
     if (::fstat(spool->fd_.get(), &st) != 0)
-      return refuse(Outcome::temporary, "Cannot stat mailbox: " + io::error_text(errno));
+      return refuse(Outcome::temporary, "Cannot stat mailbox: " + sys::error_text(errno));
     FileSource source(spool->fd_.get(), st.st_size);
     spool->state_ = FileState::of(st);
     if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme)) {
@@ -182,33 +182,6 @@ bool Spool::save_index(std::string& error) {
   if (!fd_ || index_current_ || index_.empty()) return true;
   index_current_ = mailbox::save_index(index_, mbox_, state_, error);
   return index_current_;
-}
-
-std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home) {
-  std::string path;
-  for (std::size_t i = 0; i < path_template.size(); ++i) {
-    char c = path_template[i];
-    if (c != '%' || i + 1 == path_template.size()) {
-      path += c;
-      continue;
-    }
-    switch (path_template[++i]) {
-      case 'u': path += user; break;
-      case 'h': path += home; break;
-      default: path += path_template[i]; break;  // "%%"
-    }
-  }
-  return path;
-}
-
-bool valid_path_template(std::string_view path_template) {
-  for (std::size_t i = 0; i < path_template.size(); ++i) {
-    if (path_template[i] != '%') continue;
-    if (i + 1 == path_template.size()) return false;
-    char next = path_template[++i];
-    if (next != 'u' && next != 'h' && next != '%') return false;
-  }
-  return !path_template.empty();
 }
 
 }  // namespace popd::mailbox

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "mailbox/file_window.h"
 #include "mailbox/index.h"
 #include "mailbox/lock.h"
@@ -75,15 +75,10 @@ class Spool final : public protocol::Maildrop {
   bool index_current_ = false;  // the index on disk describes mbox_ and state_
   FileState state_;             // of the spool as mbox_ describes it
   DotLock dotlock_;
-  io::UniqueFd fd_;  // closing it releases the fcntl lock
+  sys::UniqueFd fd_;  // closing it releases the fcntl lock
   Mbox mbox_;
   FileWindow window_;       // of the spool, for send()
   ReadBuffer read_buffer_;  // for send() of a message the window cannot hold
 };
-
-// Expands %u (user name), %h (home directory) and %% in a path template.
-std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home);
-// true if the template has only the sequences expand_path knows.
-bool valid_path_template(std::string_view path_template);
 
 }  // namespace popd::mailbox

@@ -11,8 +11,8 @@
 #include <new>
 #include <utility>
 
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "params.h"
 
 namespace popd::mailbox {
@@ -159,7 +159,7 @@ std::string format_old_id(UidScheme scheme, std::uint64_t key, std::uint32_t val
 }
 
 std::optional<std::uint32_t> read_validity(const std::string& path, uid_t owner, std::string& refused) {
-  io::OwnFile file = io::open_own_file(path, O_RDONLY, owner);
+  sys::OwnFile file = sys::open_own_file(path, O_RDONLY, owner);
   if (!file.refused.empty()) refused = "UIDVALIDITY file " + path + " " + file.refused + "; not read";
   char text[32] = {};
   ssize_t n = file.fd ? ::read(file.fd.get(), text, sizeof text - 1) : -1;
@@ -176,11 +176,11 @@ bool write_validity(const std::string& path, std::uint32_t validity, std::string
   if (read_validity(path, ::geteuid(), refused) == validity) return true;
   std::string temporary = path + ".new", text = std::to_string(validity) + "\n";
   ::unlink(temporary.c_str());
-  io::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd && io::write_all(fd.get(), text) && ::fsync(fd.get()) == 0 && ::rename(temporary.c_str(), path.c_str()) == 0 &&
-      io::sync_directory_of(path))
+  sys::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd && sys::write_all(fd.get(), text) && ::fsync(fd.get()) == 0 && ::rename(temporary.c_str(), path.c_str()) == 0 &&
+      sys::sync_directory_of(path))
     return true;
-  error = "cannot keep the UIDVALIDITY in " + path + ": " + io::error_text(errno);
+  error = "cannot keep the UIDVALIDITY in " + path + ": " + sys::error_text(errno);
   ::unlink(temporary.c_str());
   return false;
 }

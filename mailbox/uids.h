@@ -70,7 +70,7 @@ bool valid_uid(std::string_view id);
 // message's X-IMAPbase header holds: when popd deletes that message, it
 // keeps the value in a file of the user's (--uidvalidity), written and
 // synced before the commit. A file there that is not `owner`'s own (see
-// io::open_own_file) is not read: `refused` says why.
+// sys::open_own_file) is not read: `refused` says why.
 std::optional<std::uint32_t> read_validity(const std::string& path, uid_t owner, std::string& refused);
 bool write_validity(const std::string& path, std::uint32_t validity, std::string& error);
 

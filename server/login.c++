@@ -16,11 +16,12 @@
 #include "auth/pam.h"
 #include "auth/privileges.h"
 #include "io/connection.h"
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "params.h"
 #include "server/descriptors.h"
 #include "server/log.h"
+#include "sys/lifetime.h"
 
 namespace popd::server {
 
@@ -101,7 +102,7 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
 void answer_lock_request(int channel, const std::string& mailbox, const Account& account, bool shared,
                          SessionLock& lock) {
   char request;
-  if (!io::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin) ||
+  if (!sys::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin) ||
       ::recv(channel, &request, 1, 0) != 1 || request != 'L')
     return;
   auto refused = lock_for_session(mailbox, account, shared, lock);
@@ -117,7 +118,7 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   char answer[512];
   ssize_t n = -1;
   if (::send(channel, "L", 1, MSG_NOSIGNAL) == 1 &&
-      io::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + params::local_margin))
+      sys::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + params::local_margin))
     n = ::recv(channel, answer, sizeof answer, 0);
   if (n <= 0) return cannot_start();
   std::string text(answer + 1, n - 1);
@@ -151,7 +152,7 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   // Both end by --max-session (the relay a little later); children that
   // do not (stopped by the user, or a bug) are killed, so that this root
   // process, the PAM session and the lock never outlive it by much.
-  auto overdue = io::Connection::connection_end();
+  auto overdue = sys::connection_end();
   if (overdue != std::chrono::steady_clock::time_point::max()) overdue += params::relay_grace + params::local_margin;
   sigset_t children;
   sigemptyset(&children);
@@ -235,7 +236,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   }
   user_ = account->name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_local(peer_));
-  std::string mailbox = mailbox::expand_path(options_.mailbox, account->name, account->home);
+  std::string mailbox = expand_path(options_.mailbox, account->name, account->home);
   shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
 
   // The session asks this process for the dotlock on this socket once it
@@ -243,7 +244,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   int lock_pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lock_pair) != 0)
     return cannot_start();
-  io::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
+  sys::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
   pid_t child = ::fork();
   if (child < 0) {
     syslog(LOG_ERR, "login: user=%s: fork: %s", escaped(user_).c_str(), std::strerror(errno));
@@ -258,7 +259,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
     supervise(child, other_child_, std::move(pam), lock);
   }
   in_session_process_ = true;
-  io::Connection::logged_in();  // --max-session from here, not --login-timeout
+  sys::logged_in();  // --max-session from here, not --login-timeout
   if (on_session_fork_) on_session_fork_();
   pam->abandon();
   lock_requests.reset();
@@ -269,7 +270,7 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
 }
 
 Login SystemLogin::start_session(const auth::Account& account, const std::string& mailbox,
-                                 io::UniqueFd lock_channel) {
+                                 sys::UniqueFd lock_channel) {
   std::string error;
   if (!auth::become_user(account, error)) {
     // Still root, or someone else: touch nothing, answer nothing.
@@ -285,7 +286,7 @@ Login SystemLogin::start_session(const auth::Account& account, const std::string
   if (auto refused = request_lock(lock_channel.get(), dotlock_held)) return *refused;
   lock_channel.reset();
   auto expand = [&](const std::string& path_template) {
-    return mailbox::expand_path(path_template, account.name, account.home);
+    return expand_path(path_template, account.name, account.home);
   };
   auto opened = mailbox::Spool::open(
       mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme,

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "auth/account.h"
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "mailbox/spool.h"
 #include "options.h"
 #include "protocol/maildrop.h"
@@ -53,7 +53,7 @@ class SystemLogin final : public protocol::Authenticator {
   void tick();
 
  private:
-  protocol::Login start_session(const auth::Account& account, const std::string& mailbox, io::UniqueFd lock_channel);
+  protocol::Login start_session(const auth::Account& account, const std::string& mailbox, sys::UniqueFd lock_channel);
 
   const Options& options_;
   std::string peer_;

@@ -17,8 +17,8 @@
 
 #include "auth/account.h"
 #include "io/connection.h"
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "io/relay.h"
 #include "params.h"
 #include "protocol/engine.h"
@@ -27,6 +27,7 @@
 #include "server/sandbox.h"
 #include "server/login.h"
 #include "server/session.h"
+#include "sys/lifetime.h"
 
 namespace popd::server {
 namespace {
@@ -56,14 +57,14 @@ bool send_message(int channel, std::string_view data, std::span<const int> fds =
     std::memcpy(CMSG_DATA(header), fds.data(), fds.size() * sizeof(int));
   }
   ssize_t n;
-  while ((n = ::sendmsg(channel, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR && !io::Connection::stop_requested()) {
+  while ((n = ::sendmsg(channel, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR && !sys::stop_requested()) {
   }
   return n == static_cast<ssize_t>(data.size());
 }
 
 // Up to `size` bytes; nullopt when the other side is gone. Passed
 // descriptors land in `fds` (closed if the caller wants none).
-std::optional<std::string> receive_message(int channel, std::vector<io::UniqueFd>* fds = nullptr,
+std::optional<std::string> receive_message(int channel, std::vector<sys::UniqueFd>* fds = nullptr,
                                            std::size_t size = max_message) {
   std::string data(size, '\0');
   iovec iov{data.data(), data.size()};
@@ -75,7 +76,7 @@ std::optional<std::string> receive_message(int channel, std::vector<io::UniqueFd
   message.msg_controllen = sizeof control;
   ssize_t n;
   while ((n = ::recvmsg(channel, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR &&
-         !io::Connection::stop_requested()) {
+         !sys::stop_requested()) {
   }
   for (cmsghdr* header = CMSG_FIRSTHDR(&message); n >= 0 && header; header = CMSG_NXTHDR(&message, header)) {
     if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
@@ -118,7 +119,7 @@ class MonitorAuthenticator final : public protocol::Authenticator {
     request += password;
     bool sent = send_message(channel_, request);
     explicit_bzero(request.data(), request.size());
-    std::vector<io::UniqueFd> fds;
+    std::vector<sys::UniqueFd> fds;
     auto reply = sent ? receive_message(channel_, &fds) : std::nullopt;
     if (fds.size() == 1) session_ = std::move(fds.front());
     Login result;
@@ -138,7 +139,7 @@ class MonitorAuthenticator final : public protocol::Authenticator {
 
  private:
   int channel_;
-  io::UniqueFd session_;
+  sys::UniqueFd session_;
 };
 
 struct Unprivileged {
@@ -149,11 +150,11 @@ struct Unprivileged {
 // chroot to the empty directory and become the unprivileged account.
 bool drop_to(const Unprivileged& account, const std::string& directory, std::string& error) {
   if (::chroot(directory.c_str()) != 0 || ::chdir("/") != 0) {
-    error = "chroot " + directory + ": " + io::error_text(errno);
+    error = "chroot " + directory + ": " + sys::error_text(errno);
     return false;
   }
   if (::setgroups(0, nullptr) != 0 || ::setgid(account.gid) != 0 || ::setuid(account.uid) != 0) {
-    error = "cannot switch to the unprivileged account: " + io::error_text(errno);
+    error = "cannot switch to the unprivileged account: " + sys::error_text(errno);
     return false;
   }
   if (::setuid(0) == 0 || ::getuid() != account.uid || ::getgid() != account.gid) {
@@ -193,10 +194,10 @@ void hand_over(io::Connection& client, int session, std::string_view pending, st
   auto replies = io::Ring::create(error);
   int doorbell[2];
   if (!replies || ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, doorbell) != 0) {
-    syslog(LOG_ERR, "TLS relay: %s", replies ? io::error_text(errno).c_str() : error.c_str());
+    syslog(LOG_ERR, "TLS relay: %s", replies ? sys::error_text(errno).c_str() : error.c_str());
     return;  // the session sees no hand-over and ends
   }
-  io::UniqueFd relay_end(doorbell[0]), session_end(doorbell[1]);
+  sys::UniqueFd relay_end(doorbell[0]), session_end(doorbell[1]);
   const int fds[] = {replies->fd(), session_end.get()};
   if (!send_message(session, message, fds)) return;
   session_end.reset();
@@ -206,7 +207,7 @@ void hand_over(io::Connection& client, int session, std::string_view pending, st
 struct Received {
   std::string pending;
   bool direct = false;
-  std::vector<io::UniqueFd> fds;  // the client's input and output, or the ring and the doorbell
+  std::vector<sys::UniqueFd> fds;  // the client's input and output, or the ring and the doorbell
   std::string mechanism;
 };
 
@@ -228,7 +229,7 @@ bool is_stream(int fd) {
 std::optional<Received> receive_handover(int socket) {
   auto deadline = std::chrono::steady_clock::now() + params::handover_wait;
   Received received;
-  if (!io::wait_readable(socket, deadline)) return std::nullopt;
+  if (!sys::wait_readable(socket, deadline)) return std::nullopt;
   auto header = receive_message(socket, &received.fds, handover_header);
   if (!header || header->size() != handover_header || received.fds.size() != 2) return std::nullopt;
   std::uint32_t length;
@@ -249,7 +250,7 @@ std::optional<Received> receive_handover(int socket) {
   received.mechanism = mechanism == Mechanism::user ? "user" : "sasl-plain";
   received.pending.resize(length);
   for (std::size_t done = 0; done < length;) {
-    if (!io::wait_readable(socket, deadline)) return std::nullopt;
+    if (!sys::wait_readable(socket, deadline)) return std::nullopt;
     ssize_t n = ::read(socket, received.pending.data() + done, length - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return std::nullopt;
@@ -270,7 +271,7 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
   std::string error;
   if (!drop_to(account, options.privsep_dir, error) || !confine_pre_auth(error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
-    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
     send_message(channel, std::string{end_report, static_cast<char>(Ending::lost), '0'});
     return 1;
   }
@@ -280,7 +281,7 @@ int pre_authentication(int channel, const Options& options, const Unprivileged& 
   protocol::Engine engine(authenticator, *connection, features(options, tls, *connection));
   engine.greet();
   Ending ending = run_session(engine, *connection, tls, peer);
-  io::Connection::logged_in();  // the relay, if any, runs for the session
+  sys::logged_in();  // the relay, if any, runs for the session
   if (engine.handed_off()) {
     hand_over(*connection, authenticator.session(), engine.pending_input(), engine.stats().auth, options);
     return 0;
@@ -345,7 +346,7 @@ std::optional<Unprivileged> unprivileged_account(const Options& options, std::st
 // by anyone else, or the pre-auth process could plant files in it.
 bool prepare_directory(const std::string& directory, std::string& error) {
   if (::mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
-    error = "cannot create " + directory + ": " + io::error_text(errno);
+    error = "cannot create " + directory + ": " + sys::error_text(errno);
     return false;
   }
   struct stat st;
@@ -379,7 +380,7 @@ int run_separated(const Options& options) {
   auto account = unprivileged_account(options, error);
   if (!account || !prepare_directory(options.privsep_dir, error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
-    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
     return 1;
   }
   int channel[2];
@@ -391,7 +392,7 @@ int run_separated(const Options& options) {
     return pre_authentication(channel[1], options, *account, peer);
   }
   ::close(channel[1]);
-  io::UniqueFd monitor(channel[0]);
+  sys::UniqueFd monitor(channel[0]);
   // The client is the pre-auth process's now; the session gets a socket.
   null_on(STDIN_FILENO);
   null_on(STDOUT_FILENO);
@@ -403,12 +404,12 @@ int run_separated(const Options& options) {
   // The pre-auth process ends an unauthenticated connection at the login
   // deadline itself; one that does not (a bug, or an attacker in it) is
   // killed a little later, so that this root process does not stay.
-  auto deadline = io::Connection::session_end();  // --login-timeout's (limit_login)
+  auto deadline = sys::session_end();  // --login-timeout's (limit_login)
   auto give_up = deadline == std::chrono::steady_clock::time_point::max() ? deadline
                                                                            : deadline + params::prelogin_grace;
   bool overdue = false;
   auto next_message = [&]() -> std::optional<std::string> {
-    if (io::wait_readable(monitor.get(), give_up)) return receive_message(monitor.get());
+    if (sys::wait_readable(monitor.get(), give_up)) return receive_message(monitor.get());
     overdue = true;
     return std::nullopt;
   };
@@ -430,7 +431,7 @@ int run_separated(const Options& options) {
     }
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) break;
-    io::UniqueFd session_end(pair[0]), relay_end(pair[1]);
+    sys::UniqueFd session_end(pair[0]), relay_end(pair[1]);
     login.keep_in_session(session_end.get());
     login.on_fork([&] {
       Login handed;

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <iterator>
 
-#include "io/file.h"
+#include "sys/file.h"
 #include "io/ring.h"
 #include "params.h"
 #include "pre_auth_filter.h"  // generated: tools/seccomp-filter.c++
@@ -25,7 +25,7 @@ namespace {
 [[maybe_unused]] bool load_filter(std::string& error) {
   sock_fprog program{static_cast<unsigned short>(std::size(pre_auth_filter)), const_cast<sock_filter*>(pre_auth_filter)};
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
-    error = "cannot load the seccomp filter: " + io::error_text(errno);
+    error = "cannot load the seccomp filter: " + sys::error_text(errno);
     return false;
   }
   return true;
@@ -43,7 +43,7 @@ bool confine_pre_auth(std::string& error) {
   if (!limit(RLIMIT_NPROC, 0) || !limit(RLIMIT_NOFILE, params::pre_auth_descriptors) ||
       !limit(RLIMIT_AS, params::pre_auth_memory) || !limit(RLIMIT_FSIZE, io::Ring::file_size()) ||
       !limit(RLIMIT_CORE, 0)) {
-    error = "cannot set the pre-login process's limits: " + io::error_text(errno);
+    error = "cannot set the pre-login process's limits: " + sys::error_text(errno);
     return false;
   }
   return load_filter(error);

@@ -12,8 +12,8 @@
 #include <utility>
 
 #include "auth/privileges.h"
-#include "io/fd.h"
-#include "io/file.h"
+#include "sys/fd.h"
+#include "sys/file.h"
 #include "io/proxy.h"
 #include "io/tls.h"
 #include "mailbox/spool.h"
@@ -22,6 +22,7 @@
 #include "server/log.h"
 #include "server/login.h"
 #include "server/privsep.h"
+#include "sys/lifetime.h"
 
 namespace popd::server {
 
@@ -80,7 +81,7 @@ std::optional<std::unique_ptr<io::TlsContext>> load_tls(const Options& options) 
   std::string error;
   if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
     syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
-    if (!options.tls_implicit) io::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
     return std::nullopt;
   }
   return tls;
@@ -127,7 +128,7 @@ Ending run_session(protocol::Engine& engine, io::Connection& connection, const i
     switch (connection.read(data)) {
       case io::Connection::ReadResult::data: engine.receive(data); break;
       case io::Connection::ReadResult::timeout:
-        if (io::Connection::session_expired()) {
+        if (sys::session_expired()) {
           engine.abort(engine.state() == protocol::Engine::State::authorization
                            ? "Login time limit reached, closing connection"
                            : "Session time limit reached, closing connection");
@@ -158,11 +159,11 @@ void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogi
 
 int list_uids(const Options& options) {
   // Only reads: no PAM, no lock that would hold up a delivery, no index.
-  io::UniqueFd fd(::open(options.list_uids.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  sys::UniqueFd fd(::open(options.list_uids.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   struct stat st;
   if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(),
-                 fd ? "not a regular file" : io::error_text(errno).c_str());
+                 fd ? "not a regular file" : sys::error_text(errno).c_str());
     return 1;
   }
   try {
@@ -172,7 +173,7 @@ int list_uids(const Options& options) {
     const passwd* owner = ::getpwuid(st.st_uid);
     std::string refused;
     if (owner && mailbox::needs_validity(box.scheme) && !box.validity &&
-        (box.validity = mailbox::read_validity(mailbox::expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir),
+        (box.validity = mailbox::read_validity(expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir),
                                                st.st_uid, refused)))
       box.renumber();
     if (!refused.empty()) {
@@ -182,9 +183,9 @@ int list_uids(const Options& options) {
     std::string out;
     for (std::size_t i = 0; i < box.messages.size(); ++i) {
       out += std::to_string(i + 1) + " " + box.uid(i) + "\n";
-      if (out.size() >= params::output_buffer) io::write_all(STDOUT_FILENO, std::exchange(out, {}));
+      if (out.size() >= params::output_buffer) sys::write_all(STDOUT_FILENO, std::exchange(out, {}));
     }
-    return io::write_all(STDOUT_FILENO, out) ? 0 : 1;
+    return sys::write_all(STDOUT_FILENO, out) ? 0 : 1;
   } catch (const mailbox::NotMbox& e) {
     std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(), e.what());
   } catch (const std::system_error& e) {
@@ -197,9 +198,9 @@ int serve(const Options& options) {
   if (!options.list_uids.empty()) return list_uids(options);
   settle_standard_descriptors();
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
-  io::Connection::stop_on_termination_signals();
-  io::Connection::limit_session(std::chrono::seconds(options.max_session_seconds));
-  io::Connection::limit_login(std::chrono::seconds(options.login_timeout_seconds));
+  sys::stop_on_termination_signals();
+  sys::limit_session(std::chrono::seconds(options.max_session_seconds));
+  sys::limit_login(std::chrono::seconds(options.login_timeout_seconds));
   open_log();
 
   // As root the pre-auth process alone loads the key (privsep.c++).

@@ -11,14 +11,14 @@
 #include <xxhash.h>
 #include <string>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "mailbox/commit.h"
 #include "mailbox/digest.h"
 #include "tests/files.h"
 
 using namespace popd::mailbox;
 using namespace popd::testing;
-using popd::io::UniqueFd;
+using popd::sys::UniqueFd;
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 #include "mailbox/file_window.h"
 #include "mailbox/index.h"
 #include "mailbox/spool.h"
@@ -20,7 +20,7 @@
 
 using namespace popd::mailbox;
 using namespace popd::testing;
-using popd::io::UniqueFd;
+using popd::sys::UniqueFd;
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <optional>
 #include <vector>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 
 namespace memory = popd::mailbox::message_memory;
 using popd::mailbox::MessageAllocator;
@@ -33,7 +33,7 @@ bool resident(const void* address) {
 // (memory populated by a system call is not counted); nothing where perf
 // events are not allowed.
 struct FaultCounter {
-  popd::io::UniqueFd fd;
+  popd::sys::UniqueFd fd;
   FaultCounter() {
     perf_event_attr attr{};
     attr.type = PERF_TYPE_SOFTWARE;

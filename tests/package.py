@@ -117,7 +117,7 @@ def main():
 def check_hash_memory():
     """pam_unix checks the password with yescrypt (Debian 12's default),
     which maps 16 MiB and writes all of it: with the binary's mmap hook
-    (auth/hash_memory.h) in huge pages, not 4,100 page faults a hash."""
+    (sys/huge_pages.h) in huge pages, not 4,100 page faults a hash."""
     hashed = next(line for line in open("/etc/shadow") if line.startswith(USER + ":")).split(":")[1]
     thp = "/sys/kernel/mm/transparent_hugepage/enabled"
     if not hashed.startswith("$y$") or not os.path.exists(thp) or "[never]" in open(thp).read():

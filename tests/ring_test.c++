@@ -19,7 +19,7 @@
 #include "tests/files.h"
 
 using popd::io::Ring;
-using popd::io::UniqueFd;
+using popd::sys::UniqueFd;
 
 namespace {
 

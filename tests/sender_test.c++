@@ -12,10 +12,10 @@
 #include <thread>
 
 #include "io/connection.h"
-#include "io/fd.h"
+#include "sys/fd.h"
 
 using popd::io::Connection;
-using popd::io::UniqueFd;
+using popd::sys::UniqueFd;
 
 namespace {
 

@@ -5,14 +5,14 @@
 // pages each is a page fault; the faults, not the hash, were most of a
 // login's CPU on a VM. Transparent huge pages cut them 512-fold, but
 // Debian's default mode ("madvise") uses them only for memory that asks,
-// and libxcrypt does not ask. popd's binary defines mmap (auth/mmap_hook.c++)
+// and libxcrypt does not ask. popd's binary defines mmap (sys/mmap_hook.c++)
 // so that every library it loads, PAM's modules and libxcrypt among them,
 // gets large private anonymous mappings from map_huge_aligned.
 #pragma once
 
 #include <cstddef>
 
-namespace popd::auth {
+namespace popd::sys {
 
 // Whether a mmap request is one map_huge_aligned serves: no address, no
 // file, private, anonymous and nothing else, readable and writable, at
@@ -25,4 +25,4 @@ bool wants_huge_pages(void* address, std::size_t length, int protection, int fla
 // pointer and `length` releases all of it. MAP_FAILED, with errno, if none.
 void* map_huge_aligned(std::size_t length);
 
-}  // namespace popd::auth
+}  // namespace popd::sys

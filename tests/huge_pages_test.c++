@@ -1,4 +1,4 @@
-#include "auth/hash_memory.h"
+#include "sys/huge_pages.h"
 
 #include <doctest/doctest.h>
 
@@ -16,8 +16,8 @@
 
 #include "params.h"
 
-using popd::auth::map_huge_aligned;
-using popd::auth::wants_huge_pages;
+using popd::sys::map_huge_aligned;
+using popd::sys::wants_huge_pages;
 
 namespace {
 

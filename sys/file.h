@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 
-namespace popd::io {
+namespace popd::sys {
 
 // Each returns false with errno set on failure.
 bool pread_all(int fd, char* buffer, std::size_t size, std::uint64_t offset);
@@ -49,4 +49,4 @@ struct OwnFile {
 };
 OwnFile open_own_file(const std::string& path, int flags, uid_t owner);
 
-}  // namespace popd::io
+}  // namespace popd::sys

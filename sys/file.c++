@@ -1,4 +1,4 @@
-#include "io/file.h"
+#include "sys/file.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "io/fd.h"
+#include "sys/fd.h"
 
-namespace popd::io {
+namespace popd::sys {
 
 bool pread_all(int fd, char* buffer, std::size_t size, std::uint64_t offset) {
   while (size > 0) {
@@ -114,4 +114,4 @@ OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
   return file;
 }
 
-}  // namespace popd::io
+}  // namespace popd::sys

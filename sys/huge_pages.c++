@@ -1,4 +1,4 @@
-#include "auth/hash_memory.h"
+#include "sys/huge_pages.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 
 #include "params.h"
 
-namespace popd::auth {
+namespace popd::sys {
 namespace {
 
 // The C library's mmap under its other name: in popd's binary the name
@@ -44,4 +44,4 @@ void* map_huge_aligned(std::size_t length) {
   return aligned;
 }
 
-}  // namespace popd::auth
+}  // namespace popd::sys

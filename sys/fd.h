@@ -5,7 +5,7 @@
 
 #include <utility>
 
-namespace popd::io {
+namespace popd::sys {
 
 class UniqueFd {
  public:
@@ -31,4 +31,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace popd::io
+}  // namespace popd::sys
