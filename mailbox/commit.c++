@@ -5,6 +5,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -130,13 +131,18 @@ bool same_file(int fd, std::uint64_t device, std::uint64_t inode) {
          static_cast<std::uint64_t>(st.st_ino) == inode;
 }
 
-// The mailbox as version 5 names it: by what survives a reboot. st_dev
-// does not (btrfs, NFS and ZFS number their devices at mount time, LVM and
-// sdX follow probe order), and recovery always runs after a reboot. The
-// file handle (name_to_handle_at: inode and generation, as NFS exports
-// use) does, on every file system that gives one; else the file system's
-// id (statfs, from its UUID on ext4 and btrfs) and the inode.
-struct SpoolId {
+// A file as version 5 names it (the mailbox, and the journal's directory):
+// by what survives a reboot. st_dev does not (btrfs, NFS and ZFS number
+// their devices at mount time, LVM and sdX follow probe order), and
+// recovery always runs after a reboot. The file handle (name_to_handle_at:
+// inode and generation, as NFS exports use) does, on every file system that
+// gives one; else the file system's id (statfs, from its UUID on ext4 and
+// btrfs) and the inode. A handle is compared without the file system's id,
+// which is not stable everywhere (XFS derives it from the device number):
+// the file is already known to be on the file system the path leads to,
+// and only a file that is not the same one must not pass. Handles of more
+// than 64 bytes (none of the local file systems') fall back to id and inode.
+struct FileId {
   std::uint64_t fsid = 0;
   std::uint64_t inode = 0;
   std::int32_t handle_type = 0;
@@ -144,11 +150,11 @@ struct SpoolId {
   std::array<unsigned char, 64> handle{};
 };
 
-std::optional<SpoolId> spool_id(int fd) {
+std::optional<FileId> file_id(int fd) {
   struct stat st;
   struct statfs fs;
   if (::fstat(fd, &st) != 0 || ::fstatfs(fd, &fs) != 0) return std::nullopt;
-  SpoolId id;
+  FileId id;
   static_assert(sizeof fs.f_fsid == sizeof id.fsid);
   std::memcpy(&id.fsid, &fs.f_fsid, sizeof id.fsid);
   id.inode = st.st_ino;
@@ -164,7 +170,7 @@ std::optional<SpoolId> spool_id(int fd) {
   return id;
 }
 
-bool same_spool(const SpoolId& recorded, const SpoolId& now) {
+bool same_file_id(const FileId& recorded, const FileId& now) {
   if (recorded.handle_bytes != 0 && now.handle_bytes != 0)
     return recorded.handle_type == now.handle_type && recorded.handle_bytes == now.handle_bytes &&
            std::memcmp(recorded.handle.data(), now.handle.data(), recorded.handle_bytes) == 0;
@@ -185,28 +191,99 @@ std::string this_boot() {
   return n > 0 ? std::string(id, n) : std::string();
 }
 
-bool a_sync_failed = false;  // in this process: see sync()
+// A sync failed since the last reset (remove_ranges and recover reset it):
+// the journal left behind gets the marker.
+bool a_sync_failed = false;
 
+// Written whole under another name and renamed, so that the marker is the
+// boot's id; where that fails (EIO, a full disk) an empty marker is made in
+// place, which its ctime dates.
 void mark_failed_sync(const std::string& journal) {
-  std::string path = failed_sync_marker(journal);
-  sys::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd && sys::write_all(fd.get(), this_boot())) ::fsync(fd.get());
+  std::string path = failed_sync_marker(journal), temporary = path + ".new";
+  ::unlink(temporary.c_str());
+  sys::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  bool written = fd && sys::write_all(fd.get(), this_boot()) && ::fsync(fd.get()) == 0;
+  if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  }
   sys::sync_directory_of(path);
 }
 
-// Whether a sync failed in this boot, by the marker; one of an earlier boot
-// is removed (the disk is what it holds now).
-bool sync_failed_this_boot(const std::string& journal) {
+// Whether `st` changed before this boot began.
+bool before_this_boot(const struct stat& st) {
+  timespec now{}, up{};
+  if (::clock_gettime(CLOCK_REALTIME, &now) != 0 || ::clock_gettime(CLOCK_BOOTTIME, &up) != 0) return false;
+  return st.st_ctim.tv_sec < now.tv_sec - up.tv_sec;
+}
+
+// A refusal while the marker says a sync failed in this boot; nullopt when
+// there is none, or one of an earlier boot, which is removed (the disk
+// holds what it holds now).
+std::optional<RecoveryResult> held_by_failed_sync(const std::string& journal) {
   std::string path = failed_sync_marker(journal);
   sys::OwnFile marker = sys::open_own_file(path, O_RDONLY, ::geteuid());
-  if (!marker.fd) return !marker.refused.empty() || marker.error != ENOENT;
+  if (!marker.fd && marker.refused.empty() && marker.error == ENOENT) return std::nullopt;
+  if (!marker.fd)
+    return RecoveryResult{false, path + ": " + (marker.refused.empty() ? sys::error_text(marker.error) : marker.refused) +
+                                     "; recovery journal " + journal + " not applied",
+                          "Mailbox cannot be checked for an interrupted commit, try again later"};
   char boot[64] = {};
   ssize_t n = ::read(marker.fd.get(), boot, sizeof boot - 1);
   std::string now = this_boot();
-  if (n <= 0 || now.empty() || std::string(boot, n) == now) return true;
-  ::unlink(path.c_str());
-  sys::sync_directory_of(path);
-  return false;
+  bool earlier = n > 0 ? !now.empty() && std::string(boot, n) != now : n == 0 && before_this_boot(marker.st);
+  if (earlier) {
+    ::unlink(path.c_str());
+    sys::sync_directory_of(path);
+    return std::nullopt;
+  }
+  return RecoveryResult{false,
+                        "a sync of recovery journal " + journal + " or of the mailbox failed in this boot; what is "
+                        "read back may not be what the disk holds: left alone until the system restarts, or " + path +
+                            " is removed",
+                        "Mailbox waits for the disk to be checked"};
+}
+
+// While a commit may be under way, the mailbox carries this extended
+// attribute: the FileId of the journal's directory. A login that finds no
+// journal where the directory is another one (a home that is a mount point
+// while it is not mounted: NFS, autofs, pam_mount) knows the journal is
+// elsewhere, not that there is none. Where the file system keeps no user
+// attributes, a commit goes without it.
+constexpr char pending_attribute[] = "user.popd.journal";
+
+std::optional<FileId> directory_id(const std::string& journal) {
+  sys::UniqueFd directory(::open(sys::directory_of(journal).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return directory ? file_id(directory.get()) : std::nullopt;
+}
+
+bool mark_pending(int fd, const std::string& journal, std::string& error) {
+  auto id = directory_id(journal);
+  if (!id) return fail(error, "cannot open the directory of recovery journal " + journal);
+  if (::fsetxattr(fd, pending_attribute, &*id, sizeof *id, 0) != 0)
+    return errno == ENOTSUP || errno == EPERM || fail(error, "cannot mark the mailbox");
+  // Durable before the journal is: fdatasync would not carry an attribute.
+  return ::fsync(fd) == 0 || fail(error, "cannot sync mailbox");
+}
+
+void clear_pending(int fd) { ::fremovexattr(fd, pending_attribute); }
+
+// With no journal to be seen: a refusal if the mailbox says a commit's
+// journal is in another directory than the one there now.
+std::optional<RecoveryResult> pending_elsewhere(int fd, const std::string& journal) {
+  FileId recorded{};
+  ssize_t n = ::fgetxattr(fd, pending_attribute, &recorded, sizeof recorded);
+  if (n < 0) return std::nullopt;  // none (ENODATA), or no attributes here
+  auto now = directory_id(journal);
+  if (n == sizeof recorded && now && same_file_id(recorded, *now)) {
+    clear_pending(fd);  // the commit ended, or never began
+    return std::nullopt;
+  }
+  return RecoveryResult{false,
+                        "the mailbox was being committed with recovery journal " + journal + " in another directory "
+                        "than the one there now (a home not mounted?); left alone until it is back (attribute " +
+                            pending_attribute + " of the mailbox)",
+                        "Mailbox cannot be checked for an interrupted commit, try again later"};
 }
 
 // --- versions 3 to 5: rolled forward ----------------------------------------
@@ -223,8 +300,10 @@ bool sync_failed_this_boot(const std::string& journal) {
 //
 // The Bindings tie the plan to the mailbox as it was: a journal is acted on
 // only where the mailbox still holds what the plan expects there (all of
-// [begin, end) before the first step; the bytes a step reads from the
-// mailbox before it is redone; the kept bytes before the truncate), so that
+// [begin, end) before the first step; the bytes the steps still to run
+// read from the mailbox; the kept bytes before the truncate; and, before
+// the truncate or the removal that stands for it, the stale bytes it
+// cuts, which no step writes), so that
 // a journal left from another time (a commit cut short, then the mailbox
 // rewritten by another program, or found again when a home comes back) is
 // refused rather than replayed over other mail.
@@ -242,7 +321,7 @@ constexpr std::uint64_t progress_block = 4096;
 
 struct Header3 {
   char magic[16];
-  std::uint64_t device, inode;
+  std::uint64_t device, inode;  // the mailbox's, read back by versions 3 and 4 only
   std::uint64_t begin;     // first byte rewritten
   std::uint64_t kept_end;  // the new file size
   std::uint64_t end;       // the file size before
@@ -345,14 +424,18 @@ std::uint64_t saved_length(const Step& step) { return step.saved_end - step.begi
 
 std::uint64_t round_up(std::uint64_t n) { return (n + progress_block - 1) / progress_block * progress_block; }
 
-// The journal's parts, where they are.
 // Version 5: what the plan expects of the mailbox (see above).
 struct Bindings {
-  SpoolId spool;
+  FileId spool;
   Digest::Value before;  // [begin, end) before the first step
   Digest::Value after;   // [begin, kept_end) once every step is done
+  Digest::Value tail;    // [kept_end + the marker, end): the bytes the truncate cuts
 };
 
+// Whether the mailbox holds what a journal expects there.
+enum class Fit { yes, differs, unreadable };
+
+// The journal's parts, where they are.
 struct Layout {
   std::uint64_t ranges, steps, bindings, sources, checksum, saved, slot, progress, size;
 
@@ -428,7 +511,7 @@ class Journal {
       : version_(version), fd_(fd), header_(header), ranges_(std::move(ranges)), steps_(std::move(steps)),
         moves_(ranges_, header_.end), layout_(version_, header_, steps_) {}
 
-  // Writes a version 4 journal under a temporary name and renames it into
+  // Writes the journal under a temporary name and renames it into
   // place. `named`: the journal may be in place, for the next recovery to
   // act on.
   bool create(const std::string& path, std::string& error, bool& named) {
@@ -455,20 +538,13 @@ class Journal {
   // Runs the steps from `from.step` on. With `from.redo`, that step may
   // have been cut short: its saved bytes come from the journal (its other
   // sources lie past it, untouched).
-  // A recovery that resumes a bound journal mid-way (`check`) first makes
-  // sure each later step finds the sources it expects: a step whose record
-  // a failed sync lost may have run already and overwritten them. Where
-  // one does not, it stops with mismatch() set, before touching anything.
-  bool run(Resume from, bool check = false) {
+  bool run(Resume from) {
     for (std::size_t i = from.step; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
       std::uint64_t start = step.begin;
       if (i == from.step && from.redo) {
         if (!copy(journal_fd_.get(), saved_offset(i), saved_length(step), fd_, step.begin)) return false;
         start = step.saved_end;
-      } else if (check && !sources_fit(i, false)) {
-        mismatch_ = true;
-        return false;
       } else if (version_ >= 4 && !save(i)) {
         return false;
       }
@@ -492,8 +568,9 @@ class Journal {
   static std::optional<Journal> open(int fd, int journal_fd, std::uint64_t journal_size, const Header3& header);
 
   // Where a commit cut short goes on. Version 3: after the steps recorded
-  // done, each redone from the journal's copy. Version 4: from the step
-  // last recorded, redone from its slot; none recorded, nothing was moved.
+  // done, each redone from the journal's copy. Versions 4 and 5: from the
+  // step last recorded, redone from its slot; none recorded, nothing was
+  // moved (a step's record is durable before it moves a byte).
   Resume resume() const {
     if (version_ == 3) {
       std::size_t done = 0;
@@ -523,17 +600,46 @@ class Journal {
 
   // Version 5: what the plan expects of the mailbox, from the mailbox as it
   // is now (before the commit), in one pass over [begin, end).
-  bool bind(const SpoolId& spool);
-  bool bound() const { return version_ == 5; }
-  std::size_t step_count() const { return steps_.size(); }
+  bool bind(const FileId& spool);
+  bool bound() const { return version_ >= 5; }
   const Bindings& bindings() const { return bindings_; }
-  // The mailbox holds what the plan expects: before the first step, the
-  // sources steps_[i] reads from it, or once every step is done.
-  bool fits_before() const { return matches(header_.begin, header_.end, bindings_.before); }
-  bool fits_after() const { return matches(header_.begin, header_.kept_end, bindings_.after); }
-  // `redo`: steps_[i] may have begun, and the bytes it overwrites before
-  // reading them come from its slot in the journal.
-  bool sources_fit(std::size_t i, bool redo) const {
+  // Whether the mailbox holds what the steps from `from` on expect, and
+  // the stale bytes the truncate cuts: a step whose record a failed sync
+  // lost may have run already. Each step's sources lie past what the steps
+  // before it write, so all can be checked before the first runs.
+  Fit fits_from(const Resume& from) const {
+    if (from.step == steps_.size()) return fits_after();
+    if (!from.redo) return matches(header_.begin, header_.end, bindings_.before);  // nothing moved yet
+    Fit fit = sources_fit(from.step, true);
+    for (std::size_t i = from.step + 1; i < steps_.size() && fit == Fit::yes; ++i) fit = sources_fit(i, false);
+    return fit == Fit::yes ? tail_fits() : fit;
+  }
+  // Every step done: the kept bytes in place, the stale ones still after them.
+  Fit fits_after() const {
+    Fit fit = matches(header_.begin, header_.kept_end, bindings_.after);
+    return fit == Fit::yes ? tail_fits() : fit;
+  }
+  // Before a recovery acts on a record, it writes it again and makes it
+  // durable: the one it read may have come from a page whose sync failed.
+  bool reaffirm(const Resume& from) {
+    return record(from.step, from.step == steps_.size() ? sum_ : from.tag);
+  }
+  bool reaffirm_marker() { return record(marker_index(), sum_); }
+
+ private:
+  Fit matches(std::uint64_t begin, std::uint64_t end, const Digest::Value& expected) const {
+    Digest::Value found{};
+    if (!hash_range(fd_, version_, begin, end, found)) return Fit::unreadable;
+    return found == expected ? Fit::yes : Fit::differs;
+  }
+
+  Fit tail_fits() const {
+    return matches(header_.kept_end + marker_length(header_), header_.end, bindings_.tail);
+  }
+
+  // The bytes steps_[i] puts in place. `redo`: it may have begun, and the
+  // bytes it overwrites before reading them come from its slot.
+  Fit sources_fit(std::size_t i, bool redo) const {
     Checksum digest(version_);
     auto add = [&](std::string_view block, auto) {
       digest.update(block);
@@ -545,19 +651,8 @@ class Journal {
                 moves_.pieces(from, step.end, [&](std::uint64_t source, std::uint64_t length, auto) {
                   return read_blocks(fd_, source, length, add);
                 });
-    return read && digest.finish() == sources_[i];
-  }
-  bool mismatch() const { return mismatch_; }
-  // Before a recovery acts on a record, it writes it again and makes it
-  // durable: the one it read may have come from a page whose sync failed.
-  bool reaffirm(std::uint64_t index, const Digest::Value& tag) { return record(index, tag); }
-  bool reaffirm_end() { return record(steps_.size(), sum_); }
-  bool reaffirm_marker() { return record(marker_index(), sum_); }
-
- private:
-  bool matches(std::uint64_t begin, std::uint64_t end, const Digest::Value& expected) const {
-    Digest::Value found{};
-    return hash_range(fd_, version_, begin, end, found) && found == expected;
+    if (!read) return Fit::unreadable;
+    return digest.finish() == sources_[i] ? Fit::yes : Fit::differs;
   }
 
   // The plan and its checksum; the slots and progress blocks are allocated
@@ -656,14 +751,20 @@ class Journal {
   Digest::Value sum_{};
   Bindings bindings_{};                  // version 5
   std::vector<Digest::Value> sources_;  // version 5: of each step, the bytes it puts in place
-  bool mismatch_ = false;
 };
 
-bool Journal::bind(const SpoolId& spool) {
+bool Journal::bind(const FileId& spool) {
   bindings_.spool = spool;
   sources_.assign(steps_.size(), Digest::Value{});
-  Checksum before(version_), after(version_), step_sources(version_);
+  Checksum before(version_), after(version_), tail(version_), step_sources(version_);
   std::size_t step = 0;
+  // Every byte of [begin, end), at its offset, in file order.
+  std::uint64_t tail_begin = header_.kept_end + marker_length(header_);
+  auto whole = [&](std::string_view block, std::uint64_t offset) {
+    before.update(block);
+    if (offset + block.size() > tail_begin) tail.update(block.substr(std::max(tail_begin, offset) - offset));
+    return true;
+  };
   // The kept bytes that go to `destination` of the new file, block by
   // block (their sources rise with their destinations), into the
   // checksums of the new file and of the step that moves them.
@@ -681,26 +782,24 @@ bool Journal::bind(const SpoolId& spool) {
   // One pass over [begin, end) in file order: removed and kept alike go
   // into `before`; kept bytes, in the same order, make the new file.
   std::uint64_t at = header_.begin;
+  auto removed = [&](std::uint64_t until) {
+    std::uint64_t from = at;
+    return until <= from || read_blocks(fd_, from, until - from, [&](std::string_view block, std::uint64_t done) {
+             return whole(block, from + done);
+           });
+  };
   bool ok = moves_.pieces(header_.begin, header_.kept_end, [&](std::uint64_t source, std::uint64_t length,
                                                                std::uint64_t destination) {
-    auto hash_all = [&](std::string_view block, auto) {
-      before.update(block);
-      return true;
-    };
-    if (source > at && !read_blocks(fd_, at, source - at, hash_all)) return false;  // removed
+    if (!removed(source)) return false;
     at = source + length;
     return read_blocks(fd_, source, length, [&](std::string_view block, std::uint64_t done) {
-      before.update(block);
-      return kept(block, destination + done);
+      return whole(block, source + done) && kept(block, destination + done);
     });
   });
-  if (!ok || (header_.end > at && !read_blocks(fd_, at, header_.end - at, [&](std::string_view block, auto) {
-                before.update(block);
-                return true;
-              })))
-    return false;
+  if (!ok || !removed(header_.end)) return false;
   bindings_.before = before.finish();
   bindings_.after = after.finish();
+  bindings_.tail = tail.finish();
   return step == steps_.size();
 }
 
@@ -756,11 +855,82 @@ std::optional<Journal> Journal::open(int fd, int journal_fd, std::uint64_t journ
   return journal;
 }
 
+// remove_ranges, also for a recovery that must remove stale bytes before new
+// mail (the failed-sync flag is the caller's).
+bool commit_removal(int fd, const std::vector<Range>& removed, const std::string& journal, std::string& error) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return fail(error, "cannot stat mailbox");
+  std::uint64_t end = st.st_size;
+  if (removed.back().end > end) {
+    error = "mailbox shrank during the session";
+    return false;
+  }
+  std::uint64_t removed_bytes = 0;
+  for (const Range& range : removed) removed_bytes += range.end - range.begin;
+  Header3 header{};
+  std::memcpy(header.magic, magic_v5, sizeof header.magic);
+  header.device = st.st_dev;
+  header.inode = st.st_ino;
+  header.begin = removed.front().begin;
+  header.end = end;
+  header.kept_end = end - removed_bytes;
+
+  // Nothing kept after the first removed byte: one truncate does it, and a
+  // truncate is atomic, so no journal is needed.
+  if (header.kept_end == header.begin) {
+    if (::ftruncate(fd, static_cast<off_t>(header.begin)) != 0) return fail(error, "cannot truncate mailbox");
+    if (!sync(fd)) return fail(error, "cannot sync mailbox");
+    return true;
+  }
+
+  // A journal another user could rename away and back would be replayed
+  // over a later mailbox (recover() refuses it there too).
+  std::string why;
+  if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
+    error = "the recovery journal's directory can be changed by others: " + why;
+    return false;
+  }
+  if (::getrandom(header.marker.data(), header.marker.size(), 0) != static_cast<ssize_t>(header.marker.size()))
+    return fail(error, "cannot get random bytes");
+  Moves moves(removed, end);
+  std::uint64_t floor = std::clamp((header.kept_end - header.begin) / params::commit_steps, params::commit_step_floor,
+                                   params::commit_step_ceiling);
+  std::vector<Step> steps = moves.plan(header.begin, header.kept_end, floor);
+  header.ranges = removed.size();
+  header.steps = steps.size();
+  Journal plan(5, fd, header, removed, std::move(steps));
+  auto spool = file_id(fd);
+  if (!spool || !plan.bind(*spool)) return fail(error, "cannot read mailbox");
+  if (!mark_pending(fd, journal, error)) return false;
+  bool named = true;
+  // Once the journal is in place the commit goes through: now, or at the
+  // next recovery.
+  if (plan.create(journal, error, named) && plan.run({}) && plan.finish(journal, false)) {
+    clear_pending(fd);
+    return true;
+  }
+  if (!named) return false;
+  int cause = errno;
+  if (a_sync_failed) mark_failed_sync(journal);
+  error = "deletions may have taken effect, but the disk did not confirm them (" + sys::error_text(cause) + "); " +
+          (a_sync_failed ? "the next session after a restart completes them" : "the next session completes them");
+  return false;
+}
+
 // A journal that names another mailbox file, or expects other bytes than
 // the mailbox holds, is left alone, and so is the mailbox.
 RecoveryResult does_not_fit(const std::string& path, const std::string& what) {
-  return {false, "recovery journal " + path + " does not fit the mailbox (" + what + "); not applied, left alone",
+  return {false,
+          "recovery journal " + path + " does not fit the mailbox (" + what + "); not applied, left alone: see "
+          "RECOVERY in popd(8)",
           "Recovery journal does not fit the mailbox"};
+}
+
+// What a failed check of a bound journal means.
+RecoveryResult refused(Fit fit, const std::string& path, const std::string& what) {
+  if (a_sync_failed || fit == Fit::unreadable)
+    return {false, "cannot check recovery journal " + path + " against the mailbox: " + sys::error_text(errno)};
+  return does_not_fit(path, what);
 }
 
 RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const std::string& path,
@@ -774,8 +944,8 @@ RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const st
   // right. Touch nothing and let an administrator look.
   std::string damaged = "recovery journal " + path + " is damaged; mailbox left alone";
   if (!journal) return {false, damaged};
-  auto now = spool_id(fd);
-  if (journal->bound() ? !now || !same_spool(journal->bindings().spool, *now)
+  auto now = file_id(fd);
+  if (journal->bound() ? !now || !same_file_id(journal->bindings().spool, *now)
                        : !same_file(fd, header.device, header.inode))
     return does_not_fit(path, "another file");
   journal->adopt(std::move(journal_fd));
@@ -783,44 +953,42 @@ RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const st
   if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + sys::error_text(errno)};
   std::uint64_t size = st.st_size;
   auto cannot_complete = [] { return RecoveryResult{false, "cannot complete an interrupted commit: " + sys::error_text(errno)}; };
+  auto drop_journal = [&](const std::string& done) {
+    if (!remove_journal(path)) return RecoveryResult{false, "cannot remove recovery journal " + path};
+    clear_pending(fd);
+    return RecoveryResult{true, done};
+  };
 
   bool marked = journal->marked();
-  if (marked && !journal->marker_in_place()) {
-    // Truncated (and perhaps delivered to since): complete.
-    if (journal->bound() && !journal->fits_after()) return does_not_fit(path, "the kept mail differs");
-    if (!remove_journal(path)) return {false, "cannot remove recovery journal " + path};
-    return {true, "completed an interrupted commit"};
-  }
+  if (marked && !journal->marker_in_place())  // every step done, the marker since cut or overwritten
+    return drop_journal("completed an interrupted commit");
+  if (size < header.end) return does_not_fit(path, "the mailbox is shorter than the plan");
   if (!marked) {
-    if (size < header.end) return does_not_fit(path, "the mailbox is shorter than the plan");
     Resume from = journal->resume();
     if (from.damaged) return {false, damaged};
     if (journal->bound()) {
-      // What the mailbox holds must be what the step about to run (or run
-      // again) expects, its record written again and durable first.
-      bool all_done = from.step == journal->step_count();
-      bool fits = all_done    ? journal->reaffirm_end() && journal->fits_after()
-                  : from.redo ? journal->reaffirm(from.step, from.tag) && journal->sources_fit(from.step, true)
-                              : journal->fits_before();
-      if (a_sync_failed) return cannot_complete();
-      if (!fits) return does_not_fit(path, "it holds other bytes than the plan expects");
+      // Its record written again and durable first.
+      Fit fit = journal->reaffirm(from) ? journal->fits_from(from) : Fit::unreadable;
+      if (fit == Fit::differs && from.step == 0 && !from.redo)
+        return drop_journal("an interrupted commit had moved nothing and the mailbox was changed since; "
+                            "no deletion took effect");
+      if (fit != Fit::yes) return refused(fit, path, "it holds other bytes than the plan expects");
     }
-    if (!journal->run(from, journal->bound() && from.redo)) {
-      if (journal->mismatch()) return does_not_fit(path, "a later step's sources differ");
-      return cannot_complete();
-    }
-  } else if (journal->bound() && !(journal->reaffirm_marker() && journal->fits_after())) {
-    return a_sync_failed ? cannot_complete() : does_not_fit(path, "the kept mail differs");
+    if (!journal->run(from)) return cannot_complete();
+  } else if (journal->bound()) {
+    Fit fit = journal->reaffirm_marker() ? journal->fits_after() : Fit::unreadable;
+    if (fit != Fit::yes) return refused(fit, path, "the kept mail or the bytes to cut differ");
   }
   if (size > header.end) {
     // Mail delivered after the crash follows the stale bytes: remove them
     // by a commit of their own, whose journal replaces this one.
     std::string error;
-    if (!remove_ranges(fd, {{header.kept_end, header.end}}, path, error))
+    if (!commit_removal(fd, {{header.kept_end, header.end}}, path, error))
       return {false, "cannot complete an interrupted commit: " + error};
     return {true, "completed an interrupted commit; mail delivered since is kept"};
   }
   if (!journal->finish(path, marked)) return cannot_complete();
+  clear_pending(fd);
   return {true, "completed an interrupted commit"};
 }
 
@@ -893,97 +1061,44 @@ RecoveryResult recover_old(int fd, int journal_fd, const std::string& journal, s
 
 }  // namespace
 
-bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
-                   std::string& error) {
+bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal, std::string& error) {
   if (removed.empty()) return true;
   SignalsDeferred deferred;
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return fail(error, "cannot stat mailbox");
-  std::uint64_t end = st.st_size;
-  if (removed.back().end > end) {
-    error = "mailbox shrank during the session";
-    return false;
-  }
-  std::uint64_t removed_bytes = 0;
-  for (const Range& range : removed) removed_bytes += range.end - range.begin;
-  Header3 header{};
-  std::memcpy(header.magic, magic_v5, sizeof header.magic);
-  header.device = st.st_dev;
-  header.inode = st.st_ino;
-  header.begin = removed.front().begin;
-  header.end = end;
-  header.kept_end = end - removed_bytes;
-
-  // Nothing kept after the first removed byte: one truncate does it, and a
-  // truncate is atomic, so no journal is needed.
-  if (header.kept_end == header.begin) {
-    if (::ftruncate(fd, static_cast<off_t>(header.begin)) != 0) return fail(error, "cannot truncate mailbox");
-    if (!sync(fd)) return fail(error, "cannot sync mailbox");
-    return true;
-  }
-
-  // A journal another user could rename away and back would be replayed
-  // over a later mailbox (recover() refuses it there too).
-  std::string why;
-  if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
-    error = "the recovery journal's directory can be changed by others: " + why;
-    return false;
-  }
-  if (::getrandom(header.marker.data(), header.marker.size(), 0) != static_cast<ssize_t>(header.marker.size()))
-    return fail(error, "cannot get random bytes");
-  Moves moves(removed, end);
-  std::uint64_t floor = std::clamp((header.kept_end - header.begin) / params::commit_steps, params::commit_step_floor,
-                                   params::commit_step_ceiling);
-  std::vector<Step> steps = moves.plan(header.begin, header.kept_end, floor);
-  header.ranges = removed.size();
-  header.steps = steps.size();
-  Journal plan(5, fd, header, removed, std::move(steps));
-  auto spool = spool_id(fd);
-  if (!spool || !plan.bind(*spool)) return fail(error, "cannot read mailbox");
-  bool named = true;
-  // Once the journal is in place the commit goes through: now, or at the
-  // next recovery.
   a_sync_failed = false;
-  if (plan.create(journal, error, named) && plan.run({}) && plan.finish(journal, false)) return true;
-  if (!named) return false;
-  int cause = errno;
-  if (a_sync_failed) mark_failed_sync(journal);
-  error = "deletions may have taken effect, but the disk did not confirm them (" + sys::error_text(cause) + "); " +
-          (a_sync_failed ? "the next session after a restart completes them" : "the next session completes them");
-  return false;
+  return commit_removal(fd, removed, journal, error);
 }
 
 RecoveryResult recover(int fd, const std::string& journal) {
   // Where others may write beside it, a journal another user planted
   // could write anything into this mailbox: only the user's own is read.
   sys::OwnFile file = sys::open_own_file(journal, O_RDWR, ::geteuid());
+  auto unknown = [&](const std::string& why) {
+    return RecoveryResult{false, "cannot tell whether a commit was cut short: " + why,
+                          "Mailbox cannot be checked for an interrupted commit, try again later"};
+  };
   if (!file.fd && file.refused.empty() && file.error == ENOENT) {
     // No journal, or none to be seen: a home that is not there (NFS or
-    // autofs down) may hold one.
+    // autofs down), or an empty mount point in its place, may hold one.
     struct stat directory;
     bool found = ::stat(sys::directory_of(journal).c_str(), &directory) == 0;
-    if (found && S_ISDIR(directory.st_mode)) return {};
-    return {false,
-            "cannot tell whether a commit was cut short: the directory of recovery journal " + journal + " is not "
-            "there (" + sys::error_text(found ? ENOTDIR : errno) + ")",
-            "Mailbox cannot be checked for an interrupted commit, try again later"};
+    if (!found || !S_ISDIR(directory.st_mode))
+      return unknown("the directory of recovery journal " + journal + " is not there (" +
+                     sys::error_text(found ? ENOTDIR : errno) + ")");
+    if (auto elsewhere = pending_elsewhere(fd, journal)) return *elsewhere;
+    return {};
   }
-  if (sync_failed_this_boot(journal))
-    return {false,
-            "a sync of recovery journal " + journal + " or of the mailbox failed in this boot; what is read back "
-            "may not be what the disk holds: left alone until the system restarts, or " +
-                failed_sync_marker(journal) + " is removed",
-            "Mailbox waits for the disk to be checked"};
+  if (!file.fd && file.refused.empty())
+    return unknown("cannot open recovery journal " + journal + ": " + sys::error_text(file.error));
+  if (auto held = held_by_failed_sync(journal)) return *held;
   // Nor one from where another user could have put back an old one of the
   // user's own, which names this very mailbox but not its present bytes.
   std::string why;
   if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why))
     return {false, "recovery journal " + journal + " is where others can change it (" + why + "); not applied",
             "Recovery journal is where others can change it"};
-  if (!file.refused.empty())
+  if (!file.fd)
     return {false, "recovery journal " + journal + " " + file.refused + "; not applied, mailbox left alone",
             "Recovery journal is not the user's own file"};
-  if (!file.fd) return {false, "cannot open recovery journal " + journal + ": " + sys::error_text(file.error)};
   sys::UniqueFd journal_fd = std::move(file.fd);
   SignalsDeferred deferred;
   struct stat journal_st;

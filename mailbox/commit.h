@@ -27,8 +27,8 @@ struct Range {
 // (locked by the caller). Bytes past the last range, including any the file
 // gained after it was parsed, are kept. true once the result is durable. On
 // false the file is as it was, unless `error` says the deletions may have
-// taken effect: then `journal` is left, and the next recover() completes
-// them.
+// taken effect: then `journal` is left, and a later recover() completes
+// them (after a failed sync, the first after a restart).
 bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string& journal,
                    std::string& error);
 
@@ -43,7 +43,8 @@ struct RecoveryResult {
 };
 
 // Completes an interrupted remove_ranges() on the file at `fd` (or, for the
-// journal of an older popd, undoes it).
+// journal of an older popd, undoes it); refuses where it cannot tell
+// whether one was cut short, or where the journal does not fit the file.
 RecoveryResult recover(int fd, const std::string& journal);
 
 }  // namespace popd::mailbox

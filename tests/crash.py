@@ -374,6 +374,151 @@ def test_stale_journal_over_a_rewritten_mailbox(env):
     check(os.path.exists(commit.journal), "the journal that does not fit was removed")
 
 
+def killed_at(env, seed, pick, mode="kill"):
+    """A commit of DELE 10-12 cut short (`mode`) at the call pick(calls, commit) chooses."""
+    messages, records = make_mbox(MESSAGES, seed=seed)
+    commit = Commit(env, records, [10, 11, 12])
+    at = pick(trace_of(commit), commit)
+    commit.reset()
+    commit.run(FAULT_AT=at, FAULT_MODE=mode)
+    check(os.path.exists(commit.journal), f"no journal after the {mode}")
+    return commit
+
+
+def first_call(name, path):
+    return lambda calls, commit: next(n for n, c, what in calls if c == name and what.split(" ")[0] == path)
+
+
+def mark_read(env, index=50):
+    """A local mail reader marks message `index` read: a Status line, and
+    the file rewritten from there on."""
+    data = open(env.mailbox(), "rb").read()
+    at = -1
+    for _ in range(index):
+        at = data.index(b"\nFrom ", at + 1)
+    at = data.index(b"\n", at + 1) + 1
+    changed = data[:at] + b"Status: RO\n" + data[at:]
+    with open(env.mailbox(), "r+b") as f:
+        f.write(changed)
+        f.truncate()
+    return changed
+
+
+def test_stale_bytes_rewritten_before_the_truncate(env):
+    """Killed with every step done and the marker written, before the
+    truncate. A message arrives; the user's mail reader shows the stale
+    bytes as duplicates, the user deletes them, and the reader rewrites the
+    file from there: the new message now lies where the truncate would cut.
+    Refused and left alone, the new message kept."""
+    commit = killed_at(env, 21, first_call("ftruncate", env.mailbox()))
+    deliver_as_mda(env, b"From late@example.org Mon Jan  1 00:00:00 2024\nSubject: new\n\nnew\n\n")
+    data = open(env.mailbox(), "rb").read()
+    first_stale = data.index(b"\nFrom ", len(commit.committed) + 16) + 1
+    rewritten = data[:first_stale] + data[len(commit.original):]
+    with open(env.mailbox(), "r+b") as f:
+        f.write(rewritten)
+        f.truncate()
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("-ERR [SYS/TEMP] Recovery journal does not fit the mailbox" in out, out)
+    check_equal(open(env.mailbox(), "rb").read(), rewritten, "the mailbox")
+    check(os.path.exists(commit.journal), "the journal that does not fit was removed")
+
+
+def test_journals_that_can_do_no_harm(env):
+    """A journal whose commit had moved nothing (a power cut before the
+    first progress record), or had done all but remove itself (killed after
+    the truncate), no longer blocks a mailbox another program changed since:
+    it is removed, and the mailbox served as that program left it."""
+    journal = env.dir + "/home/alice/.popd-journal"
+    first_record = lambda calls, commit: progress_records(calls, commit.journal)[0]
+    for pick, mode, state in ((first_record, "power", "original"), (first_call("unlink", journal), "kill", "committed")):
+        commit = killed_at(env, 24, pick, mode)
+        check_equal(open(env.mailbox(), "rb").read(), getattr(commit, state), f"the mailbox after the {mode}")
+        changed = mark_read(env)
+        out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+        check(f"+OK maildrop has {MESSAGES - (3 if state == 'committed' else 0)} messages" in out, out)
+        check_equal(open(env.mailbox(), "rb").read(), changed, "the mailbox")
+        check(not os.path.exists(commit.journal), "the journal is still there")
+
+
+def test_home_that_is_an_empty_mount_point(env):
+    """The home is a file system of its own (NFS, autofs, pam_mount). A
+    commit is killed mid-step; the next login comes while the home is not
+    mounted, its empty mount point in its place: refused, the half-moved
+    mailbox never served nor cut. Mounted again, the commit completes."""
+    if not IS_ROOT or not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
+        print("     (skipped: needs root, losetup and mkfs.ext4)")
+        return
+    home, image = env.dir + "/home/alice", env.dir + "/home.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", image], check=True)
+    device = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True)
+    if device.returncode != 0:
+        print("     (skipped: no loop device)")
+        return
+    device = device.stdout.strip()
+    os.chown(home, 0, 0)
+    os.chmod(home, 0o755)  # the mount point, as it is left when nothing is mounted
+    mounted = False
+    try:
+        subprocess.run(["mount", device, home], check=True)
+        mounted = True
+        os.chown(home, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chmod(home, 0o700)
+        messages, records = make_mbox(MESSAGES, seed=13)
+        commit = Commit(env, records, sorted(random.Random(13).sample(range(1, MESSAGES + 1), 300)))
+        calls = trace_of(commit)
+        moves = [n for n, call, what in calls if call == "pwrite" and what.startswith(env.mailbox() + " ")]
+        commit.reset()
+        commit.run(FAULT_AT=moves[len(moves) // 2], FAULT_MODE="kill")
+        check(os.path.exists(commit.journal), "no journal after the kill")
+        half_moved = open(env.mailbox(), "rb").read()
+        subprocess.run(["umount", home], check=True)
+        mounted = False
+        out, _ = env.run(login() + "STAT\r\nDELE 1\r\nQUIT\r\n")
+        check("-ERR [SYS/TEMP] Mailbox cannot be checked for an interrupted commit" in out, out)
+        check_equal(open(env.mailbox(), "rb").read(), half_moved, "the mailbox while the home is not mounted")
+        subprocess.run(["mount", device, home], check=True)
+        mounted = True
+        check(commit.state_after_next_session() == commit.committed, "the mailbox once the home is back")
+        print("     killed mid-step, the home unmounted: refused; mounted again: committed exactly")
+    finally:
+        if mounted:
+            subprocess.run(["umount", home])
+        subprocess.run(["losetup", "-d", device])
+        os.chown(home, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chmod(home, 0o700)
+
+
+def test_unreadable_home_and_empty_marker(env):
+    """A home the session cannot read says nothing of a journal, and a disk
+    failing every call leaves an empty failed-sync marker: each refused with
+    its own words."""
+    messages, records = make_mbox(MESSAGES, seed=26)
+    env.write_mailbox("".join(records).encode())
+    home = env.dir + "/home/alice"
+    os.chmod(home, 0)
+    try:
+        out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+        check("-ERR [SYS/TEMP] Mailbox cannot be checked for an interrupted commit" in out, out)
+    finally:
+        os.chmod(home, 0o700)
+    commit = Commit(env, records, [10, 11, 12])
+    calls = trace_of(commit)
+    record = progress_records(calls, commit.journal)[1]
+    sync = next(n for n, call, what in calls if n > record and call == "fsync" and what == commit.journal)
+    commit.reset()
+    out = commit.run(FAULT_AT=sync, FAULT_MODE="fail", FAULT_ERRNO=5, FAULT_PERSIST=1)
+    check("may have taken effect" in out.rstrip().split("\r\n")[-1], out[-300:])
+    marker = commit.journal + ".sync-failed"
+    check(os.path.exists(marker), "no failed-sync marker")
+    out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+    check("-ERR [SYS/TEMP] Mailbox waits for the disk to be checked" in out, out)
+    print(f"     home mode 000: refused; every call failing from a record's sync: a marker of "
+          f"{os.path.getsize(marker)} bytes, refused")
+
+
 def test_home_unavailable_after_a_crash(env):
     """A commit killed mid-step; the next login comes while the home, where
     the journal is, is unavailable (NFS or autofs down): refused, not served
