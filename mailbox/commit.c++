@@ -622,7 +622,8 @@ class Journal {
   // Before a recovery acts on a record, it writes it again and makes it
   // durable: the one it read may have come from a page whose sync failed.
   bool reaffirm(const Resume& from) {
-    return record(from.step, from.step == steps_.size() ? sum_ : from.tag);
+    if (from.step == steps_.size()) return record(from.step, sum_);
+    return !from.redo || record(from.step, from.tag);  // no record: nothing to write again
   }
   bool reaffirm_marker() { return record(marker_index(), sum_); }
 
@@ -909,7 +910,10 @@ bool commit_removal(int fd, const std::vector<Range>& removed, const std::string
     clear_pending(fd);
     return true;
   }
-  if (!named) return false;
+  if (!named) {
+    clear_pending(fd);  // no journal: nothing took effect
+    return false;
+  }
   int cause = errno;
   if (a_sync_failed) mark_failed_sync(journal);
   error = "deletions may have taken effect, but the disk did not confirm them (" + sys::error_text(cause) + "); " +
