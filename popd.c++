@@ -6,7 +6,7 @@
 
 #include "options.h"
 #include "params.h"
-#include "server/session.h"
+#include "server/serve.h"
 
 int main(int argc, char** argv) {
   // Buffers of a MiB and more (reads, replies, a large message) come from

@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/engine.h"
+
 namespace popd::server {
 
 // syslog: facility mail, the pid in each line, connected at once (the
@@ -23,5 +25,12 @@ inline const char* or_local(const std::string& peer) { return peer.empty() ? "lo
 // Free text that may hold such names (a note naming a file): the same, but
 // spaces stay.
 std::string printable(std::string_view text);
+
+// How a session ended, for the result= of its log line (popd.8, LOGGING).
+enum class Ending { quit, timeout, time_limit, closed, signal, tls_failed, lost };
+
+// The one line that ends every session, in a stable key=value form.
+void log_session_end(const std::string& user, const std::string& peer, bool tls,
+                     const protocol::SessionStats& stats, Ending ending);
 
 }  // namespace popd::server

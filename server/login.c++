@@ -20,6 +20,7 @@
 #include "sys/file.h"
 #include "params.h"
 #include "server/descriptors.h"
+#include "server/handover.h"
 #include "server/log.h"
 #include "sys/lifetime.h"
 
@@ -94,46 +95,47 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
   return refused;
 }
 
-// The dotlock on request of the session (lock_for_session), answered with
-// one message: 'H' held here, 'N' none taken here (the session locks
-// itself), 'B' busy or 'F' failed with the reply's text. A session that
-// does not ask in time gets nothing: it cannot have its connection.
-
+// The dotlock on request of the session (lock_for_session), on the lock
+// channel (server/handover.h). A session that does not ask in time gets
+// nothing: it cannot have its connection.
 void answer_lock_request(int channel, const std::string& mailbox, const Account& account, bool shared,
                          SessionLock& lock) {
   char request;
   if (!sys::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin) ||
-      ::recv(channel, &request, 1, 0) != 1 || request != 'L')
+      ::recv(channel, &request, 1, 0) != 1 || request != static_cast<char>(handover::Tag::lock))
     return;
   auto refused = lock_for_session(mailbox, account, shared, lock);
-  char code = refused ? (refused->outcome == Outcome::in_use ? 'B' : 'F') : lock.lock.held() ? 'H' : 'N';
-  std::string answer(1, code);
-  if (refused) answer += refused->text;
-  ::send(channel, answer.data(), answer.size(), MSG_NOSIGNAL);
+  using handover::Tag;
+  Tag answer = refused ? (refused->outcome == Outcome::in_use ? Tag::lock_busy : Tag::lock_failed)
+               : lock.lock.held() ? Tag::lock_held
+                                  : Tag::lock_none;
+  std::string message = handover::encode_lock_answer(answer, refused ? refused->text : "");
+  ::send(channel, message.data(), message.size(), MSG_NOSIGNAL);
 }
 
 // The session's side: asks, and waits as long as the monitor may wait for
 // the dotlock. A refusal comes back for the client.
 std::optional<Login> request_lock(int channel, bool& dotlock_held) {
+  using handover::Tag;
+  const char request = static_cast<char>(Tag::lock);
   char answer[512];
   ssize_t n = -1;
-  if (::send(channel, "L", 1, MSG_NOSIGNAL) == 1 &&
+  if (::send(channel, &request, 1, MSG_NOSIGNAL) == 1 &&
       sys::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + params::local_margin))
     n = ::recv(channel, answer, sizeof answer, 0);
-  if (n <= 0) return cannot_start();
-  std::string text(answer + 1, n - 1);
-  switch (answer[0]) {
-    case 'H': dotlock_held = true; return std::nullopt;
-    case 'N': return std::nullopt;
-    case 'B': return Login{Outcome::in_use, text, nullptr, true};
-    case 'F': return Login{Outcome::temporary, text, nullptr, true};
+  auto decoded = n > 0 ? handover::decode_lock_answer({answer, static_cast<std::size_t>(n)}) : std::nullopt;
+  if (!decoded) return cannot_start();
+  switch (decoded->tag) {
+    case Tag::lock_held: dotlock_held = true; return std::nullopt;
+    case Tag::lock_none: return std::nullopt;
+    case Tag::lock_busy: return Login{Outcome::in_use, decoded->text, nullptr, true};
+    default: return Login{Outcome::temporary, decoded->text, nullptr, true};
   }
-  return cannot_start();
 }
 
 // Waits for the session child, then lets the PAM transaction close the
 // session as root. Never returns.
-[[noreturn]] void supervise(pid_t child, pid_t pre_auth, std::unique_ptr<auth::PamTransaction> pam,
+[[noreturn]] void wait_for_session(pid_t child, pid_t pre_auth, std::unique_ptr<auth::PamTransaction> pam,
                             SessionLock& lock) {
   // The child owns the connection now; our copies would keep it open.
   null_on(STDIN_FILENO);
@@ -186,18 +188,17 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
 
 }  // namespace
 
-Login SystemLogin::login(std::string_view user_name, std::string_view password) {
-  // Every failure is answered failure_delay after the attempt began,
-  // whatever PAM spent (pam_unix hashes only for known users): the timing
-  // tells nothing. PAM's own delay is taken over (see PamTransaction).
+SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_view password) {
+  // PAM's own delay is taken over (see PamTransaction).
   auto began = std::chrono::steady_clock::now();
   std::string user(user_name);
   auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
     syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_local(peer_), why);
     std::this_thread::sleep_until(began + options_.failure_delay);
-    return Login{outcome, std::move(text)};
+    return Started{Role::refused, Login{outcome, std::move(text)}};
   };
+  auto cannot = [] { return Started{Role::refused, cannot_start()}; };
 
   int status = pam->authenticate(password);
   if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
@@ -224,83 +225,97 @@ Login SystemLogin::login(std::string_view user_name, std::string_view password) 
   std::string error;
   if (!auth::set_user_groups(*account, error)) {
     syslog(LOG_ERR, "login: user=%s: %s", escaped(user).c_str(), error.c_str());
-    return cannot_start();
+    return cannot();
   }
   if (pam->open_session() != PAM_SUCCESS) {
     syslog(LOG_ERR, "login: user=%s: PAM session: %s", escaped(user).c_str(), pam->error().c_str());
-    return cannot_start();
+    return cannot();
   }
   if (Account::named(account->name) != account) {
     syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", escaped(user).c_str());
-    return cannot_start();
+    return cannot();
   }
   user_ = account->name;
   syslog(LOG_INFO, "login: user=%s rhost=%s", escaped(user_).c_str(), or_local(peer_));
-  std::string mailbox = expand_path(options_.mailbox, account->name, account->home);
-  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
+  mailbox_ = expand_path(options_.mailbox, account->name, account->home);
+  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox_);
 
   // The session asks this process for the dotlock on this socket once it
   // is ready to open the mailbox (its connection handed over).
   int lock_pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lock_pair) != 0)
-    return cannot_start();
-  sys::UniqueFd lock_requests(lock_pair[0]), lock_channel(lock_pair[1]);
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lock_pair) != 0) return cannot();
+  sys::UniqueFd monitor_end(lock_pair[0]), session_end(lock_pair[1]);
   pid_t child = ::fork();
   if (child < 0) {
     syslog(LOG_ERR, "login: user=%s: fork: %s", escaped(user_).c_str(), std::strerror(errno));
-    return cannot_start();
+    return cannot();
   }
+  account_ = std::move(account);
   if (child > 0) {
-    if (on_fork_) on_fork_();
-    lock_channel.reset();
-    SessionLock lock;
-    answer_lock_request(lock_requests.get(), mailbox, *account, shared_spool_, lock);
-    lock_requests.reset();
-    supervise(child, other_child_, std::move(pam), lock);
+    child_ = child;
+    pam_ = std::move(pam);
+    lock_channel_ = std::move(monitor_end);
+    return {Role::monitor, {}};
   }
-  in_session_process_ = true;
   sys::logged_in();  // --max-session from here, not --login-timeout
-  if (on_session_fork_) on_session_fork_();
   pam->abandon();
-  lock_requests.reset();
-  // Nothing of the monitor's but the connection and the lock channel: not
-  // PAM's descriptors, not the channel to the pre-auth process.
-  close_all_but({session_fd_, lock_channel.get()});
-  return start_session(*account, mailbox, std::move(lock_channel));
+  lock_channel_ = std::move(session_end);
+  return {Role::session, {}};
 }
 
-Login SystemLogin::start_session(const auth::Account& account, const std::string& mailbox,
-                                 sys::UniqueFd lock_channel) {
+void SystemLogin::supervise(pid_t other_child) {
+  SessionLock lock;
+  answer_lock_request(lock_channel_.get(), mailbox_, *account_, shared_spool_, lock);
+  lock_channel_.reset();
+  wait_for_session(child_, other_child, std::move(pam_), lock);
+}
+
+void SystemLogin::enter_session(int keep) {
+  // Nothing of the monitor's but what the caller keeps and the lock
+  // channel: not PAM's descriptors, not the channel to the pre-auth process.
+  close_all_but({keep, lock_channel_.get()});
   std::string error;
-  if (!auth::become_user(account, error)) {
+  if (!auth::become_user(*account_, error)) {
     // Still root, or someone else: touch nothing, answer nothing.
     syslog(LOG_ERR, "session: user=%s: %s", escaped(user_).c_str(), error.c_str());
     ::_exit(1);
   }
-  // Under privilege separation the connection comes first: nothing is
-  // locked for a pre-auth process that never hands it over.
-  if (before_opening_mailbox_ && !before_opening_mailbox_()) ::_exit(1);
+}
+
+Login SystemLogin::open_mailbox() {
+  const auth::Account& account = *account_;
   // Looked at again as the user: root may not see a root-squashed home.
-  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox);
+  shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox_);
   bool dotlock_held = false;
-  if (auto refused = request_lock(lock_channel.get(), dotlock_held)) return *refused;
-  lock_channel.reset();
+  if (auto refused = request_lock(lock_channel_.get(), dotlock_held)) return *refused;
+  lock_channel_.reset();
   auto expand = [&](const std::string& path_template) {
     return expand_path(path_template, account.name, account.home);
   };
   auto opened = mailbox::Spool::open(
-      mailbox, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)}, options_.uidl_scheme,
-      {.dotlock_held = dotlock_held, .shared = shared_spool_});
+      mailbox_, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)},
+      options_.uidl_scheme, {.dotlock_held = dotlock_held, .shared = shared_spool_});
   if (!opened.notes.empty())
     syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
-           escaped(user_).c_str(), escaped(mailbox).c_str(), printable(opened.notes).c_str());
+           escaped(user_).c_str(), escaped(mailbox_).c_str(), printable(opened.notes).c_str());
   if (opened.outcome != Outcome::accepted) {
-    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(user_).c_str(), escaped(mailbox).c_str(),
+    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(user_).c_str(), escaped(mailbox_).c_str(),
            printable(opened.text).c_str());
     return Login{opened.outcome, opened.text, nullptr, true};
   }
   spool_ = std::move(opened.spool);
   return Login{Outcome::accepted, "", spool_.get()};
+}
+
+Login SystemLogin::login(std::string_view user, std::string_view password) {
+  Started started = start(user, password);
+  switch (started.role) {
+    case Role::refused: return started.login;
+    case Role::monitor: supervise();
+    case Role::session: break;
+  }
+  enter_session();
+  return open_mailbox();
 }
 
 void SystemLogin::end_session() {

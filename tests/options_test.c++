@@ -1,0 +1,66 @@
+// The command line (options.h): popd's public contract. Each refusal names
+// what is wrong; path templates know %u, %h and %% only.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "options.h"
+
+using namespace popd;
+
+namespace {
+
+std::variant<Options, Exit> parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "popd");
+  return parse_options(static_cast<int>(args.size()), args.data());
+}
+
+std::string refusal(std::vector<const char*> args) {
+  auto result = parse(std::move(args));
+  auto* exit = std::get_if<Exit>(&result);
+  if (!exit || exit->status != 2) return "";
+  return exit->text.substr(0, exit->text.find('\n'));
+}
+
+}  // namespace
+
+TEST_CASE("options: defaults, both spellings of a value, flags") {
+  auto defaults = std::get<Options>(parse({}));
+  CHECK(defaults.mailbox == "/var/mail/%u");
+  CHECK(defaults.timeout_seconds == 600);
+  auto set = std::get<Options>(parse({"--mailbox=%h/mbox", "--timeout", "30", "--shared-spool",
+                                      "--failure-delay=0.5", "--first-valid-uid", "1000"}));
+  CHECK(set.mailbox == "%h/mbox");
+  CHECK(set.timeout_seconds == 30);
+  CHECK(set.shared_spool);
+  CHECK(set.failure_delay.count() == 500);
+  CHECK(set.first_valid_uid == 1000u);
+  CHECK(std::get<Exit>(parse({"--help"})).status == 0);
+}
+
+TEST_CASE("options: each refusal says what is wrong") {
+  CHECK(refusal({"--bogus"}) == "popd: unknown option --bogus");
+  CHECK(refusal({"--mailbox"}) == "popd: --mailbox needs a value");
+  CHECK(refusal({"--mailbox="}) == "popd: --mailbox needs a value");
+  CHECK(refusal({"--shared-spool=yes"}) == "popd: --shared-spool takes no value");
+  CHECK(refusal({"--timeout", "1.5"}) == "popd: --timeout needs a whole number of seconds from 1 to 86400");
+  CHECK(refusal({"--first-valid-uid", "0"}) == "popd: --first-valid-uid needs a uid from 1 to 4294967294");
+  CHECK(refusal({"--journal", "%x/j"}).starts_with("popd: bad path template for --journal"));
+  CHECK(refusal({"--uidl-scheme", "md5"}).starts_with("popd: --uidl-scheme is"));
+  CHECK(refusal({"--tls-cert", "c.pem"}) == "popd: --tls-cert and --tls-key go together");
+  CHECK(refusal({"--require-tls"}) == "popd: --tls-implicit and --require-tls need --tls-cert and --tls-key");
+  CHECK(refusal({"--proxy-from", "300.1.1.1"}).starts_with("popd: --proxy-from needs"));
+}
+
+TEST_CASE("options: path templates") {
+  CHECK(expand_path("/var/mail/%u", "alice", "/home/alice") == "/var/mail/alice");
+  CHECK(expand_path("%h/.popd-%u%%", "bob", "/h/b") == "/h/b/.popd-bob%");
+  CHECK(expand_path("trailing%", "a", "h") == "trailing%");
+  CHECK(valid_path_template("/var/mail/%u"));
+  CHECK(valid_path_template("%h/%%"));
+  CHECK_FALSE(valid_path_template(""));
+  CHECK_FALSE(valid_path_template("%d/x"));
+  CHECK_FALSE(valid_path_template("x%"));
+}
