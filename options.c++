@@ -71,6 +71,11 @@ as started by xinetd or systemd socket activation (Accept=yes).
 )";
 }
 
+// Both GNU forms, --name value and --name=value, as systemd units and
+// xinetd's server_args are written either way. Everything is checked here,
+// before a byte is read from the client: a mistake in a unit file is one
+// clear line on standard error (the journal, xinetd's log) and status 2 at
+// the first connection, never a server that half works.
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   Options options;
   auto bad = [](std::string message) { return Exit{2, "popd: " + message + "\n" + usage()}; };
@@ -131,6 +136,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     if (option->target) {
       if (value.empty()) return bad(std::string(name) + " needs a value");
       *option->target = value;
+      // A template is checked now, not at login: "%d" would otherwise name
+      // a literal path, the same one for every user.
       for (std::string* path : paths)
         if (option->target == path && !valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
@@ -144,6 +151,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       options.first_valid_uid = uid;
       continue;
     }
+    // Limits are whole seconds (they become poll timeouts and deadlines);
+    // only the failure delay takes fractions, for tests and busy hosts.
     double seconds = 0;
     if (name == "--timeout" || name == "--max-session" || name == "--login-timeout") {
       if (!parse_seconds(value, 1, seconds) || seconds != static_cast<int>(seconds))

@@ -54,9 +54,9 @@ inline constexpr std::size_t read_block = 1 << 20;
 // deletion early in a large mailbox does not cost a thousand fsyncs) and
 // at most 16 MiB: the journal holds two steps' copies, so this bounds the
 // disk space and the new page cache a commit needs besides the mailbox,
-// however large the mailbox. Measured on DELE 1 of 1.5 GB (bench-ab, a VM
-// where fresh page cache is slow): 8 and 16 MiB ~1.6 s, 32 MiB ~1.85 s,
-// 4 MiB 1.9 s; 2 MiB 2.4 s (the fsyncs: 3 a step, ~300 at 16 MiB).
+// however large the mailbox. Smaller steps cost more fsyncs (three a
+// step); larger ones more fresh page cache at once, which is slow on a VM;
+// 8 to 16 MiB was the best of both on DELE 1 of a large mailbox.
 inline constexpr std::uint64_t commit_steps = 16;
 inline constexpr std::uint64_t commit_step_floor = 1 << 20;
 inline constexpr std::uint64_t commit_step_ceiling = 16 << 20;
@@ -73,9 +73,9 @@ inline constexpr std::size_t index_from_bytes = 256;
 // of the spool this large, mapped (mailbox/file_window.h), that moves along:
 // the spool is not copied, and only the pages near the lines are mapped.
 // The pages count in the session's RSS until the window moves on, so it is
-// small. 100,000 messages in 1.5 GB (a VM): 35 ms, where reading the lines
-// in 256 KiB preads took 85 (two threads: 45 each); one mapping of it all
-// 29 ms, but 1.4 GB of RSS. A login + STAT: 78 -> 73 ms, CPU 110 -> 60.
+// small. Reading the lines with preads copies far more than they hold;
+// one mapping of the whole spool is barely faster, but holds it all in
+// the session's RSS.
 inline constexpr std::uint64_t index_check_window = 1 << 20;
 
 // The index is read and written in blocks of this size: few calls, and under
@@ -201,8 +201,8 @@ inline constexpr std::size_t max_user_name = 128;
 // and advised for transparent huge pages (sys/huge_pages.h). In popd only
 // the memory-hard password hash maps that much: yescrypt, Debian 12's
 // default, maps 16 MiB per hash and writes all of it, twice a login; in
-// 4 KiB pages that is ~8,200 page faults, 100 ms of a 100-message session
-// on a VM (where a fault costs ~12 us), in 2 MiB pages 16. Smaller mappings
+// 4 KiB pages that is thousands of page faults, much of a small session's
+// time on a VM (where a fault costs microseconds), in 2 MiB pages a few. Smaller mappings
 // are left alone: a huge page is only worth it when it is filled.
 inline constexpr std::size_t huge_mapping_min = 8 << 20;
 inline constexpr std::size_t huge_page = 2 << 20;

@@ -29,6 +29,9 @@ PamTransaction::~PamTransaction() {
 }
 
 void PamTransaction::abandon() {
+  // PAM_DATA_SILENT: modules free what they keep for this handle in the
+  // child without acting on it (no session closed, no credentials deleted
+  // twice); the parent's copy ends the transaction for real.
   if (handle_) pam_end(handle_, status_ | PAM_DATA_SILENT);
   handle_ = nullptr;
 }
@@ -38,6 +41,11 @@ std::string PamTransaction::error() const {
   return text ? text : "PAM error";
 }
 
+// PAM asks its questions here. popd has no terminal and no client to ask:
+// a prompt that hides its echo gets the password, one that shows it the
+// user name, messages are dropped, and anything else (a new password, a
+// one-time code) fails the conversation rather than answering wrongly.
+// The replies are PAM's to free; on failure, those made are wiped first.
 int PamTransaction::converse(int count, const pam_message** messages, pam_response** responses,
                              void* data) {
   auto* conversation = static_cast<Conversation*>(data);
@@ -77,6 +85,8 @@ int PamTransaction::check_account() {
   return status_;
 }
 
+// Credentials before the session, as the Linux-PAM guide orders them
+// (pam_setcred(3)); each is undone in the destructor only if it was made.
 int PamTransaction::open_session() {
   if (!ok()) return status_;
   status_ = pam_setcred(handle_, PAM_ESTABLISH_CRED);
@@ -87,6 +97,8 @@ int PamTransaction::open_session() {
   return status_;
 }
 
+// A module may map the name the client gave to another (pam_ldap, a
+// lowercase mapping): the account served is PAM's user, not the client's.
 std::string PamTransaction::user() const {
   const void* item = nullptr;
   if (pam_get_item(handle_, PAM_USER, &item) != PAM_SUCCESS || !item) return {};

@@ -189,6 +189,8 @@ void Connection::linger() {
   }
 }
 
+// OpenSSL may need to write in order to read (a renegotiation, a key
+// update) and to read in order to write: wait for what it asked for.
 bool Connection::wait_for_tls(int ssl_error) {
   if (ssl_error == SSL_ERROR_WANT_READ) return wait(in_, POLLIN);
   if (ssl_error == SSL_ERROR_WANT_WRITE) return wait(out_, POLLOUT);
@@ -223,6 +225,10 @@ ssize_t Connection::tls_write(std::string_view data) {
   }
 }
 
+// Waits in poll, never in read: the wait is what enforces the idle timeout,
+// the session's deadline and termination signals, and the tick that keeps
+// the mailbox's lock fresh. EAGAIN is possible: a spawner may hand over a
+// non-blocking socket, and TLS sets one.
 Connection::ReadResult Connection::read(std::string& data) {
   data.resize(params::input_block);
   if (ssl_) {

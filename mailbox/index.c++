@@ -128,8 +128,8 @@ struct FromLine {
 // near those lines are mapped. One thread: with two, each window moved
 // costs an interrupt of the other core (to drop the old mapping from its
 // TLB), and two threads were slower than one. Where no window can be
-// mapped (a file system without mmap), each line is read instead: 44 ms,
-// not 37, for the benchmark's 100,000 messages, still far less than a parse.
+// mapped (a file system without mmap), each line is read instead: a
+// little slower, still far less than a parse.
 bool records_unchanged(int fd, std::uint64_t size, const Messages& messages) {
   FileWindow window;
   bool mappable = true;

@@ -37,9 +37,9 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
 
 // Saves `box`, the parse of the spool when it was in `state`, over the
 // index at `path` in place (a regular file of the user's with one name;
-// anything else there is replaced by a new file). In place, not through a new file renamed over
-// it: that rename took 5 ms of a session's end for 100,000 messages (ext4
-// starts writing out a file renamed over another at once: auto_da_alloc),
+// anything else there is replaced by a new file). In place, not through a
+// new file renamed over it: ext4 starts writing out a file renamed over
+// another at once (auto_da_alloc), which a session's end would wait for,
 // and a full disk still takes an overwrite. Not synced: a lost or torn
 // index fails its checksum, and the next login parses the spool.
 bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error);
