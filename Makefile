@@ -30,7 +30,7 @@ HOOK_SOURCES = sys/mmap_hook.c++
 POLICY_SOURCES = server/seccomp_policy.c++
 LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES) $(POLICY_SOURCES),\
                $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
-TEST_SOURCES = $(wildcard tests/*.c++)  # not tests/faults/ (a preload shim), tests/pam/ nor tests/fuzz/
+TEST_SOURCES = $(wildcard tests/unit/*.c++)
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
 HOOK_OBJECTS = $(HOOK_SOURCES:%.c++=$(BUILD)/%.o)
@@ -106,11 +106,17 @@ deps:
 	@tests/install-deps
 
 check: deps
+	tools/check-layout
 	$(MAKE) $(POPD) $(BUILD)/unit-tests $(BUILD)/libfaults.so $(BUILD)/pam_lookup.so \
 	  $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay-%)
 	$(BUILD)/unit-tests
 	for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz-replay-$$t tests/fuzz/corpus/$$t/* || exit 1; done
-	tests/run-e2e.sh $(POPD) $(BUILD)/libfaults.so $(BUILD)/pam_lookup.so
+	tests/system/run-e2e.sh $(POPD) $(BUILD)/libfaults.so $(BUILD)/pam_lookup.so
+
+# The unit tests alone, in seconds (doctest: UNIT='-tc=handover*' picks some).
+unit:
+	$(MAKE) $(BUILD)/unit-tests
+	$(BUILD)/unit-tests $(UNIT)
 
 # Side by side with Dovecot and popa3d (bench/run.py; as root): SIZE=small,
 # medium (10,000 messages, ~200 MB) or large (100,000, ~1.1 GB). Not in CI.
@@ -170,4 +176,4 @@ uninstall:
 clean:
 	rm -rf build popd
 
-.PHONY: all deps check demo install uninstall clean fuzz bench deb
+.PHONY: all deps check unit demo install uninstall clean fuzz bench deb

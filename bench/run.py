@@ -30,32 +30,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(1, os.path.join(TOP, "tests"))
+sys.path.insert(1, os.path.join(TOP, "tests", "system"))
 import client  # noqa: E402
-from e2e import wait_until_listening as wait_listening_bound  # noqa: E402  (binds, never connects)
+from support import free_port, sh, wait_listening  # noqa: E402
+from support import wait_until_listening as wait_listening_bound  # noqa: E402  (binds, never connects)
 
 WORK = "/var/tmp/popd-bench"
 PASSWORD = "bench-Pw-1"
-
-
-def sh(*args, **kw):
-    return subprocess.run(list(args), check=True, **kw)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def account(name, system=False):
@@ -72,7 +53,7 @@ def account(name, system=False):
     except KeyError:
         sh("useradd", *(["--system"] if system else []), "--create-home", "--home-dir", f"{WORK}/home/{name}",
            "--shell", "/bin/sh", name)
-    sh("chpasswd", input=f"{name}:{PASSWORD}\n".encode())
+    sh("chpasswd", input=f"{name}:{PASSWORD}\n")
     return pwd.getpwnam(name)
 
 
@@ -206,7 +187,7 @@ class Popa3d(Server):
         root = f"{WORK}/popa3d-root"
         if not os.path.exists(f"{root}/usr/sbin/popa3d"):
             os.makedirs(WORK, exist_ok=True)
-            sh("apt-get", "download", "popa3d", cwd=WORK, capture_output=True)
+            sh("apt-get", "download", "popa3d", cwd=WORK)
             deb = next(f for f in os.listdir(WORK) if f.startswith("popa3d_") and f.endswith(".deb"))
             sh("dpkg", "-x", f"{WORK}/{deb}", root)
         super().__init__("popa3d")

@@ -22,7 +22,7 @@
 - concurrent delivery: procmail delivers numbered messages while sessions
   retrieve and delete; each is seen exactly once.
 
-Usage: tests/crash.py PATH-TO-POPD PATH-TO-LIBFAULTS [TEST-NAME-SUBSTRING]
+Usage: tests/system/crash.py PATH-TO-POPD PATH-TO-LIBFAULTS [TEST-NAME-SUBSTRING]
 """
 import os
 import random
@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.abspath(sys.argv[2])
 ONLY = sys.argv[3] if len(sys.argv) > 3 else ""
 sys.argv = sys.argv[:2]
-import e2e  # noqa: E402
-from e2e import Env, check, check_equal, login, make_mbox, IS_ROOT  # noqa: E402
+import support  # noqa: E402
+from support import Env, check, check_equal, login, make_mbox, IS_ROOT  # noqa: E402
 
 MESSAGES = 3000
 ALL_POINTS = os.environ.get("CRASH_ALL_POINTS") == "1"
@@ -121,7 +121,7 @@ def deliver_as_mda(env, message):
     cmd = ["dotlockfile", "-p", "-r", "3", "-i", "1", "-l", env.mailbox() + ".lock",
            "/usr/bin/python3", "-c", APPEND, env.mailbox()]
     if IS_ROOT:
-        cmd = ["setpriv", f"--reuid={e2e.ALICE_UID}", f"--regid={e2e.ALICE_GID}", "--clear-groups"] + cmd
+        cmd = ["setpriv", f"--reuid={support.ALICE_UID}", f"--regid={support.ALICE_GID}", "--clear-groups"] + cmd
     p = subprocess.run(cmd, input=message, capture_output=True, timeout=60)
     check(p.returncode == 0, f"delivery failed: {p.stderr!r}")
 
@@ -464,7 +464,7 @@ def test_home_that_is_an_empty_mount_point(env):
     try:
         subprocess.run(["mount", device, home], check=True)
         mounted = True
-        os.chown(home, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chown(home, support.ALICE_UID, support.ALICE_GID)
         os.chmod(home, 0o700)
         messages, records = make_mbox(MESSAGES, seed=13)
         commit = Commit(env, records, sorted(random.Random(13).sample(range(1, MESSAGES + 1), 300)))
@@ -487,7 +487,7 @@ def test_home_that_is_an_empty_mount_point(env):
         if mounted:
             subprocess.run(["umount", home])
         subprocess.run(["losetup", "-d", device])
-        os.chown(home, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chown(home, support.ALICE_UID, support.ALICE_GID)
         os.chmod(home, 0o700)
 
 
@@ -614,7 +614,7 @@ def test_remount_on_another_device(env):
         return
     taken = None
     try:
-        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", e2e.ALICE_UID, 0o700)):
+        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", support.ALICE_UID, 0o700)):
             os.mkdir(f"{disk}/{directory}")
             os.chown(f"{disk}/{directory}", owner, owner)
             os.chmod(f"{disk}/{directory}", mode)
@@ -628,7 +628,7 @@ def test_remount_on_another_device(env):
         def write_mailbox():
             with open(mailbox, "wb") as f:
                 f.write(original)
-            os.chown(mailbox, e2e.ALICE_UID, e2e.ALICE_GID)
+            os.chown(mailbox, support.ALICE_UID, support.ALICE_GID)
             os.chmod(mailbox, 0o600)
 
         def run(script, **faults):
@@ -693,7 +693,7 @@ def test_copy_on_write_full_disk(env):
         if subprocess.run(["mount", device, disk], capture_output=True).returncode != 0:
             print("     (skipped: btrfs cannot be mounted here)")
             return
-        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", e2e.ALICE_UID, 0o700)):
+        for directory, owner, mode in (("mail", 0, 0o1777), ("home", 0, 0o755), ("home/alice", support.ALICE_UID, 0o700)):
             os.mkdir(f"{disk}/{directory}")
             os.chown(f"{disk}/{directory}", owner, owner)
             os.chmod(f"{disk}/{directory}", mode)
@@ -702,7 +702,7 @@ def test_copy_on_write_full_disk(env):
         mailbox, filler = disk + "/mail/alice", disk + "/filler"
         with open(mailbox, "wb") as f:
             f.write(original)
-        os.chown(mailbox, e2e.ALICE_UID, e2e.ALICE_GID)
+        os.chown(mailbox, support.ALICE_UID, support.ALICE_GID)
         os.chmod(mailbox, 0o600)
         subprocess.run(["sync"])
         free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
@@ -744,7 +744,7 @@ def test_concurrent_delivery(env):
                    f"Subject: number {n}\nMessage-ID: <{n}@test>\n\nbody of {n}\n")
             cmd = ["procmail", "-m", rc]
             if IS_ROOT:
-                cmd = ["setpriv", f"--reuid={e2e.ALICE_UID}", f"--regid={e2e.ALICE_GID}", "--clear-groups"] + cmd
+                cmd = ["setpriv", f"--reuid={support.ALICE_UID}", f"--regid={support.ALICE_GID}", "--clear-groups"] + cmd
             p = subprocess.run(cmd, input=msg.encode(), capture_output=True)
             check(p.returncode == 0, f"procmail failed: {p.stderr!r}")
             delivered.append(n)
@@ -798,5 +798,5 @@ def test_concurrent_delivery(env):
 
 
 if __name__ == "__main__":
-    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "crash", ONLY,
+    support.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "crash", ONLY,
                   debian_spool=True)

@@ -3,7 +3,7 @@
 Python's poplib, implicit TLS (POP3S), the STARTTLS command-injection test
 (CVE-2011-0411), --require-tls, AUTH PLAIN in both forms.
 
-Usage: tests/security.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/system/security.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import base64
 import os
@@ -15,8 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402
-from e2e import IS_ROOT, SocketServer, check, check_equal, client_form, login, make_mbox, run_tests  # noqa: E402
+import support  # noqa: E402
+from support import IS_ROOT, SocketServer, check, check_equal, client_form, login, make_mbox, run_tests  # noqa: E402
 
 
 def tls_files(env):
@@ -192,7 +192,7 @@ def test_require_tls(env):
         check_equal(pop.stat(), (0, 0), "STAT")
         pop.quit()
     # Without a certificate, --require-tls is a configuration error.
-    p = subprocess.run([e2e.POPD, "--require-tls"], capture_output=True, text=True)
+    p = subprocess.run([support.POPD, "--require-tls"], capture_output=True, text=True)
     check(p.returncode == 2 and "--tls-cert" in p.stderr, p.stderr)
 
 
@@ -239,7 +239,7 @@ def test_stunnel(env):
     stunnel = subprocess.Popen(["stunnel", conf], env=dict(os.environ, **env.variables()),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        e2e.wait_until_listening(port)
+        support.wait_until_listening(port)
         pop = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=20)
         pop.user("alice")
         pop.pass_("secret")
@@ -264,7 +264,7 @@ def test_login_timing(env):
         f.write(f"auth optional {security}/pam_faildelay.so delay=1000000\n"
                 f"auth optional {security}/pam_exec.so quiet {slow}\n")
         for kind in ("auth", "account", "password", "session"):
-            f.write(f"{kind} required {e2e.MATRIX} passdb={env.dir}/passdb\n")
+            f.write(f"{kind} required {support.MATRIX} passdb={env.dir}/passdb\n")
     env.write_mailbox(b"")
     delay = 1.0
     times = {"alice": [], "nosuchuser": []}

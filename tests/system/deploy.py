@@ -7,7 +7,7 @@ header; fail2ban-regex with the shipped filter on the log lines these
 sessions produced; and the locks of two sessions that reach one spool
 through two mount namespaces.
 
-Usage: tests/deploy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/system/deploy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import contextlib
 import os
@@ -21,17 +21,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402
-from e2e import (IS_ROOT, POPD, SocketServer, check, check_equal, client_form, login, make_mbox,  # noqa: E402
+import support  # noqa: E402
+from support import (free_port, sh, IS_ROOT, POPD, SocketServer, check, check_equal, client_form, login, make_mbox,  # noqa: E402
                  wait_until_listening)
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import TOP  # noqa: E402
 
 
 class Syslog:
@@ -183,8 +177,8 @@ def popd_roles(spawner):
     """role -> pid of the popd processes of the connection `spawner`
     started: the monitor (root), the pre-auth process (popd) and the
     session (alice)."""
-    roles = {0: "monitor", e2e.PRIVSEP_UID: "pre-auth", e2e.ALICE_UID: "session"}
-    return {roles.get(uid, uid): pid for uid, pid in e2e.connection_processes(spawner).items()}
+    roles = {0: "monitor", support.PRIVSEP_UID: "pre-auth", support.ALICE_UID: "session"}
+    return {roles.get(uid, uid): pid for uid, pid in support.connection_processes(spawner).items()}
 
 
 def test_xinetd_descriptors_match_design(env):
@@ -508,5 +502,5 @@ def test_fuse_spool_is_found_shared(env):
 
 
 if __name__ == "__main__":
-    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "deploy",
+    support.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "deploy",
                   sys.argv[2] if len(sys.argv) > 2 else "", debian_spool=True)

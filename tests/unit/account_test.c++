@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "auth/account.h"
-#include "tests/files.h"
+#include "tests/unit/files.h"
 
 using namespace popd::auth;
 using namespace popd::testing;

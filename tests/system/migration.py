@@ -17,7 +17,7 @@ root, loopback only):
 - and for every scheme, `popd --list-uids` prints what a session's UIDL
   says.
 
-Usage: tests/migration.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/system/migration.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import glob
 import os
@@ -31,11 +31,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402
-from e2e import IS_ROOT, POPD, check, check_equal, from_line, login, make_mbox  # noqa: E402
-from deploy import free_port, skip  # noqa: E402
+import support  # noqa: E402
+from support import IS_ROOT, POPD, check, check_equal, from_line, login, make_mbox  # noqa: E402
+from deploy import skip  # noqa: E402
+from support import free_port  # noqa: E402
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import TOP  # noqa: E402
 PEERS = f"{TOP}/build/peers"
 USER, PASSWORD = "popd-migrate", "migrate-Pw-1"
 SPOOL = f"/var/mail/{USER}"
@@ -307,11 +308,11 @@ def test_list_uids_is_the_sessions_uidl(env):
         check_equal(len(set(ids)), len(ids), f"{scheme}: distinct ids")
         check_equal(list_uids(env.mailbox(), scheme), ids, f"{scheme}: --list-uids and UIDL")
     # Read-only: the spool is not touched, and a reader needs no lock.
-    before = e2e.stat_of(env.mailbox())
+    before = support.stat_of(env.mailbox())
     list_uids(env.mailbox(), "dovecot")
-    check_equal(e2e.stat_of(env.mailbox()), before, "--list-uids wrote to the spool")
+    check_equal(support.stat_of(env.mailbox()), before, "--list-uids wrote to the spool")
 
 
 if __name__ == "__main__":
-    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "migration",
+    support.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "migration",
                   sys.argv[2] if len(sys.argv) > 2 else "")

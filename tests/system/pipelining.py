@@ -6,7 +6,7 @@ burst on a 100,000-message mailbox, written by one task while another reads
 byte must be exact. Then: who holds the client socket after login, and a
 TLS client that stops reading.
 
-Usage: tests/pipelining.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/system/pipelining.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import asyncio
 import os
@@ -17,8 +17,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ONLY = sys.argv[2] if len(sys.argv) > 2 else ""
 sys.argv = sys.argv[:2]
-import e2e  # noqa: E402
-from e2e import IS_ROOT, ALICE_UID, SocketServer, check, check_equal, login, run_tests  # noqa: E402
+import support  # noqa: E402
+from support import IS_ROOT, ALICE_UID, SocketServer, check, check_equal, login, run_tests  # noqa: E402
 from security import client_context, tls_files  # noqa: E402
 
 COUNT = 100_000
@@ -227,7 +227,7 @@ def test_tls_session_is_relayed(env):
     context = client_context()
     processes, holds = session_layout(env, tls_files(env) + ["--tls-implicit"], lambda s: context.wrap_socket(s))
     check(not holds, "the session process holds the TLS connection's socket")
-    check_equal(sorted(uid for uid, _, _ in processes.values()), sorted([0, e2e.PRIVSEP_UID, ALICE_UID]),
+    check_equal(sorted(uid for uid, _, _ in processes.values()), sorted([0, support.PRIVSEP_UID, ALICE_UID]),
                 f"popd processes by uid after login: {processes}")
 
 

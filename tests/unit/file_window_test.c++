@@ -14,8 +14,8 @@
 #include "mailbox/file_window.h"
 #include "mailbox/spool.h"
 #include "params.h"
-#include "tests/files.h"
-#include "tests/mboxes.h"
+#include "tests/unit/files.h"
+#include "tests/unit/mboxes.h"
 
 using namespace popd::mailbox;
 using namespace popd::testing;

@@ -10,7 +10,7 @@
 
 #include "mailbox/mbox.h"
 #include "params.h"
-#include "tests/mboxes.h"
+#include "tests/unit/mboxes.h"
 
 using namespace popd::mailbox;
 using namespace popd::testing;

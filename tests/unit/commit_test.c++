@@ -14,7 +14,7 @@
 #include "sys/fd.h"
 #include "mailbox/commit.h"
 #include "mailbox/digest.h"
-#include "tests/files.h"
+#include "tests/unit/files.h"
 
 using namespace popd::mailbox;
 using namespace popd::testing;

@@ -4,7 +4,7 @@ binary, run as root with privilege separation, real PAM (pam_wrapper) and
 nss_wrapper users: files planted beside a victim's, and the processes'
 descriptors, memory and limits.
 
-Usage: tests/hardening.py PATH-TO-POPD PATH-TO-LIBFAULTS PATH-TO-PAM-LOOKUP-MODULE [TEST-NAME-SUBSTRING]
+Usage: tests/system/hardening.py PATH-TO-POPD PATH-TO-LIBFAULTS PATH-TO-PAM-LOOKUP-MODULE [TEST-NAME-SUBSTRING]
 (the fault shim and the PAM module, tests/faults/ and tests/pam/, are built by make check)
 """
 import ctypes
@@ -22,8 +22,8 @@ SHIM = os.path.abspath(sys.argv[2])
 LOOKUP_MODULE = os.path.abspath(sys.argv[3])
 ONLY = sys.argv[4] if len(sys.argv) > 4 else ""
 sys.argv = sys.argv[:2]
-import e2e  # noqa: E402
-from e2e import ALICE_UID, BOB_UID, IS_ROOT, MATRIX, SocketServer, check, check_equal, login, make_mbox, \
+import support  # noqa: E402
+from support import ALICE_UID, BOB_UID, IS_ROOT, MATRIX, SocketServer, check, check_equal, login, make_mbox, \
     run_tests  # noqa: E402
 
 SECURITY = "/usr/lib/x86_64-linux-gnu/security"
@@ -237,7 +237,7 @@ def test_pam_module_looking_up_another_user(env):
             mailboxes[account.pw_name] = env.write_mailbox("".join(records).encode(), user=account.pw_name,
                                                            uid=account.pw_uid)
         variables = {k: v for k, v in env.variables().items() if not k.startswith("NSS_WRAPPER")}
-        variables["LD_PRELOAD"] = f"{e2e.LIB}/libpam_wrapper.so"
+        variables["LD_PRELOAD"] = f"{support.LIB}/libpam_wrapper.so"
         p = subprocess.run(env.command(), input=(login("popd-t-alice") + "STAT\r\nDELE 1\r\nQUIT\r\n").encode(),
                            capture_output=True, env=dict(os.environ, **variables), timeout=30)
         out = p.stdout.decode()
@@ -368,13 +368,13 @@ def test_tls_key_only_in_the_pre_auth_process(env):
         pop.user("alice")
         pop.pass_("secret")
         check_equal(pop.stat()[0], 3, "STAT over TLS")
-        pids = e2e.connection_processes(server.process.pid)
-        check_equal(sorted(pids), sorted([0, ALICE_UID, e2e.PRIVSEP_UID]), "popd processes after a TLS login")
+        pids = support.connection_processes(server.process.pid)
+        check_equal(sorted(pids), sorted([0, ALICE_UID, support.PRIVSEP_UID]), "popd processes after a TLS login")
         check_equal(memory_holds(pids[ALICE_UID], secrets), set(), "what the session holds of the key")
         check_equal(memory_holds(pids[0], secrets), set(), "what the monitor holds of the key")
-        check("prime in memory" in memory_holds(pids[e2e.PRIVSEP_UID], secrets), "the pre-auth process holds no key (blind test)")
-        if "/sanitize/" not in e2e.POPD:  # not confined under AddressSanitizer (server/sandbox.h)
-            check_confined(pids[e2e.PRIVSEP_UID])
+        check("prime in memory" in memory_holds(pids[support.PRIVSEP_UID], secrets), "the pre-auth process holds no key (blind test)")
+        if "/sanitize/" not in support.POPD:  # not confined under AddressSanitizer (server/sandbox.h)
+            check_confined(pids[support.PRIVSEP_UID])
         pop.quit()
 
 
@@ -393,7 +393,7 @@ class StalledHandOver(SocketServer):
 
     def __exit__(self, *exc):
         # The stalled pre-auth processes would sleep on: not into the next test.
-        for pid in e2e.connection_processes(self.process.pid).values():
+        for pid in support.connection_processes(self.process.pid).values():
             os.kill(pid, 9)
         super().__exit__(*exc)
 
@@ -409,7 +409,7 @@ def test_stalled_hand_over_locks_nothing(env):
         return
     for layout in ("debian", "sticky"):
         if layout == "debian":
-            os.chown(env.dir + "/mail", 0, e2e.MAIL_GID)
+            os.chown(env.dir + "/mail", 0, support.MAIL_GID)
             os.chmod(env.dir + "/mail", 0o2775)
         else:
             os.chmod(env.dir + "/mail", 0o1777)
@@ -427,10 +427,10 @@ def test_stalled_hand_over_locks_nothing(env):
                     except OSError:
                         check(False, f"{layout}: an fcntl lock while the hand-over stalls")
                 time.sleep(0.2)
-            while time.monotonic() - start < 15 and ALICE_UID in e2e.connection_processes(server.process.pid):
+            while time.monotonic() - start < 15 and ALICE_UID in support.connection_processes(server.process.pid):
                 time.sleep(0.2)
             waited = time.monotonic() - start
-            check(ALICE_UID not in e2e.connection_processes(server.process.pid),
+            check(ALICE_UID not in support.connection_processes(server.process.pid),
                   f"{layout}: the session still waits after {waited:.1f} s")
             print(f"     {layout}: no lock while the hand-over stalled; the session gave up after {waited:.1f} s")
             client.close()
@@ -460,10 +460,10 @@ def test_login_time_limit(env):
         check(1.5 < elapsed < 6, f"the connection ended after {elapsed:.1f} s")
         check(received.endswith(b"-ERR Login time limit reached, closing connection\r\n"), received[-200:])
         for _ in range(50):
-            if not e2e.connection_processes(server.process.pid):
+            if not support.connection_processes(server.process.pid):
                 break
             time.sleep(0.1)
-        check_equal(e2e.connection_processes(server.process.pid), {}, "popd processes after the login time limit")
+        check_equal(support.connection_processes(server.process.pid), {}, "popd processes after the login time limit")
         # Logged in, the session outlasts the login limit.
         pop = __import__("poplib").POP3("127.0.0.1", server.port, timeout=20)
         pop.user("alice")
@@ -487,13 +487,13 @@ def test_monitor_kills_a_pre_auth_process_that_outstays(env):
     with SocketServer(env, ["--login-timeout", "1"]) as server:
         s = socket.create_connection(("127.0.0.1", server.port), timeout=20)
         check(s.recv(100).startswith(b"+OK"), "greeting")
-        pids = e2e.connection_processes(server.process.pid)
-        os.kill(pids[e2e.PRIVSEP_UID], signal.SIGSTOP)
+        pids = support.connection_processes(server.process.pid)
+        os.kill(pids[support.PRIVSEP_UID], signal.SIGSTOP)
         start = time.monotonic()
-        while e2e.connection_processes(server.process.pid) and time.monotonic() - start < 15:
+        while support.connection_processes(server.process.pid) and time.monotonic() - start < 15:
             time.sleep(0.2)
         waited = time.monotonic() - start
-        check_equal(e2e.connection_processes(server.process.pid), {},
+        check_equal(support.connection_processes(server.process.pid), {},
                     f"popd processes {waited:.1f} s after the pre-auth process stopped")
         check(waited > 3, f"ended after {waited:.1f} s, before the grace")
         s.close()
@@ -531,12 +531,12 @@ def test_monitor_ends_a_session_that_outlives_max_session(env):
         pop = __import__("poplib").POP3("127.0.0.1", server.port, timeout=20)
         pop.user("alice")
         pop.pass_("secret")
-        os.kill(e2e.connection_processes(server.process.pid)[ALICE_UID], signal.SIGSTOP)
+        os.kill(support.connection_processes(server.process.pid)[ALICE_UID], signal.SIGSTOP)
         start = time.monotonic()
-        while e2e.connection_processes(server.process.pid) and time.monotonic() - start < 30:
+        while support.connection_processes(server.process.pid) and time.monotonic() - start < 30:
             time.sleep(0.2)
         waited = time.monotonic() - start
-        check_equal(e2e.connection_processes(server.process.pid), {}, f"popd processes after {waited:.1f} s")
+        check_equal(support.connection_processes(server.process.pid), {}, f"popd processes after {waited:.1f} s")
         print(f"     a stopped session was ended {waited:.1f} s after login (--max-session 2)")
     # Its dotlock, if it made one, names a process that is gone.
     out, _ = env.run(login() + "STAT\r\nQUIT\r\n")

@@ -8,7 +8,7 @@
 
 #include <ctime>
 
-#include "tests/files.h"
+#include "tests/unit/files.h"
 
 using popd::mailbox::DotLock;
 using popd::mailbox::spool_directory_group;

@@ -5,7 +5,7 @@ lands where popd.8 says; a real account logs in through real PAM
 (/etc/pam.d/popd) with the command line of the installed units, port 110
 and 995; `dpkg --purge` removes popd and leaves the spool alone.
 
-Usage: tests/package.py
+Usage: tests/system/package.py
 """
 import glob
 import os
@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 
-sys.argv = sys.argv[:1] + ["/usr/sbin/popd"]  # e2e's POPD: the installed one
+sys.argv = sys.argv[:1] + ["/usr/sbin/popd"]  # support's POPD: the installed one
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import check, check_equal, client_form, make_mbox, wait_until_listening  # noqa: E402
+from support import free_port, sh, check, check_equal, client_form, make_mbox, wait_until_listening  # noqa: E402
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import TOP  # noqa: E402
 USER, PASSWORD = "popd-pkgtest", "pkg-Test-pw-1"
 SPOOL = f"/var/mail/{USER}"
 # Where popd.8 (FILES) says each file is.
@@ -33,12 +33,6 @@ FILES = ["/usr/sbin/popd", "/usr/share/man/man8/popd.8.gz", "/etc/pam.d/popd", "
          "/lib/systemd/system/pop3s.socket", "/lib/systemd/system/pop3s@.service",
          "/etc/xinetd.d/popd", "/etc/xinetd.d/pop3s", "/etc/fail2ban/filter.d/popd.conf",
          "/etc/fail2ban/jail.d/popd.conf", "/usr/lib/tmpfiles.d/popd.conf"]
-
-
-def sh(*args, **kw):
-    p = subprocess.run(list(args), capture_output=True, text=True, **kw)
-    check(p.returncode == 0, f"{args}: {p.stdout[-2000:]} {p.stderr[-2000:]}")
-    return p.stdout
 
 
 def unit_command(unit):
@@ -57,12 +51,6 @@ def unit_command(unit):
             words.append(word.replace("${POPD_TLS_CERT}", variables.get("POPD_TLS_CERT", ""))
                          .replace("${POPD_TLS_KEY}", variables.get("POPD_TLS_KEY", "")))
     return words
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(command):

@@ -16,7 +16,7 @@
 
 #include "io/ring.h"
 #include "params.h"
-#include "tests/files.h"
+#include "tests/unit/files.h"
 
 using popd::io::Ring;
 using popd::sys::UniqueFd;

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "mailbox/mbox.h"
-#include "tests/files.h"
-#include "tests/mboxes.h"
+#include "tests/unit/files.h"
+#include "tests/unit/mboxes.h"
 
 using namespace popd::mailbox;
 using namespace popd::testing;

@@ -6,7 +6,7 @@ Perl's Mail::POP3Client; plain, STLS and implicit TLS where the client has
 them; keeping mail on the server, deleting it, and fetching only new mail
 across sessions after new mail arrived.
 
-Usage: tests/clients.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
+Usage: tests/system/clients.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import os
 import poplib
@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402
-from e2e import SocketServer, check, check_equal, client_form, from_line, make_message, make_mbox  # noqa: E402
+import support  # noqa: E402
+from support import SocketServer, check, check_equal, client_form, from_line, make_message, make_mbox  # noqa: E402
 from security import client_context, tls_files  # noqa: E402
 
 COUNT = 12
@@ -282,7 +282,7 @@ def test_getmail6_mbox_keep_and_delete(env):
     # after the child ended (a zombie child, getmail in a futex wait; seen
     # with Debian 12's getmail6 and popd builds old and new alike): as root,
     # getmail runs as nobody instead, and delivers itself.
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if e2e.IS_ROOT else []
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if support.IS_ROOT else []
 
     def fetch(port, options):
         open(out, "w").close()
@@ -291,7 +291,7 @@ def test_getmail6_mbox_keep_and_delete(env):
                      f"[destination]\ntype = Mboxrd\npath = {out}\n\n"
                      "[options]\nverbose = 0\nreceived = false\ndelivered_to = false\n"
                      f"message_log_syslog = false\n{options}\n")
-        if e2e.IS_ROOT:
+        if support.IS_ROOT:
             for path in [home] + [os.path.join(home, f) for f in os.listdir(home)]:
                 os.chown(path, 65534, 65534)
         run(as_nobody + ["getmail", "--getmaildir", home, "--rcfile", "getmailrc"])
@@ -320,5 +320,5 @@ def test_getmail6_mbox_keep_and_delete(env):
 
 
 if __name__ == "__main__":
-    e2e.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "clients",
+    support.run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "clients",
                   sys.argv[2] if len(sys.argv) > 2 else "")

@@ -16,7 +16,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-verify_asan_link_order=0:detect_leaks=1}"
 if [ "$(id -u)" = 0 ]; then
   dir=$(mktemp -d /tmp/popd-e2e-unprivileged.XXXXXX)
   trap 'rm -rf "$dir"' EXIT
-  cp "$popd" "$here/e2e.py" "$dir/"
+  cp "$popd" "$here/e2e.py" "$here/support.py" "$dir/"
   chmod -R a+rX "$dir"
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
