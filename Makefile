@@ -29,7 +29,7 @@ HOOK_SOURCES = sys/mmap_hook.c++
 # The seccomp policy is compiled to BPF at build time (tools/), not linked.
 POLICY_SOURCES = server/seccomp_policy.c++
 LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES) $(POLICY_SOURCES),\
-               $(wildcard protocol/*.c++ mailbox/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
+               $(wildcard protocol/*.c++ mailbox/*.c++ mailbox/mbox/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
 TEST_SOURCES = $(wildcard tests/unit/*.c++)
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)
@@ -75,14 +75,14 @@ FUZZ_TARGETS = engine mbox base64 proxy
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   = -std=c++20 -g -O1 -iquote . -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++
-fuzz_sources_mbox   = mailbox/mbox.c++ mailbox/mbox_uids.c++ mailbox/line_scanner.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ sys/file.c++
+fuzz_sources_mbox   = mailbox/mbox/mbox.c++ mailbox/mbox/mbox_uids.c++ mailbox/mbox/line_scanner.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ sys/file.c++
 fuzz_sources_base64 = protocol/base64.c++
 fuzz_sources_proxy  = io/proxy.c++ sys/file.c++
 
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/%.o $(BUILD)/tests/fuzz/replay.o $(BUILD)/libpopd.a
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-build/fuzz/%: tests/fuzz/%.c++ $(LIB_SOURCES) $(wildcard */*.h) params.h
+build/fuzz/%: tests/fuzz/%.c++ $(LIB_SOURCES) $(wildcard */*.h */*/*.h) params.h
 	@mkdir -p $(dir $@)
 	clang++ $(FUZZ_FLAGS) -o $@ $< $(fuzz_sources_$*) -lcrypto -lxxhash
 

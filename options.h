@@ -16,7 +16,7 @@ namespace popd {
 struct Options {
   std::string mailbox = "/var/mail/%u";
   std::string journal = "%h/.popd-journal";
-  std::string index = "%h/.popd-index";  // mailbox/index.h
+  std::string index = "%h/.popd-index";  // mailbox/mbox/index.h
   mailbox::UidScheme uidl_scheme = mailbox::UidScheme::popd;
   std::string uidvalidity = "%h/.popd-uidvalidity";  // mailbox/uids.h
   // popd --list-uids MAILBOX: print the unique-ids and exit.

@@ -65,7 +65,7 @@ inline constexpr std::uint64_t commit_step_ceiling = 16 << 20;
 // a smaller one a thread costs more than it saves.
 inline constexpr std::uint64_t parallel_parse = 32 << 20;
 
-// The index (mailbox/index.h) is checked against the spool by reading each
+// The index (mailbox/mbox/index.h) is checked against the spool by reading each
 // message's From_ line, up to this many bytes of it: all of any real one.
 inline constexpr std::size_t index_from_bytes = 256;
 

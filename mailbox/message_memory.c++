@@ -12,7 +12,7 @@
 namespace popd::mailbox::message_memory {
 namespace {
 
-// Two threads parse a large mailbox (mailbox/mbox.h): one lock for both.
+// Two threads parse a large mailbox (mailbox/mbox/mbox.h): one lock for both.
 struct Pool {
   std::mutex mutex;
   struct Free {

@@ -19,6 +19,7 @@
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "params.h"
+#include "mailbox/mbox/spool.h"
 #include "server/descriptors.h"
 #include "server/handover.h"
 #include "server/log.h"
@@ -292,6 +293,7 @@ Login SystemLogin::open_mailbox() {
   auto expand = [&](const std::string& path_template) {
     return expand_path(path_template, account.name, account.home);
   };
+  // The one place a mailbox format is chosen: an mbox spool, so far.
   auto opened = mailbox::Spool::open(
       mailbox_, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)},
       options_.uidl_scheme, {.dotlock_held = dotlock_held, .shared = shared_spool_});

@@ -9,7 +9,7 @@
 #include "auth/account.h"
 #include "auth/pam.h"
 #include "sys/fd.h"
-#include "mailbox/spool.h"
+#include "mailbox/store.h"
 #include "options.h"
 #include "protocol/maildrop.h"
 
@@ -71,7 +71,7 @@ class SystemLogin final : public protocol::Authenticator {
   std::unique_ptr<auth::PamTransaction> pam_;  // the monitor's
   pid_t child_ = 0;                            // the monitor's: the session process
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
-  std::unique_ptr<mailbox::Spool> spool_;
+  std::unique_ptr<mailbox::Store> spool_;
 };
 
 }  // namespace popd::server

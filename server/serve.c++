@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "auth/privileges.h"
-#include "mailbox/spool.h"
+#include "mailbox/mbox/spool.h"
 #include "params.h"
 #include "server/client.h"
 #include "server/descriptors.h"

@@ -12,7 +12,7 @@
 #include <set>
 #include <string>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 
 using namespace popd::mailbox;
 

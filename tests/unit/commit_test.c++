@@ -12,7 +12,7 @@
 #include <string>
 
 #include "sys/fd.h"
-#include "mailbox/commit.h"
+#include "mailbox/mbox/commit.h"
 #include "mailbox/digest.h"
 #include "tests/unit/files.h"
 

@@ -12,7 +12,7 @@
 
 #include "sys/fd.h"
 #include "mailbox/file_window.h"
-#include "mailbox/spool.h"
+#include "mailbox/mbox/spool.h"
 #include "params.h"
 #include "tests/unit/files.h"
 #include "tests/unit/mboxes.h"

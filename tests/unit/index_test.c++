@@ -12,8 +12,8 @@
 
 #include "sys/fd.h"
 #include "mailbox/file_window.h"
-#include "mailbox/index.h"
-#include "mailbox/spool.h"
+#include "mailbox/mbox/index.h"
+#include "mailbox/mbox/spool.h"
 #include "params.h"
 #include "tests/unit/files.h"
 #include "tests/unit/mboxes.h"

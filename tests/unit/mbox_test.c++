@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 #include "params.h"
 #include "tests/unit/mboxes.h"
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 
 namespace popd::testing {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 #include "tests/unit/files.h"
 #include "tests/unit/mboxes.h"
 

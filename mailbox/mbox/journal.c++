@@ -1,4 +1,4 @@
-#include "mailbox/journal.h"
+#include "mailbox/mbox/journal.h"
 
 #include <fcntl.h>
 #include <sys/statfs.h>

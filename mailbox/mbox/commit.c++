@@ -1,4 +1,4 @@
-#include "mailbox/commit.h"
+#include "mailbox/mbox/commit.h"
 
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "mailbox/journal.h"
+#include "mailbox/mbox/journal.h"
 #include "params.h"
 #include "sys/file.h"
 

@@ -1,4 +1,4 @@
-#include "mailbox/line_scanner.h"
+#include "mailbox/mbox/line_scanner.h"
 
 namespace popd::mailbox {
 

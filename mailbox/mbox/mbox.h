@@ -17,44 +17,16 @@
 
 #include "mailbox/message_memory.h"
 #include "mailbox/uids.h"
+#include "mailbox/mbox/source.h"
 #include "params.h"
 #include "protocol/maildrop.h"
 
 namespace popd::mailbox {
 
-class ByteSource {
- public:
-  // Reads up to `size` bytes at `offset`; fewer only at the end of the data
-  // (or when a file shrank since its size was taken: the parser and the
-  // sender throw SpoolChanged then). Throws std::system_error when the data
-  // cannot be read.
-  virtual std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) = 0;
-  virtual std::uint64_t size() const = 0;
-
- protected:
-  ~ByteSource() = default;
-};
-
-class StringSource final : public ByteSource {
- public:
-  explicit StringSource(std::string_view data) : data_(data) {}
-  std::size_t read_at(std::uint64_t offset, char* buffer, std::size_t size) override;
-  std::uint64_t size() const override { return data_.size(); }
-
- private:
-  std::string_view data_;
-};
-
 struct NotMbox : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A read came back shorter than the size the source was opened with: the
-// file was cut short meanwhile (only a program that ignores the locks can
-// do that). Nothing read is trusted; the session refuses and writes nothing.
-struct SpoolChanged : std::system_error {
-  SpoolChanged() : std::system_error(EIO, std::generic_category(), "mailbox changed while it was read") {}
-};
 
 struct Message {
   std::uint64_t record_offset = 0;   // its "From " separator line
@@ -119,11 +91,6 @@ Mbox parse(ByteSource& source, UidScheme scheme = UidScheme::popd,
 // and the last known record again.
 Mbox parse_after(ByteSource& source, Mbox known, std::uint64_t parallel_from = params::parallel_parse);
 
-// Memory that send() reads a message into, kept by the caller from one
-// message to the next: a RETR of many large messages then allocates it
-// once, rather than a fresh block (that the kernel zeroes page by page)
-// for each. Empty until the first send() that needs it.
-using ReadBuffer = std::unique_ptr<char[]>;
 
 // Sends a message as the client sees it (see protocol::Maildrop::send),
 // reading it from `source` (into `buffer`), or from `content`: its bytes,

@@ -18,7 +18,7 @@
 
 #include <xxhash.h>
 
-#include "mailbox/commit.h"
+#include "mailbox/mbox/range.h"
 #include "mailbox/digest.h"
 #include "params.h"
 #include "sys/fd.h"

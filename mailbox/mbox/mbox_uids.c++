@@ -9,7 +9,7 @@
 
 #include <xxhash.h>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 
 namespace popd::mailbox {
 namespace {

@@ -1,4 +1,4 @@
-#include "mailbox/spool.h"
+#include "mailbox/mbox/spool.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 #include <system_error>
 
 #include "sys/file.h"
-#include "mailbox/commit.h"
+#include "mailbox/mbox/commit.h"
 #include "params.h"
 
 namespace popd::mailbox {

@@ -7,9 +7,10 @@
 
 #include "sys/fd.h"
 #include "mailbox/file_window.h"
-#include "mailbox/index.h"
+#include "mailbox/mbox/index.h"
 #include "mailbox/lock.h"
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
+#include "mailbox/store.h"
 #include "protocol/maildrop.h"
 
 namespace popd::mailbox {
@@ -26,16 +27,7 @@ class FileSource final : public ByteSource {
   std::uint64_t size_;
 };
 
-// How a session locks its spool.
-struct Locking {
-  // The monitor took the dotlock for this session; it keeps it fresh and
-  // removes it after.
-  bool dotlock_held = false;
-  // Other hosts lock this spool too (DotLock::acquire).
-  bool shared = false;
-};
-
-class Spool final : public protocol::Maildrop {
+class Spool final : public Store {
  public:
   struct Opened {
     protocol::Login::Outcome outcome = protocol::Login::Outcome::temporary;
@@ -45,11 +37,7 @@ class Spool final : public protocol::Maildrop {
   };
   // Locks, recovers and parses the mailbox at `path` for the calling user;
   // `scheme` gives the unique-ids.
-  struct Files {
-    std::string journal;      // the recovery journal of this mailbox
-    std::string index;        // its index (mailbox/index.h)
-    std::string uidvalidity;  // where a deleted X-IMAPbase's value is kept (mailbox/uids.h)
-  };
+  using Files = StateFiles;
   static Opened open(const std::string& path, const Files& files, UidScheme scheme = UidScheme::popd,
                      Locking locking = {});
 
@@ -60,11 +48,8 @@ class Spool final : public protocol::Maildrop {
   bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
             protocol::MessageSink& sink) override;
   bool commit(const std::vector<bool>& deleted, std::string& error) override;
-  // Call at least every minute: keeps the dotlock fresh.
-  void refresh_lock() { dotlock_.refresh(); }
-  // Call at the end, before the locks go: brings the index up to date.
-  // false: it could not be written (`error` says why); the spool is fine.
-  bool save_index(std::string& error);
+  void refresh_lock() override { dotlock_.refresh(); }
+  bool save_index(std::string& error) override;
 
  private:
   Spool() = default;

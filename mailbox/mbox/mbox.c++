@@ -1,4 +1,4 @@
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 
 #include <algorithm>
 #include <charconv>
@@ -11,7 +11,7 @@
 #include <xxhash.h>
 
 #include "mailbox/digest.h"
-#include "mailbox/line_scanner.h"
+#include "mailbox/mbox/line_scanner.h"
 #include "params.h"
 
 namespace popd::mailbox {

@@ -1,4 +1,4 @@
-#include "mailbox/commit.h"
+#include "mailbox/mbox/commit.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <ctime>
 
-#include "mailbox/journal.h"
+#include "mailbox/mbox/journal.h"
 #include "sys/file.h"
 
 namespace popd::mailbox {

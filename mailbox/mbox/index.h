@@ -15,7 +15,7 @@
 #include <optional>
 #include <string>
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/mbox.h"
 
 namespace popd::mailbox {
 

@@ -1,4 +1,4 @@
-#include "mailbox/index.h"
+#include "mailbox/mbox/index.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -14,7 +14,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "mailbox/mbox.h"
+#include "mailbox/mbox/source.h"
 #include "params.h"
 
 namespace popd::mailbox {

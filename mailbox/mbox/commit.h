@@ -16,12 +16,10 @@
 #include <utility>
 #include <vector>
 
+#include "mailbox/mbox/range.h"
+
 namespace popd::mailbox {
 
-struct Range {
-  std::uint64_t begin = 0;
-  std::uint64_t end = 0;
-};
 
 // Removes the sorted, disjoint `removed` ranges from the file open at `fd`
 // (locked by the caller). Bytes past the last range, including any the file
