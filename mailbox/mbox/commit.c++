@@ -71,10 +71,7 @@ bool commit_removal(int fd, const std::vector<Range>& removed, const std::string
     clear_pending(fd);
     return true;
   }
-  if (!named) {
-    clear_pending(fd);  // no journal: nothing took effect
-    return false;
-  }
+  if (!named) return false;
   int cause = errno;
   if (a_sync_failed) mark_failed_sync(journal);
   error = "deletions may have taken effect, but the disk did not confirm them (" + sys::error_text(cause) + "); " +
@@ -88,7 +85,12 @@ bool remove_ranges(int fd, const std::vector<Range>& removed, const std::string&
   if (removed.empty()) return true;
   SignalsDeferred deferred;
   a_sync_failed = false;
-  return commit_removal(fd, removed, journal, error);
+  if (commit_removal(fd, removed, journal, error)) return true;
+  // No journal named: nothing took effect. (Not in commit_removal, which a
+  // recovery also calls while its own journal is still there.)
+  struct stat st;
+  if (::lstat(journal.c_str(), &st) != 0 && errno == ENOENT) clear_pending(fd);
+  return false;
 }
 
 }  // namespace popd::mailbox

@@ -66,6 +66,12 @@ bool same_file_id(const FileId& recorded, const FileId& now) {
 
 std::string failed_sync_marker(const std::string& journal) { return journal + ".sync-failed"; }
 
+std::string failed_sync_marker_of_this_boot(const std::string& journal) {
+  std::string boot = this_boot();
+  if (!boot.empty() && boot.back() == '\n') boot.pop_back();
+  return failed_sync_marker(journal) + "." + boot;
+}
+
 std::string this_boot() {
   sys::UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
   char id[64] = {};
@@ -85,7 +91,8 @@ void mark_failed_sync(const std::string& journal) {
   bool written = fd && sys::write_all(fd.get(), this_boot()) && ::fsync(fd.get()) == 0;
   if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
     ::unlink(temporary.c_str());
-    fd.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    fd.reset(::open(failed_sync_marker_of_this_boot(journal).c_str(),
+                    O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
   }
   sys::sync_directory_of(path);
 }
@@ -229,8 +236,11 @@ Resume Journal::resume() const {
 bool Journal::marker_in_place() const {
   std::array<char, sizeof header_.marker> found{};
   std::uint64_t n = marker_length(header_);
-  return sys::pread_all(fd_, found.data(), n, header_.kept_end) &&
-         std::memcmp(found.data(), header_.marker.data(), n) == 0;
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return !(unreadable_ = true);
+  if (static_cast<std::uint64_t>(st.st_size) < header_.kept_end + n) return false;  // cut there
+  if (!sys::pread_all(fd_, found.data(), n, header_.kept_end)) return !(unreadable_ = true);
+  return std::memcmp(found.data(), header_.marker.data(), n) == 0;
 }
 
 Fit Journal::fits_from(const Resume& from) const {
@@ -347,11 +357,12 @@ bool Journal::record(std::uint64_t index, const Digest::Value& tag) {
 }
 
 bool Journal::read_record(std::uint64_t index, Progress& found) const {
-  if (!pread_value(journal_fd_.get(), found, layout_.progress + index * progress_block)) return false;
+  // The journal is as long as its layout (Journal::open checks): a failed
+  // read is the disk's, not an absent record.
+  if (!pread_value(journal_fd_.get(), found, layout_.progress + index * progress_block)) return !(unreadable_ = true);
   Progress expected = progress_record(index, found.journal);
   return std::memcmp(&found, &expected, sizeof found) == 0;
 }
-
 
 bool Journal::recorded(std::uint64_t index, const Digest::Value& tag) const {
   Progress found;

@@ -141,6 +141,9 @@ bool same_file_id(const FileId& recorded, const FileId& now);
 // file beside the journal holds the boot's id, and no journal is acted on
 // until the system has restarted (or an administrator removes the file).
 std::string failed_sync_marker(const std::string& journal);
+// Where the marker cannot be written, an empty file whose name holds the
+// boot's id says the same: making it needs no data written.
+std::string failed_sync_marker_of_this_boot(const std::string& journal);
 // A sync failed since the last reset (remove_ranges and recover reset it):
 // the journal left behind gets the marker.
 extern bool a_sync_failed;
@@ -308,8 +311,6 @@ struct Bindings {
 enum class Fit { yes, differs, unreadable };
 
 // The journal's parts, where they are.
-
-// The journal's parts, where they are.
 struct Layout {
   std::uint64_t ranges, steps, bindings, sources, checksum, saved, slot, progress, size;
 
@@ -364,6 +365,9 @@ class Journal {
   bool marked() const { return recorded(marker_index(), sum_); }
   // The marker is at the new end: the file was not truncated since.
   bool marker_in_place() const;
+  // A record or the marker could not be read (EIO): what the journal says
+  // is not known, and nothing may be concluded from a record not found.
+  bool unreadable() const { return unreadable_; }
   void adopt(sys::UniqueFd journal_fd) { journal_fd_ = std::move(journal_fd); }
 
   // Version 5: what the plan expects of the mailbox, from the mailbox as it
@@ -428,6 +432,7 @@ class Journal {
   Digest::Value sum_{};
   Bindings bindings_{};                  // version 5
   std::vector<Digest::Value> sources_;  // version 5: of each step, the bytes it puts in place
+  mutable bool unreadable_ = false;
 };
 
 // The plan must describe a commit popd could have made of this header.

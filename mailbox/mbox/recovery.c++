@@ -17,37 +17,34 @@ namespace {
 
 using namespace journal;
 
-// Whether `st` changed before this boot began.
-bool before_this_boot(const struct stat& st) {
-  timespec now{}, up{};
-  if (::clock_gettime(CLOCK_REALTIME, &now) != 0 || ::clock_gettime(CLOCK_BOOTTIME, &up) != 0) return false;
-  return st.st_ctim.tv_sec < now.tv_sec - up.tv_sec;
-}
-
-// A refusal while the marker says a sync failed in this boot; nullopt when
+// A refusal while a marker says a sync failed in this boot; nullopt when
 // there is none, or one of an earlier boot, which is removed (the disk
-// holds what it holds now).
+// holds what it holds now). Without a boot id to compare (no /proc), or a
+// marker that cannot be read or is empty, it holds.
 std::optional<RecoveryResult> held_by_failed_sync(const std::string& journal) {
-  std::string path = failed_sync_marker(journal);
-  sys::OwnFile marker = sys::open_own_file(path, O_RDONLY, ::geteuid());
-  if (!marker.fd && marker.refused.empty() && marker.error == ENOENT) return std::nullopt;
-  if (!marker.fd)
-    return RecoveryResult{false, path + ": " + (marker.refused.empty() ? sys::error_text(marker.error) : marker.refused) +
-                                     "; recovery journal " + journal + " not applied",
-                          "Mailbox cannot be checked for an interrupted commit, try again later"};
-  char boot[64] = {};
-  ssize_t n = ::read(marker.fd.get(), boot, sizeof boot - 1);
-  std::string now = this_boot();
-  bool earlier = n > 0 ? !now.empty() && std::string(boot, n) != now : n == 0 && before_this_boot(marker.st);
-  if (earlier) {
-    ::unlink(path.c_str());
-    sys::sync_directory_of(path);
-    return std::nullopt;
+  std::string path = failed_sync_marker(journal), now = this_boot();
+  struct stat st;
+  bool held = !now.empty() && ::lstat(failed_sync_marker_of_this_boot(journal).c_str(), &st) == 0;
+  if (!held) {
+    sys::OwnFile marker = sys::open_own_file(path, O_RDONLY, ::geteuid());
+    if (!marker.fd && marker.refused.empty() && marker.error == ENOENT) return std::nullopt;
+    if (!marker.fd)
+      return RecoveryResult{false,
+                            path + ": " + (marker.refused.empty() ? sys::error_text(marker.error) : marker.refused) +
+                                "; recovery journal " + journal + " not applied",
+                            "Mailbox cannot be checked for an interrupted commit, try again later"};
+    char boot[64] = {};
+    ssize_t n = ::read(marker.fd.get(), boot, sizeof boot - 1);
+    if (n > 0 && !now.empty() && std::string(boot, n) != now) {
+      ::unlink(path.c_str());
+      sys::sync_directory_of(path);
+      return std::nullopt;
+    }
   }
   return RecoveryResult{false,
                         "a sync of recovery journal " + journal + " or of the mailbox failed in this boot; what is "
                         "read back may not be what the disk holds: left alone until the system restarts, or " + path +
-                            " is removed",
+                            "* is removed",
                         "Mailbox waits for the disk to be checked"};
 }
 
@@ -104,6 +101,9 @@ RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const st
   struct stat st;
   if (::fstat(fd, &st) != 0) return {false, "cannot stat mailbox: " + sys::error_text(errno)};
   std::uint64_t size = st.st_size;
+  auto cannot_read = [&] {
+    return RecoveryResult{false, "cannot read recovery journal " + path + " or the mailbox: " + sys::error_text(errno)};
+  };
   auto cannot_complete = [] { return RecoveryResult{false, "cannot complete an interrupted commit: " + sys::error_text(errno)}; };
   auto drop_journal = [&](const std::string& done) {
     if (!remove_journal(path)) return RecoveryResult{false, "cannot remove recovery journal " + path};
@@ -112,11 +112,13 @@ RecoveryResult recover_rolled_forward(int fd, sys::UniqueFd journal_fd, const st
   };
 
   bool marked = journal->marked();
-  if (marked && !journal->marker_in_place())  // every step done, the marker since cut or overwritten
-    return drop_journal("completed an interrupted commit");
+  bool cut = marked && !journal->marker_in_place();
+  if (journal->unreadable()) return cannot_read();
+  if (cut) return drop_journal("completed an interrupted commit");  // every step done, the marker since cut or overwritten
   if (size < header.end) return does_not_fit(path, "the mailbox is shorter than the plan");
   if (!marked) {
     Resume from = journal->resume();
+    if (journal->unreadable()) return cannot_read();
     if (from.damaged) return {false, damaged};
     if (journal->bound()) {
       // Its record written again and durable first.

@@ -11,6 +11,8 @@
 //                     pending: each 512-byte sector of a pending write is
 //                     undone or kept at random (seeded by FAULT_AT), and the
 //                     directory kept only its changes up to a random one;
+//   FAULT_BAD_SECTORS=PATH  reads of PATH at 4096-aligned offsets but the
+//                     first fail with EIO (see pread64 below).
 //   FAULT_MODE=fail   makes the call fail with FAULT_ERRNO (default ENOSPC),
 //                     and every later one too if FAULT_PERSIST=1. With
 //                     FAULT_LOSE=FILE, a failed fsync also loses what it was
@@ -316,6 +318,20 @@ bool exists(const char* path) {
 }  // namespace
 
 extern "C" {
+
+// FAULT_BAD_SECTORS=PATH: reads of PATH at a non-zero multiple of 4096
+// (where a journal keeps its slots and progress records) fail with EIO,
+// as over a bad sector. Not counted as points.
+ssize_t pread64(int fd, void* buffer, size_t size, off_t offset) {
+  static const char* bad = getenv("FAULT_BAD_SECTORS");
+  if (bad && offset > 0 && offset % 4096 == 0 && path_of(fd) == bad) {
+    errno = EIO;
+    return -1;
+  }
+  return real<ssize_t (*)(int, void*, size_t, off_t)>("pread64")(fd, buffer, size, offset);
+}
+
+ssize_t pread(int fd, void* buffer, size_t size, off_t offset) { return pread64(fd, buffer, size, offset); }
 
 ssize_t pwrite64(int fd, const void* data, size_t size, off_t offset) {
   Guard g;

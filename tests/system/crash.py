@@ -24,6 +24,8 @@
 
 Usage: tests/system/crash.py PATH-TO-POPD PATH-TO-LIBFAULTS [TEST-NAME-SUBSTRING]
 """
+import errno
+import glob
 import os
 import random
 import shutil
@@ -99,16 +101,25 @@ class Commit:
         out, _ = self.env.run(login() + "STAT\r\nQUIT\r\n")
         marker = self.journal + ".sync-failed"
         if "Mailbox waits for the disk to be checked" in out:
-            check(os.path.exists(marker), "refused for a failed sync, but there is no marker")
+            check(glob.glob(glob.escape(marker) + "*"), "refused for a failed sync, but there is no marker")
             check(restarts is not None, "a failed sync where none was injected: " + out)
             restarts.append(1)
-            with open(marker, "w") as f:
-                f.write("an earlier boot\n")
+            restart(self.journal)
             out, _ = self.env.run(login() + "STAT\r\nQUIT\r\n")
         check("+OK maildrop has" in out, "next session: " + out)
         check(not os.path.exists(self.journal), "journal still there after recovery")
         check(not os.path.exists(marker), "the marker of an earlier boot is still there")
         return open(self.env.mailbox(), "rb").read()
+
+
+def restart(journal):
+    """What a restart does to the failed-sync markers beside `journal`: the
+    boot id they hold, or that names them, is an earlier boot's now."""
+    for name in glob.glob(glob.escape(journal) + ".sync-failed.*"):
+        os.unlink(name)
+    if os.path.exists(journal + ".sync-failed"):
+        with open(journal + ".sync-failed", "w") as f:
+            f.write("an earlier boot\n")
 
 
 APPEND = ("import fcntl, sys\nwith open(sys.argv[1], 'ab') as f:\n    fcntl.lockf(f, fcntl.LOCK_EX)\n"
@@ -511,12 +522,60 @@ def test_unreadable_home_and_empty_marker(env):
     commit.reset()
     out = commit.run(FAULT_AT=sync, FAULT_MODE="fail", FAULT_ERRNO=5, FAULT_PERSIST=1)
     check("may have taken effect" in out.rstrip().split("\r\n")[-1], out[-300:])
-    marker = commit.journal + ".sync-failed"
-    check(os.path.exists(marker), "no failed-sync marker")
+    markers = glob.glob(glob.escape(commit.journal) + ".sync-failed*")
+    check(markers, "no failed-sync marker")
     out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
     check("-ERR [SYS/TEMP] Mailbox waits for the disk to be checked" in out, out)
-    print(f"     home mode 000: refused; every call failing from a record's sync: a marker of "
-          f"{os.path.getsize(marker)} bytes, refused")
+    restart(commit.journal)
+    check(commit.state_after_next_session() == commit.committed, "the mailbox after the restart")
+    print(f"     home mode 000: refused; every call failing from a record's sync: "
+          f"{', '.join(os.path.basename(m) for m in markers)}, refused until a restart, then committed")
+
+
+def test_journal_on_bad_sectors_is_kept(env):
+    """A commit killed mid-step; the next session cannot read the journal's
+    progress records (EIO, a bad sector): refused, the journal kept, the
+    mailbox untouched; once the journal reads again, the commit completes."""
+    pick = lambda calls, commit: [n for n, call, what in calls
+                                  if call == "pwrite" and what.startswith(env.mailbox() + " ")][5]
+    commit = killed_at(env, 21, pick)
+    half_moved = open(env.mailbox(), "rb").read()
+    out = commit.run(login() + "STAT\r\nQUIT\r\n", FAULT_BAD_SECTORS=commit.journal)
+    check("-ERR [SYS/TEMP]" in out and "maildrop has" not in out, out)
+    check(os.path.exists(commit.journal), "the journal it could not read was removed")
+    check_equal(open(env.mailbox(), "rb").read(), half_moved, "the mailbox while the journal cannot be read")
+    check(commit.state_after_next_session() == commit.committed, "the mailbox once the journal reads again")
+
+
+def test_failed_recovery_keeps_the_pending_mark(env):
+    """Killed before the truncate, a message delivered, and the recovery's
+    own journal cannot be made (a full home): the old journal stays, and so
+    does the mailbox's mark, so that an empty mount point in place of the
+    home is still refused. Back, the commit completes with the new mail."""
+    commit = killed_at(env, 21, first_call("ftruncate", env.mailbox()))
+    new = b"From late@example.org Mon Jan  1 00:00:00 2024\nSubject: new\n\nnew\n\n"
+    deliver_as_mda(env, new)
+    out = commit.run(login() + "STAT\r\nQUIT\r\n", FAULT_SCOPE=commit.journal + ".new", FAULT_AT=2,
+                     FAULT_MODE="fail", FAULT_ERRNO=28, FAULT_PERSIST=1)
+    check("-ERR [SYS/TEMP]" in out, out)
+    check(os.path.exists(commit.journal), "the journal is gone after the failed recovery")
+    try:
+        os.getxattr(env.mailbox(), "user.popd.journal")
+    except OSError as e:
+        if e.errno == errno.ENOTSUP:
+            print("     (no user extended attributes here: the mark is not tested)")
+            return
+        raise AssertionError(f"the mark is gone after the failed recovery: {e}")
+    home = env.dir + "/home/alice"
+    os.rename(home, home + ".away")
+    os.mkdir(home, 0o755)  # an empty mount point
+    try:
+        out, _ = env.run(login() + "STAT\r\nQUIT\r\n")
+        check("-ERR [SYS/TEMP] Mailbox cannot be checked for an interrupted commit" in out, out)
+    finally:
+        os.rmdir(home)
+        os.rename(home + ".away", home)
+    check(commit.state_after_next_session() == commit.committed + new, "the mailbox once the home is back")
 
 
 def test_home_unavailable_after_a_crash(env):
@@ -577,8 +636,7 @@ def test_failed_sync_then_power_cut(env):
             f.seek(int(offset))
             f.write(bytes.fromhex(old))
             f.truncate(int(old_size))
-    with open(commit.journal + ".sync-failed", "w") as f:  # the restart
-        f.write("an earlier boot\n")
+    restart(commit.journal)
     check_equal(commit.state_after_next_session(), commit.committed, "the mailbox after the restart")
 
 
