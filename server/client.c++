@@ -26,12 +26,16 @@ std::optional<std::string> client_address(const Options& options) {
   return source->empty() ? peer : *source;  // a health check of the proxy's own
 }
 
+void answer_configuration_error(const Options& options) {
+  if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+}
+
 std::optional<std::unique_ptr<io::TlsContext>> load_tls(const Options& options) {
   std::unique_ptr<io::TlsContext> tls;
   std::string error;
   if (options.tls_configured() && !(tls = io::TlsContext::load(options.tls, error))) {
     syslog(LOG_ERR, "TLS configuration: %s", error.c_str());
-    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    answer_configuration_error(options);
     return std::nullopt;
   }
   return tls;

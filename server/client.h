@@ -20,6 +20,10 @@ namespace popd::server {
 // only). nullopt: the connection must be closed; that is logged.
 std::optional<std::string> client_address(const Options& options);
 
+// Tells a plain client that the server is misconfigured (with implicit
+// TLS nothing can be said before the handshake); the cause is logged.
+void answer_configuration_error(const Options& options);
+
 // The TLS context of the options (nullptr without TLS), loaded while popd
 // may still be root; nullopt, logged and answered, if it does not load.
 std::optional<std::unique_ptr<io::TlsContext>> load_tls(const Options& options);

@@ -97,7 +97,8 @@ std::string encode_reply(const Login& login) {
 }
 
 std::optional<Login> decode_reply(std::string_view message) {
-  if (message.size() < 2 || message[0] > static_cast<char>(Login::Outcome::handed_off)) return std::nullopt;
+  if (message.size() < 2 || message[0] < 0 || message[0] > static_cast<char>(Login::Outcome::handed_off))
+    return std::nullopt;
   Login login;
   login.outcome = static_cast<Login::Outcome>(message[0]);
   login.close = message[1] == '1';
@@ -143,6 +144,10 @@ const char* mechanism_name(Mechanism mechanism) { return mechanism == Mechanism:
 Mechanism mechanism_of(std::string_view name) {
   return name == "sasl-plain" ? Mechanism::sasl_plain : Mechanism::user;
 }
+
+std::string encode_lock_request() { return std::string(1, static_cast<char>(Tag::lock)); }
+
+bool is_lock_request(std::string_view message) { return message == encode_lock_request(); }
 
 std::string encode_lock_answer(Tag answer, std::string_view text) {
   std::string message(1, static_cast<char>(answer));

@@ -50,8 +50,9 @@ enum class Mechanism : char { user = 'U', sasl_plain = 'P' };
 // One message, with up to two descriptors (SCM_RIGHTS); false if it did
 // not go whole. Retries EINTR until a termination signal came.
 bool send(int channel, std::string_view data, std::span<const int> fds = {});
-// Up to `size` bytes; nullopt when the other side is gone or the message
-// was cut. Passed descriptors land in `fds`, or are closed if it is null.
+// One message of up to `size` bytes (without: the largest there is, a
+// login request); nullopt when the other side is gone or the message was
+// cut. Passed descriptors land in `fds`, or are closed if it is null.
 std::optional<std::string> receive(int channel, std::vector<sys::UniqueFd>* fds = nullptr);
 std::optional<std::string> receive(int channel, std::vector<sys::UniqueFd>* fds, std::size_t size);
 
@@ -93,7 +94,9 @@ const char* mechanism_name(Mechanism mechanism);
 Mechanism mechanism_of(std::string_view name);
 
 // --- the lock channel
+std::string encode_lock_request();
 std::string encode_lock_answer(Tag answer, std::string_view text = {});
+bool is_lock_request(std::string_view message);
 struct LockAnswer {
   Tag tag;
   std::string text;

@@ -1,6 +1,5 @@
 #include "server/login.h"
 
-#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,7 +14,6 @@
 
 #include "auth/pam.h"
 #include "auth/privileges.h"
-#include "io/connection.h"
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "params.h"
@@ -101,36 +99,33 @@ std::optional<Login> lock_for_session(const std::string& mailbox, const auth::Ac
 // nothing: it cannot have its connection.
 void answer_lock_request(int channel, const std::string& mailbox, const Account& account, bool shared,
                          SessionLock& lock) {
-  char request;
-  if (!sys::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin) ||
-      ::recv(channel, &request, 1, 0) != 1 || request != static_cast<char>(handover::Tag::lock))
-    return;
-  auto refused = lock_for_session(mailbox, account, shared, lock);
   using handover::Tag;
+  if (!sys::wait_readable(channel, std::chrono::steady_clock::now() + params::handover_wait + params::local_margin))
+    return;
+  auto request = handover::receive(channel);
+  if (!request || !handover::is_lock_request(*request)) return;
+  auto refused = lock_for_session(mailbox, account, shared, lock);
   Tag answer = refused ? (refused->outcome == Outcome::in_use ? Tag::lock_busy : Tag::lock_failed)
                : lock.lock.held() ? Tag::lock_held
                                   : Tag::lock_none;
-  std::string message = handover::encode_lock_answer(answer, refused ? refused->text : "");
-  ::send(channel, message.data(), message.size(), MSG_NOSIGNAL);
+  handover::send(channel, handover::encode_lock_answer(answer, refused ? refused->text : ""));
 }
 
 // The session's side: asks, and waits as long as the monitor may wait for
 // the dotlock. A refusal comes back for the client.
 std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   using handover::Tag;
-  const char request = static_cast<char>(Tag::lock);
-  char answer[512];
-  ssize_t n = -1;
-  if (::send(channel, &request, 1, MSG_NOSIGNAL) == 1 &&
+  std::optional<std::string> message;
+  if (handover::send(channel, handover::encode_lock_request()) &&
       sys::wait_readable(channel, std::chrono::steady_clock::now() + params::lock_wait + params::local_margin))
-    n = ::recv(channel, answer, sizeof answer, 0);
-  auto decoded = n > 0 ? handover::decode_lock_answer({answer, static_cast<std::size_t>(n)}) : std::nullopt;
-  if (!decoded) return cannot_start();
-  switch (decoded->tag) {
+    message = handover::receive(channel);
+  auto answer = message ? handover::decode_lock_answer(*message) : std::nullopt;
+  if (!answer) return cannot_start();
+  switch (answer->tag) {
     case Tag::lock_held: dotlock_held = true; return std::nullopt;
     case Tag::lock_none: return std::nullopt;
-    case Tag::lock_busy: return Login{Outcome::in_use, decoded->text, nullptr, true};
-    default: return Login{Outcome::temporary, decoded->text, nullptr, true};
+    case Tag::lock_busy: return Login{Outcome::in_use, answer->text, nullptr, true};
+    default: return Login{Outcome::temporary, answer->text, nullptr, true};
   }
 }
 
@@ -256,7 +251,7 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
     child_ = child;
     pam_ = std::move(pam);
     lock_channel_ = std::move(monitor_end);
-    return {Role::monitor, {}};
+    return {Role::supervisor, {}};
   }
   sys::logged_in();  // --max-session from here, not --login-timeout
   pam->abandon();
@@ -313,7 +308,7 @@ Login SystemLogin::login(std::string_view user, std::string_view password) {
   Started started = start(user, password);
   switch (started.role) {
     case Role::refused: return started.login;
-    case Role::monitor: supervise();
+    case Role::supervisor: supervise();  // never returns
     case Role::session: break;
   }
   enter_session();

@@ -24,7 +24,7 @@ class SystemLogin final : public protocol::Authenticator {
   // Which process start() returned in.
   enum class Role {
     refused,  // this one, with nothing started: the reply is for the client
-    monitor,  // this one, the session process forked: call supervise()
+    supervisor,  // this one, the session process forked: call supervise()
     session,  // the child, still root: call enter_session(), then open_mailbox()
   };
   struct Started {

@@ -90,7 +90,7 @@ int run_monitor(const Options& options) {
   auto account = unprivileged_account(options, error);
   if (!account || !prepare_directory(options.privsep_dir, error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
-    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    answer_configuration_error(options);
     return 1;
   }
   int channel[2];
@@ -145,7 +145,7 @@ int run_monitor(const Options& options) {
     SystemLogin::Started started = login.start(asked.user, asked.password);
     explicit_bzero(asked.password.data(), asked.password.size());
     switch (started.role) {
-      case SystemLogin::Role::monitor: {
+      case SystemLogin::Role::supervisor: {
         // The pre-auth process gets its end of the hand-over socket.
         Login handed{Login::Outcome::handed_off, "", nullptr, false};
         const int passed[] = {relay_end.get()};
@@ -153,7 +153,7 @@ int run_monitor(const Options& options) {
         session_end.reset();
         relay_end.reset();
         monitor.reset();
-        login.supervise(pre_auth);
+        login.supervise(pre_auth);  // never returns
       }
       case SystemLogin::Role::session:
         // The session keeps only its end; the rest is closed by number there.

@@ -102,7 +102,7 @@ int run_pre_auth(int channel, const Options& options, const Unprivileged& accoun
   std::string error;
   if (!drop_to(account, options.privsep_dir, error) || !confine_pre_auth(error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());
-    if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] Server configuration error\r\n");
+    answer_configuration_error(options);
     handover::send(channel, handover::encode_end_report(Ending::lost, false));
     return 1;
   }

@@ -1,4 +1,6 @@
-// Whole-buffer reads and writes that retry short transfers and EINTR.
+// Files: whole-buffer reads and writes that retry short transfers and
+// EINTR, directories and who may change them, waiting for input, and the
+// rule by which a per-user state file is trusted (open_own_file).
 #pragma once
 
 #include <sys/stat.h>

@@ -176,7 +176,7 @@ def check_equal(got, expected, what=""):
         raise AssertionError(f"{what}\n  got:      {got!r}\n  expected: {expected!r}")
 
 
-# --- tests ----------------------------------------------------------------
+# --- servers and processes ----------------------------------------------
 
 
 def wait_until_listening(port):
