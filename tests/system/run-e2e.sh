@@ -21,6 +21,7 @@ if [ "$(id -u)" = 0 ]; then
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
+/usr/bin/python3 "$here/recovery.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
 /usr/bin/python3 "$here/hardening.py" "$popd" "$shim" "$pam_module"
 /usr/bin/python3 "$here/pipelining.py" "$popd"
