@@ -61,7 +61,7 @@ def certificate():
     cert, key = f"{WORK}/cert.pem", f"{WORK}/key.pem"
     if not os.path.exists(cert):
         sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "30",
-           "-keyout", key, "-out", cert, capture_output=True)
+           "-keyout", key, "-out", cert)
     return cert, key
 
 
