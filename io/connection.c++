@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -25,6 +26,11 @@ namespace popd::io {
 using Clock = std::chrono::steady_clock;
 constexpr auto tick_interval = std::chrono::seconds(60);
 
+
+void send_without_delay(int fd) {
+  int on = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);  // fails harmlessly on a pipe or a Unix socket
+}
 
 Connection::Connection(int in, int out, std::chrono::seconds idle_timeout)
     : in_(in), out_(out), idle_timeout_(idle_timeout), last_tick_(Clock::now()) {

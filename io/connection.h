@@ -22,6 +22,11 @@ namespace popd::io {
 // socket, else empty.
 std::string peer_address(int fd);
 
+// On a TCP socket, sends each write at once (TCP_NODELAY): replies are
+// written in whole blocks, and the last segment of a multi-line reply must
+// not wait for the client's delayed ACK (40 ms on Linux). Nothing elsewhere.
+void send_without_delay(int fd);
+
 class Connection final : public protocol::Output {
  public:
   Connection(int in, int out, std::chrono::seconds idle_timeout);

@@ -66,6 +66,8 @@ int list_uids(const Options& options) {
 int serve(const Options& options) {
   if (!options.list_uids.empty()) return list_uids(options);
   settle_standard_descriptors();
+  // Once, on the socket every process of the connection shares.
+  io::send_without_delay(STDOUT_FILENO);
   ::signal(SIGPIPE, SIG_IGN);  // a gone client shows as EPIPE
   sys::stop_on_termination_signals();
   sys::limit_session(std::chrono::seconds(options.max_session_seconds));

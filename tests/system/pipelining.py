@@ -206,6 +206,56 @@ def session_layout(env, args, wrap=None):
         return processes, f"socket:[{inode}]" in fds
 
 
+def list_latencies(env, args=(), tls=False, sessions=20, messages=10_000):
+    """The time from LIST to the end of its reply, in ms, one LIST in each
+    of `sessions` sessions over loopback TCP."""
+    env.write_mailbox("".join(f"From s@example.org Mon Jan  1 00:00:00 2024\nSubject: {i}\n\nbody {i}\n\n"
+                              for i in range(messages)).encode())
+    latencies = []
+    with SocketServer(env, args) as server:
+        for _ in range(sessions):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            conn = client_context().wrap_socket(raw) if tls else raw
+            try:
+                def read_until(end):
+                    data = b""
+                    while not data.endswith(end):
+                        chunk = conn.recv(1 << 16)
+                        check(chunk, f"the connection ended after {data[-200:]!r}")
+                        data += chunk
+                    return data
+                data = read_until(b"\r\n")
+                conn.sendall(login().encode())
+                while data.count(b"\r\n") < 3:  # the greeting, USER's and PASS's replies
+                    data += read_until(b"\r\n")
+                check(b"+OK maildrop has" in data, data)
+                start = time.perf_counter()
+                conn.sendall(b"LIST\r\n")
+                reply = read_until(b"\r\n.\r\n")
+                latencies.append((time.perf_counter() - start) * 1000)
+                check_equal(reply.count(b"\r\n"), messages + 2, "lines of the LIST reply")
+                conn.sendall(b"QUIT\r\n")
+            finally:
+                conn.close()
+    return latencies
+
+
+def check_no_delayed_ack(latencies, what):
+    """A reply that waits for the client's delayed ACK (Nagle) takes 40 ms
+    more than the rest: without TCP_NODELAY, about half of them do."""
+    stalled = [round(l) for l in latencies if l >= 40]
+    print(f"     {what}: LIST of 10,000 messages, 20 sessions: median {sorted(latencies)[len(latencies) // 2]:.1f} ms, "
+          f"{len(stalled)} at 40 ms or more")
+    check(len(stalled) <= 2, f"{what}: replies waited for a delayed ACK: {stalled}")
+
+
+def test_multiline_reply_waits_for_no_ack(env):
+    """TCP_NODELAY on the client's socket: the end of a multi-line reply
+    goes out at once, plain and through the TLS relay."""
+    check_no_delayed_ack(list_latencies(env), "plain")
+    check_no_delayed_ack(list_latencies(env, tls_files(env) + ["--tls-implicit"], tls=True), "implicit TLS")
+
+
 def test_session_holds_the_plain_socket(env):
     """Without TLS the session process serves the client's socket itself:
     no relay process remains (not even a zombie)."""
