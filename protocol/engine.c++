@@ -510,6 +510,7 @@ void Engine::retr(std::string_view args) {
   if (arg.empty() || !args.empty()) return err("Syntax: RETR message");
   std::size_t index = 0;
   if (!message_number(arg, index)) return;
+  if (!maildrop_->verify(index)) return abort("[SYS/TEMP] Mailbox changed since it was indexed, try again");
   std::uint64_t size = maildrop_->size(index);
   ok(std::to_string(size) + " octets");
   send_message(index, std::nullopt);
@@ -526,6 +527,7 @@ void Engine::top(std::string_view args) {
   if (!parse_number(lines_arg, lines)) return err("Invalid number of lines");
   std::size_t index = 0;
   if (!message_number(arg, index)) return;
+  if (!maildrop_->verify(index)) return abort("[SYS/TEMP] Mailbox changed since it was indexed, try again");
   ok("top of message follows");
   send_message(index, lines);
   if (!closed()) ++stats_.top_messages;

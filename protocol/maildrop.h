@@ -49,6 +49,10 @@ class Maildrop {
   // Appends the unique-id to `out`: a UIDL listing of many messages builds
   // each line without a string of its own.
   virtual void append_uid(std::size_t index, std::string& out) const { out += uid(index); }
+  // Whether message `index` is still where the maildrop says, checked
+  // before a reply about it begins; false ends the session with
+  // [SYS/TEMP] (the maildrop has dropped what misled it).
+  virtual bool verify(std::size_t) { return true; }
   // Sends the whole message, or with body_lines, its header, the empty line
   // and that many lines of the body. false: it could not be read in full,
   // the reply is broken and the session must end.

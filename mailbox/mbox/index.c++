@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -43,6 +44,11 @@ struct Entry {
 static_assert(sizeof(Entry) == 72 && sizeof(Header) == 128, "no padding in the index");
 
 constexpr std::uint64_t validity_known = std::uint64_t{1} << 32;
+// Saved within a timestamp tick of the spool's last change: verify in full.
+constexpr std::uint64_t racy = std::uint64_t{1} << 33;
+// The spool's times may come from a coarse clock, a tick apart: anything
+// closer than this to the save is racy.
+constexpr std::int64_t racy_nanoseconds = 2'000'000'000;
 
 using Checksum = std::array<unsigned char, sizeof(XXH128_canonical_t)>;
 
@@ -130,11 +136,12 @@ struct FromLine {
 // TLB), and two threads were slower than one. Where no window can be
 // mapped (a file system without mmap), each line is read instead: a
 // little slower, still far less than a parse.
-bool records_unchanged(int fd, std::uint64_t size, const Messages& messages) {
+bool records_unchanged(int fd, std::uint64_t size, const Messages& messages, std::size_t first = 0) {
   FileWindow window;
   bool mappable = true;
   char read[params::index_from_bytes + 1];
-  for (const Message& m : messages) {
+  for (std::size_t i = first; i < messages.size(); ++i) {
+    const Message& m = messages[i];
     FromLine line(m);
     std::optional<std::string_view> bytes;
     if (mappable) bytes = window.bytes(fd, line.begin, line.end, size, params::index_check_window);
@@ -196,7 +203,17 @@ FileState FileState::of(const struct stat& st) {
           st.st_ctim.tv_sec, st.st_ctim.tv_nsec};
 }
 
-std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now, UidScheme scheme) {
+bool record_unchanged(int fd, std::uint64_t size, const Message& message) {
+  return records_unchanged(fd, size, {message});
+}
+
+bool records_unchanged_from(int fd, std::uint64_t size, const Messages& messages, std::size_t first) {
+  return records_unchanged(fd, size, messages, first);
+}
+
+std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now, UidScheme scheme,
+                               bool verify_all, bool* lazily) {
+  if (lazily) *lazily = false;
   // Anything but the user's own file is not read; the save replaces it.
   sys::OwnFile file = sys::open_own_file(path, O_RDONLY, ::geteuid());
   if (!file.fd) return {};
@@ -222,6 +239,7 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   box.end = header.parsed_end;
   box.scheme = scheme;
   if (header.validity & validity_known) box.validity = static_cast<std::uint32_t>(header.validity);
+  bool unchanged = header.parsed_end == now.size && then == now && !(header.validity & racy) && !verify_all;
   Hasher hasher;
   hasher.update(&header, sizeof header);
   Order order(header.parsed_end);
@@ -254,8 +272,16 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
     if (message.old_found && scheme == UidScheme::x_uidl &&
         (message.old_key >> 8) + (message.old_key & 0xff) > box.x_uidls.size())
       return {};
-  if (box.internal && !records_unchanged(fd, box.end, {*box.internal})) return {};
-  if (!records_unchanged(fd, box.end, box.messages)) return {};
+  if (unchanged) {
+    if (lazily) *lazily = true;
+  } else if (header.parsed_end < now.size && !(header.validity & racy) && !verify_all) {
+    // Grown: mail appended. The rest is checked where it is touched.
+    if (!box.messages.empty() && !records_unchanged(fd, box.end, {box.messages.back()})) return {};
+    if (lazily) *lazily = true;
+  } else {
+    if (box.internal && !records_unchanged(fd, box.end, {*box.internal})) return {};
+    if (!records_unchanged(fd, box.end, box.messages)) return {};
+  }
   // The stored numbers are popd's own; which messages keep a scheme's id
   // depends on the others too.
   if (scheme != UidScheme::popd) box.renumber();
@@ -275,6 +301,10 @@ bool save_index(const std::string& path, const Mbox& box, const FileState& state
   header.state = state;
   header.scheme = static_cast<std::uint64_t>(box.scheme);
   header.validity = box.validity ? validity_known | *box.validity : 0;
+  timespec clock{};
+  ::clock_gettime(CLOCK_REALTIME, &clock);
+  std::int64_t since_change = (clock.tv_sec - state.ctime_sec) * 1'000'000'000 + (clock.tv_nsec - state.ctime_nsec);
+  if (since_change < racy_nanoseconds) header.validity |= racy;
   header.x_uidls = box.x_uidls.size();
   Hasher hasher;
   std::string buffer;

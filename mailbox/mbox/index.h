@@ -1,12 +1,11 @@
 // The index: what parse() found in a spool, kept in the user's home
 // (--index) so that a login does not read a large spool again. It is a
-// cache, never trusted unchecked and never written into the spool: it is
-// used only if its checksum holds, the spool has the same device and inode
-// and is no shorter, and every recorded message still starts with the same
-// From_ line after a line end. If the spool is longer, only the last known
-// message and what follows it are parsed; if it has the same size, its
-// mtime and ctime must be unchanged too (ctime cannot be set back). See
-// popd.8, INDEX.
+// cache, never written into the spool: it is used only if its checksum
+// holds and the spool has the same device and inode and is no shorter.
+// What it says is trusted by the spool's state (load_index), never for what
+// a session sends or rewrites, which is checked when it is touched. If the
+// spool is longer, only the last known message and what follows it are
+// parsed. See popd.8, INDEX.
 #pragma once
 
 #include <sys/stat.h>
@@ -32,8 +31,24 @@ struct FileState {
 // what parse() found in its first `end` bytes (all of it, or less if mail
 // was appended since) for `scheme`, or nothing if there is no index it can
 // trust.
+//
+// Where the spool's state is exactly the recorded one (device, inode,
+// size, mtime and ctime to the nanosecond: every write moves ctime, and no
+// one can set it), the index is trusted without reading the spool, and
+// `lazily` is set: what is sent or rewritten is checked when it is touched
+// (record_unchanged). Where the spool grew, only the last known message is
+// checked here. In full, every From_ line, when `verify_all` (a shared
+// spool, whose times another host's clock writes) or when the index was
+// saved within a timestamp's granularity of the spool's last change (it
+// could have missed a change in the same tick: git's "racy" case).
 std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now,
-                               UidScheme scheme = UidScheme::popd);
+                               UidScheme scheme = UidScheme::popd, bool verify_all = true, bool* lazily = nullptr);
+
+// Whether `message` still starts, after a line end, with the From_ line
+// that was parsed, in the spool open at `fd` of `size` bytes.
+bool record_unchanged(int fd, std::uint64_t size, const Message& message);
+// The same for messages[first] and all after it, through one moving window.
+bool records_unchanged_from(int fd, std::uint64_t size, const Messages& messages, std::size_t first);
 
 // Saves `box`, the parse of the spool when it was in `state`, over the
 // index at `path` in place (a regular file of the user's with one name;

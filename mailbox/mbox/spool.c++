@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -101,8 +102,11 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
       return refuse(Outcome::temporary, "Cannot stat mailbox: " + sys::error_text(errno));
     FileSource source(spool->fd_.get(), st.st_size);
     spool->state_ = FileState::of(st);
-    if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme)) {
-      spool->index_current_ = known->end == spool->state_.size;
+    if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme, locking.shared,
+                                &spool->lazily_trusted_)) {
+      // An index checked in full because it was saved too soon after the
+      // spool changed (racy) is saved again, so the next login need not.
+      spool->index_current_ = known->end == spool->state_.size && spool->lazily_trusted_;
       spool->mbox_ = parse_after(source, std::move(*known));
     } else {
       spool->mbox_ = parse(source, scheme);
@@ -125,6 +129,18 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
   result.outcome = Outcome::accepted;
   result.spool = std::move(spool);
   return result;
+}
+
+void Spool::drop_index() {
+  if (!index_.empty()) ::unlink(index_.c_str());
+  index_.clear();
+  lazily_trusted_ = false;
+}
+
+bool Spool::verify(std::size_t index) {
+  if (!lazily_trusted_ || record_unchanged(fd_.get(), mbox_.end, mbox_.messages[index])) return true;
+  drop_index();
+  return false;
 }
 
 bool Spool::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
@@ -159,6 +175,16 @@ bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
       removed.push_back(range);
   }
   if (removed.empty()) return true;
+  // Every message the commit moves or cuts is where the index says: the
+  // index is never trusted for a write.
+  if (lazily_trusted_) {
+    std::size_t first = std::find(deleted.begin(), deleted.end(), true) - deleted.begin();
+    if (!records_unchanged_from(fd_.get(), mbox_.end, mbox_.messages, first)) {
+      drop_index();
+      error = "the mailbox changed since it was indexed; nothing deleted";
+      return false;
+    }
+  }
   // The first message may hold the UIDVALIDITY the ids need: kept first.
   if (needs_validity(mbox_.scheme) && mbox_.validity && deleted.at(0) &&
       !write_validity(uidvalidity_, *mbox_.validity, error))

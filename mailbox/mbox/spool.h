@@ -45,6 +45,7 @@ class Spool final : public Store {
   std::uint64_t size(std::size_t index) const override { return mbox_.messages[index].size; }
   std::string uid(std::size_t index) const override { return mbox_.uid(index); }
   void append_uid(std::size_t index, std::string& out) const override { mbox_.append_uid(index, out); }
+  bool verify(std::size_t index) override;
   bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
             protocol::MessageSink& sink) override;
   bool commit(const std::vector<bool>& deleted, std::string& error) override;
@@ -58,6 +59,12 @@ class Spool final : public Store {
   std::string index_;
   std::string uidvalidity_;
   bool index_current_ = false;  // the index on disk describes mbox_ and state_
+  // mbox_ came from the index, trusted by the spool's state alone: each
+  // message is checked before it is sent or moved (index.h).
+  bool lazily_trusted_ = false;
+  // The spool does not hold what the index said: the index is removed, so
+  // that the next login parses the spool.
+  void drop_index();
   FileState state_;             // of the spool as mbox_ describes it
   DotLock dotlock_;
   sys::UniqueFd fd_;  // closing it releases the fcntl lock

@@ -23,6 +23,7 @@ struct MemoryMaildrop final : Maildrop {
   std::vector<bool> committed;
   bool fail_commit = false;
   bool fail_send = false;
+  bool moved = false;  // verify() finds the messages elsewhere than indexed
 
   std::size_t count() const override { return messages.size(); }
   std::uint64_t size(std::size_t i) const override {
@@ -33,6 +34,7 @@ struct MemoryMaildrop final : Maildrop {
   std::string uid(std::size_t i) const override { return "uid" + std::to_string(i + 1); }
   bool send_blocks = false;  // RETR bodies through MessageSink::lines, as the spool sends them
 
+  bool verify(std::size_t) override { return !moved; }
   bool send(std::size_t i, std::optional<std::uint64_t> body_lines, MessageSink& sink) override {
     if (fail_send) return false;
     std::string_view rest = messages[i];
@@ -438,6 +440,18 @@ TEST_CASE("a message that cannot be read ends the session without commit") {
   f.talk("RETR 1\r\n");
   CHECK(f.engine.closed());
   CHECK(f.drop.committed.empty());
+}
+
+TEST_CASE("a message not where the index said: -ERR [SYS/TEMP] before any reply, no commit") {
+  for (const char* command : {"RETR 1\r\n", "TOP 1 0\r\n"}) {
+    Fixture f;
+    f.login();
+    f.talk("DELE 2\r\n");
+    f.drop.moved = true;
+    CHECK(f.talk(command) == "-ERR [SYS/TEMP] Mailbox changed since it was indexed, try again\r\n");
+    CHECK(f.engine.closed());
+    CHECK(f.drop.committed.empty());
+  }
 }
 
 TEST_CASE("NUL bytes and unknown commands") {

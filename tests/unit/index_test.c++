@@ -425,3 +425,81 @@ TEST_CASE("index: saved again, only what changed is written") {
   CHECK(known->messages.size() == 2001);
   CHECK(summary(*known) == summary(spool.parsed()));
 }
+
+namespace {
+
+// `data` with the From_ line of its `n`th message changed, the size the same.
+std::string with_other_from_line(std::string data, std::size_t n) {
+  StringSource source(data);
+  Mbox box = parse(source);
+  std::uint64_t at = box.messages.at(n).record_offset + 5;  // after "From "
+  data[at] = data[at] == 'X' ? 'Y' : 'X';
+  return data;
+}
+
+}  // namespace
+
+TEST_CASE("index: trusted by the spool's state alone, unless saved within a tick of its change") {
+  SpoolFile spool(sample(11, 30));
+  spool.save();  // right after the spool was written: racy
+  bool lazily = true;
+  REQUIRE(load_index(spool.index, spool.fd.get(), spool.state(), UidScheme::popd, false, &lazily));
+  CHECK_FALSE(lazily);
+  ::usleep(2'100'000);
+  spool.save();
+  REQUIRE(load_index(spool.index, spool.fd.get(), spool.state(), UidScheme::popd, false, &lazily));
+  CHECK(lazily);
+  // A shared spool's times come from another host: always checked in full.
+  REQUIRE(load_index(spool.index, spool.fd.get(), spool.state(), UidScheme::popd, true, &lazily));
+  CHECK_FALSE(lazily);
+  // Grown: taken from the index but for the last message, which is checked.
+  append(spool.mailbox, "From new@example.org Mon Jan  1 00:00:00 2024\nSubject: new\n\nnew\n");
+  REQUIRE(load_index(spool.index, spool.fd.get(), spool.state(), UidScheme::popd, false, &lazily));
+  CHECK(lazily);
+}
+
+TEST_CASE("index: one that lies about a message is caught before RETR or a commit touches it") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal", index = dir.path + "/index";
+  std::string data = sample(12, 30);
+  write_file(mailbox, data);
+  ::usleep(2'100'000);  // not racy: the index is trusted by the spool's state
+  auto lie = [&] {
+    std::string other = with_other_from_line(data, 10);
+    StringSource source(other);
+    struct stat st;
+    REQUIRE(::stat(mailbox.c_str(), &st) == 0);
+    std::string error;
+    REQUIRE(save_index(index, parse(source), FileState::of(st), error));
+  };
+  lie();
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
+    REQUIRE(opened.spool);
+    CHECK(opened.spool->verify(0));
+    CHECK_FALSE(opened.spool->verify(10));  // its From_ line is not the one indexed
+    CHECK_FALSE(exists(index));             // dropped: the next login parses
+  }
+  lie();
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
+    REQUIRE(opened.spool);
+    std::vector<bool> deleted(opened.spool->count());
+    deleted[3] = true;  // moves message 10
+    std::string error;
+    CHECK_FALSE(opened.spool->commit(deleted, error));
+    CHECK(error.find("changed since it was indexed") != std::string::npos);
+    CHECK_FALSE(exists(index));
+  }
+  CHECK(read_file(mailbox) == data);
+  // A commit that touches nothing the index lies about is let through.
+  lie();
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
+    REQUIRE(opened.spool);
+    std::vector<bool> deleted(opened.spool->count());
+    deleted[20] = true;
+    std::string error;
+    CHECK(opened.spool->commit(deleted, error));
+  }
+}
