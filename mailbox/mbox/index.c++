@@ -136,25 +136,30 @@ struct FromLine {
 // TLB), and two threads were slower than one. Where no window can be
 // mapped (a file system without mmap), each line is read instead: a
 // little slower, still far less than a parse.
+// One message's check, through `window` while it can be mapped (else
+// `mappable` turns false and the line is read).
+bool check_record(FileWindow& window, bool& mappable, int fd, std::uint64_t size, const Message& m) {
+  FromLine line(m);
+  char read[params::index_from_bytes + 1];
+  std::optional<std::string_view> bytes;
+  if (mappable) bytes = window.bytes(fd, line.begin, line.end, size, params::index_check_window);
+  if (!bytes) {
+    mappable = false;
+    std::size_t length = line.end - line.begin;
+    if (line.end > size || !sys::pread_all(fd, read, length, line.begin)) return false;
+    bytes = std::string_view(read, length);
+  }
+  const char* at = bytes->data();
+  if (m.record_offset > 0 && *at++ != '\n') return false;
+  return from_line_hash({at, static_cast<std::size_t>(line.end - m.record_offset)}) == m.from_hash &&
+         !window.cut_short();
+}
+
 bool records_unchanged(int fd, std::uint64_t size, const Messages& messages, std::size_t first = 0) {
   FileWindow window;
   bool mappable = true;
-  char read[params::index_from_bytes + 1];
-  for (std::size_t i = first; i < messages.size(); ++i) {
-    const Message& m = messages[i];
-    FromLine line(m);
-    std::optional<std::string_view> bytes;
-    if (mappable) bytes = window.bytes(fd, line.begin, line.end, size, params::index_check_window);
-    if (!bytes) {
-      mappable = false;
-      std::size_t length = line.end - line.begin;
-      if (line.end > size || !sys::pread_all(fd, read, length, line.begin)) return false;
-      bytes = std::string_view(read, length);
-    }
-    const char* at = bytes->data();
-    if (m.record_offset > 0 && *at++ != '\n') return false;
-    if (from_line_hash({at, static_cast<std::size_t>(line.end - m.record_offset)}) != m.from_hash) return false;
-  }
+  for (std::size_t i = first; i < messages.size(); ++i)
+    if (!check_record(window, mappable, fd, size, messages[i])) return false;
   return !window.cut_short();
 }
 
@@ -197,14 +202,23 @@ bool fail(std::string& error, const std::string& what) {
 
 }  // namespace
 
+std::int64_t now_ns() {
+  timespec clock{};
+  ::clock_gettime(CLOCK_REALTIME, &clock);
+  return std::int64_t{clock.tv_sec} * 1'000'000'000 + clock.tv_nsec;
+}
+
 FileState FileState::of(const struct stat& st) {
   return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
           static_cast<std::uint64_t>(st.st_size), st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
           st.st_ctim.tv_sec, st.st_ctim.tv_nsec};
 }
 
-bool record_unchanged(int fd, std::uint64_t size, const Message& message) {
-  return records_unchanged(fd, size, {message});
+bool message_in_place(FileWindow& window, int fd, const Mbox& box, std::size_t index) {
+  bool mappable = true;
+  if (!check_record(window, mappable, fd, box.end, box.messages[index])) return false;
+  mappable = true;
+  return index + 1 == box.messages.size() || check_record(window, mappable, fd, box.end, box.messages[index + 1]);
 }
 
 bool records_unchanged_from(int fd, std::uint64_t size, const Messages& messages, std::size_t first) {
@@ -288,7 +302,8 @@ std::optional<Mbox> load_index(const std::string& path, int fd, const FileState&
   return box;
 }
 
-bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error) {
+bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error,
+                std::optional<std::int64_t> observed_ns) {
   struct stat st;
   sys::UniqueFd out = open_for_save(path, st);
   if (!out) return fail(error, "cannot open index " + path);
@@ -301,10 +316,8 @@ bool save_index(const std::string& path, const Mbox& box, const FileState& state
   header.state = state;
   header.scheme = static_cast<std::uint64_t>(box.scheme);
   header.validity = box.validity ? validity_known | *box.validity : 0;
-  timespec clock{};
-  ::clock_gettime(CLOCK_REALTIME, &clock);
-  std::int64_t since_change = (clock.tv_sec - state.ctime_sec) * 1'000'000'000 + (clock.tv_nsec - state.ctime_nsec);
-  if (since_change < racy_nanoseconds) header.validity |= racy;
+  std::int64_t seen = observed_ns.value_or(now_ns());
+  if (seen - (state.ctime_sec * 1'000'000'000 + state.ctime_nsec) < racy_nanoseconds) header.validity |= racy;
   header.x_uidls = box.x_uidls.size();
   Hasher hasher;
   std::string buffer;

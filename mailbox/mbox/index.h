@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "mailbox/file_window.h"
 #include "mailbox/mbox/mbox.h"
 
 namespace popd::mailbox {
@@ -44,9 +45,11 @@ struct FileState {
 std::optional<Mbox> load_index(const std::string& path, int fd, const FileState& now,
                                UidScheme scheme = UidScheme::popd, bool verify_all = true, bool* lazily = nullptr);
 
-// Whether `message` still starts, after a line end, with the From_ line
-// that was parsed, in the spool open at `fd` of `size` bytes.
-bool record_unchanged(int fd, std::uint64_t size, const Message& message);
+// Whether message `index` of `box` is still where the parse found it, in
+// the spool open at `fd`: it starts, after a line end, with the From_ line
+// that was parsed, and so does the next (its end). Through `window`, which
+// the caller keeps, so that messages read one after another share it.
+bool message_in_place(FileWindow& window, int fd, const Mbox& box, std::size_t index);
 // The same for messages[first] and all after it, through one moving window.
 bool records_unchanged_from(int fd, std::uint64_t size, const Messages& messages, std::size_t first);
 
@@ -57,6 +60,12 @@ bool records_unchanged_from(int fd, std::uint64_t size, const Messages& messages
 // another at once (auto_da_alloc), which a session's end would wait for,
 // and a full disk still takes an overwrite. Not synced: a lost or torn
 // index fails its checksum, and the next login parses the spool.
-bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error);
+// `observed_ns`: when `state` was taken (CLOCK_REALTIME, ns; now if not
+// given): an index whose spool changed less than a timestamp tick before
+// that is racy, checked in full at the next login.
+bool save_index(const std::string& path, const Mbox& box, const FileState& state, std::string& error,
+                std::optional<std::int64_t> observed_ns = std::nullopt);
+// CLOCK_REALTIME in nanoseconds.
+std::int64_t now_ns();
 
 }  // namespace popd::mailbox

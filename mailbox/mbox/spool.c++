@@ -102,6 +102,7 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
       return refuse(Outcome::temporary, "Cannot stat mailbox: " + sys::error_text(errno));
     FileSource source(spool->fd_.get(), st.st_size);
     spool->state_ = FileState::of(st);
+    spool->state_seen_ns_ = now_ns();
     if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme, locking.shared,
                                 &spool->lazily_trusted_)) {
       // An index checked in full because it was saved too soon after the
@@ -138,7 +139,7 @@ void Spool::drop_index() {
 }
 
 bool Spool::verify(std::size_t index) {
-  if (!lazily_trusted_ || record_unchanged(fd_.get(), mbox_.end, mbox_.messages[index])) return true;
+  if (!lazily_trusted_ || message_in_place(window_, fd_.get(), mbox_, index)) return true;
   drop_index();
   return false;
 }
@@ -200,13 +201,13 @@ bool Spool::commit(const std::vector<bool>& deleted, std::string& error) {
   if (::fstat(fd_.get(), &st) != 0)
     index_.clear();  // the state is unknown: better no index than a wrong one
   else
-    state_ = FileState::of(st);
+    state_ = FileState::of(st), state_seen_ns_ = now_ns();
   return true;
 }
 
 bool Spool::save_index(std::string& error) {
   if (!fd_ || index_current_ || index_.empty()) return true;
-  index_current_ = mailbox::save_index(index_, mbox_, state_, error);
+  index_current_ = mailbox::save_index(index_, mbox_, state_, error, state_seen_ns_);
   return index_current_;
 }
 

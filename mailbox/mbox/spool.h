@@ -62,6 +62,7 @@ class Spool final : public Store {
   // mbox_ came from the index, trusted by the spool's state alone: each
   // message is checked before it is sent or moved (index.h).
   bool lazily_trusted_ = false;
+  std::int64_t state_seen_ns_ = 0;  // when state_ was taken: racy or not (index.h)
   // The spool does not hold what the index said: the index is removed, so
   // that the next login parses the spool.
   void drop_index();

@@ -503,3 +503,30 @@ TEST_CASE("index: one that lies about a message is caught before RETR or a commi
     CHECK(opened.spool->commit(deleted, error));
   }
 }
+
+TEST_CASE("index: a spool rewritten by a mail reader, then grown, is caught where a message is read") {
+  TempDir dir;
+  std::string mailbox = dir.path + "/mbox", journal = dir.path + "/journal", index = dir.path + "/index";
+  auto record = [](int i, const std::string& status) {
+    return "From s@example.org Mon Jan  1 00:00:0" + std::to_string(i) + " 2024\nSubject: " + std::to_string(i) +
+           "\n" + status + "\n" + std::string(200, 'x') + "\n\n";
+  };
+  write_file(mailbox, record(1, "") + record(2, "Status: RO\n") + record(3, ""));
+  ::usleep(2'100'000);
+  {
+    auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
+    REQUIRE(opened.spool);
+    std::string error;
+    REQUIRE(opened.spool->save_index(error));
+  }
+  // The reader moves the Status line from message 2 to 1: message 3 stays
+  // where it was; then a delivery appends.
+  std::string rewritten = record(1, "Status: RO\n") + record(2, "") + record(3, "");
+  write_file(mailbox, rewritten);
+  append(mailbox, record(4, ""));
+  ::usleep(2'100'000);
+  auto opened = popd::mailbox::Spool::open(mailbox, {journal, index, dir.path + "/uidvalidity"});
+  REQUIRE(opened.spool);
+  CHECK_FALSE(opened.spool->verify(0));  // its end, message 2's start, moved
+  CHECK_FALSE(exists(index));
+}
