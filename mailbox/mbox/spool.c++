@@ -106,8 +106,9 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     if (auto known = load_index(files.index, spool->fd_.get(), spool->state_, scheme, locking.shared,
                                 &spool->lazily_trusted_)) {
       // An index checked in full because it was saved too soon after the
-      // spool changed (racy) is saved again, so the next login need not.
-      spool->index_current_ = known->end == spool->state_.size && spool->lazily_trusted_;
+      // spool changed (racy) is saved again, so the next login need not;
+      // a shared spool's is always checked in full, and need not be.
+      spool->index_current_ = known->end == spool->state_.size && (spool->lazily_trusted_ || locking.shared);
       spool->mbox_ = parse_after(source, std::move(*known));
     } else {
       spool->mbox_ = parse(source, scheme);
