@@ -420,30 +420,28 @@ int unlink(const char* path) {
   return 0;
 }
 
-int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list args;
-    va_start(args, flags);
-    mode = va_arg(args, mode_t);
-    va_end(args);
-  }
+// open and open64: the mode is there only with O_CREAT or O_TMPFILE.
+int open_through(const char* name, const char* path, int flags, va_list args) {
+  mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(args, mode_t) : 0;
   Guard g;
   bool existed = g.active && (flags & O_CREAT) && exists(path);
-  return opened(path, flags, real<int (*)(const char*, int, ...)>("open")(path, flags, mode), existed);
+  return opened(path, flags, real<int (*)(const char*, int, ...)>(name)(path, flags, mode), existed);
+}
+
+int open(const char* path, int flags, ...) {
+  va_list args;
+  va_start(args, flags);
+  int fd = open_through("open", path, flags, args);
+  va_end(args);
+  return fd;
 }
 
 int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list args;
-    va_start(args, flags);
-    mode = va_arg(args, mode_t);
-    va_end(args);
-  }
-  Guard g;
-  bool existed = g.active && (flags & O_CREAT) && exists(path);
-  return opened(path, flags, real<int (*)(const char*, int, ...)>("open64")(path, flags, mode), existed);
+  va_list args;
+  va_start(args, flags);
+  int fd = open_through("open64", path, flags, args);
+  va_end(args);
+  return fd;
 }
 
 ssize_t sendmsg(int socket, const struct msghdr* message, int flags) {
