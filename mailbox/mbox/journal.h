@@ -255,13 +255,15 @@ class Moves {
     return true;
   }
 
-  // Steps of at least `floor` bytes, or of the bytes removed before them
-  // if more: such a step cannot overwrite its own source.
+  // Steps of the bytes removed before them, which cannot overwrite their
+  // own sources, where those are at least params::commit_gap_without_copy;
+  // else of at least `floor` bytes.
   std::vector<Step> plan(std::uint64_t begin, std::uint64_t kept_end, std::uint64_t floor) const {
     std::vector<Step> steps;
     for (std::uint64_t at = begin; at < kept_end;) {
       std::uint64_t gap = first_reaching(at)->source - first_reaching(at)->destination;
-      std::uint64_t end = std::min(kept_end, at + std::max(gap, floor));
+      std::uint64_t length = gap >= params::commit_gap_without_copy ? gap : std::max(gap, floor);
+      std::uint64_t end = std::min(kept_end, at + length);
       steps.push_back({at, end, saved_end(at, end)});
       at = end;
     }

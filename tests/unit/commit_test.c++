@@ -13,6 +13,7 @@
 
 #include "sys/fd.h"
 #include "mailbox/mbox/commit.h"
+#include "mailbox/mbox/journal.h"
 #include "mailbox/digest.h"
 #include "tests/unit/files.h"
 
@@ -106,6 +107,23 @@ TEST_CASE("large commits go in steps: every pattern of deletion gives the kept b
     CHECK(read_file(mailbox) == kept);
     CHECK(!exists(journal));
   }
+}
+
+TEST_CASE("a step is the bytes deleted before it, with no copy, once those are many") {
+  using popd::mailbox::journal::Moves;
+  constexpr std::uint64_t MiB = 1 << 20, end = 200 * MiB, floor = 16 * MiB;
+  auto copied = [&](std::uint64_t deleted) {
+    std::vector<popd::mailbox::journal::Step> steps = Moves({{0, deleted}}, end).plan(0, end - deleted, floor);
+    std::uint64_t bytes = 0;
+    for (const auto& step : steps) bytes += step.saved_end - step.begin;
+    return std::pair{steps.size(), bytes};
+  };
+  // A large attachment: steps of its size, nothing copied.
+  CHECK(copied(popd::params::commit_gap_without_copy) == std::pair<std::size_t, std::uint64_t>{49, 0});
+  // One small message: steps of the floor, all but the gap of each copied.
+  auto [steps, bytes] = copied(MiB);
+  CHECK(steps == 13);
+  CHECK(bytes == 199 * MiB - 13 * MiB);
 }
 
 TEST_CASE("bytes the file gained after it was parsed are kept") {
