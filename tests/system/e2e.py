@@ -8,7 +8,6 @@ Usage: tests/system/e2e.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import os
 import poplib
-import random
 import re
 import signal
 import socket
@@ -97,44 +96,6 @@ def test_delete_commits_exactly(env):
     ids_after = [l.split()[1] for l in multiline(out2, out2.index("+OK unique-id"))[0].splitlines()]
     check_equal(ids_after, [u for i, u in enumerate(ids_before, 1) if i not in doomed], "UIDs after deletion")
     check_equal(len(set(ids_before)), 40, "UIDs unique")
-
-
-def test_index(env):
-    """The index in the user's home gives what a parse of the spool gives,
-    through new mail, deletions, damage and a replaced spool; the spool
-    itself is never written."""
-    messages, records = make_mbox(40, seed=11)
-    path = env.write_mailbox("".join(records).encode())
-    index = env.dir + "/home/alice/.popd-index"
-    listing = login() + "STAT\r\nLIST\r\nUIDL\r\nRETR 1\r\nTOP 40 2\r\nQUIT\r\n"
-    no_index = ["--index", env.dir + "/nowhere/%u"]
-
-    def same_as_a_parse(what):
-        with_index, _ = env.run(listing)
-        without, _ = env.run(listing, args=no_index)
-        check("+OK maildrop has" in without, without)
-        check_equal(with_index, without, what)
-
-    before = stat_of(path)
-    same_as_a_parse("first session")
-    check(os.path.exists(index), "no index after a session")
-    st = os.stat(index)
-    check_equal((st.st_mode & 0o777, st.st_uid), (0o600, ALICE_UID), "index mode and owner")
-    same_as_a_parse("unchanged spool")
-    check_equal(stat_of(path), before, "spool after sessions that used the index")
-    with open(path, "ab") as f:  # new mail, as an MDA appends it
-        f.write((from_line(99) + make_message(99, random.Random(1)) + "\n").encode())
-    same_as_a_parse("after new mail")
-    out, _ = env.run(login() + "DELE 2\r\nDELE 3\r\nDELE 41\r\nQUIT\r\n")
-    check(out.endswith("(3 messages deleted)\r\n"), out)
-    same_as_a_parse("after a commit")
-    with open(index, "r+b") as f:
-        f.seek(200)
-        f.write(b"damage")
-    same_as_a_parse("damaged index")
-    os.unlink(path)
-    env.write_mailbox("".join(records[5:]).encode())
-    same_as_a_parse("spool replaced by another file")
 
 
 def test_delete_all(env):

@@ -2,9 +2,9 @@
 # Runs the end-to-end tests against the given popd binary as the current
 # user and, when that is root, once more as an unprivileged user (nobody),
 # so that both the privilege drop and the plain-user mode are exercised;
-# then the crash-safety tests, with the fault-injection shim given second;
-# then real clients, the spawners, the unique-ids of other servers and the
-# Debian package.
+# then what a login trusts of the index; then the crash-safety tests, with
+# the fault-injection shim given second; then real clients, the spawners,
+# the unique-ids of other servers and the Debian package.
 set -e
 popd=$(realpath "$1")
 shim=$(realpath "$2")
@@ -20,6 +20,7 @@ if [ "$(id -u)" = 0 ]; then
   chmod -R a+rX "$dir"
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
+/usr/bin/python3 "$here/index.py" "$popd"
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/recovery.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"
