@@ -32,6 +32,7 @@ TOP = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.join(TOP, "tests", "system"))
 import client  # noqa: E402
+from report import report, summary  # noqa: E402
 from support import free_port, sh, wait_listening  # noqa: E402
 from support import wait_until_listening as wait_listening_bound  # noqa: E402  (binds, never connects)
 
@@ -75,6 +76,24 @@ class Server:
         self.spool = f"/var/mail/{self.user.pw_name}"
         self.processes = []
         self.rusage = f"{WORK}/{name}.rusage"
+        self.state_dirs = [self.user.pw_dir]  # where the server keeps what it knows of the mailbox
+
+    def evict(self):
+        """The spool and the server's files for this user out of the page
+        cache, as on a host whose memory went to other users since the last
+        poll (posix_fadvise: a dirty page is written first, else it stays)."""
+        paths = [self.spool] + [os.path.join(root, name) for top in self.state_dirs
+                                for root, _, names in os.walk(top) for name in names]
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                os.fdatasync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
     def restore(self, pristine):
         """The pristine mailbox, in place (the inode stays, as after delivery)."""
@@ -244,6 +263,7 @@ service pop3-login {{
   }}
 }}
 """)
+        self.state_dirs += [f"{base}/mail/{self.user.pw_name}", f"{base}/index/{self.user.pw_name}"]
         for folder in ("mail", "index"):  # made by each user's pop3 process
             os.makedirs(f"{base}/{folder}")
             os.chmod(f"{base}/{folder}", 0o1777)
@@ -287,6 +307,11 @@ class Mailbox:
     def without(self, deleted):
         return b"".join(r for i, r in enumerate(self.records, 1) if i not in deleted)
 
+    def moved(self, deleted):
+        """The bytes a deletion in place moves: the kept mail after the first deleted message."""
+        first = min(deleted)
+        return sum(len(r) for i, r in enumerate(self.records, 1) if i > first and i not in deleted)
+
 
 def iter_find(data, needle):
     at = data.find(needle)
@@ -314,14 +339,16 @@ class Scenario:
     `rounds`: more runs than --runs, for rows that cost little."""
 
     def __init__(self, name, commands, deleted=lambda n: (), tls=False, replace=False, check=None,
-                 floor=None, limit=None, rounds=1):
-        self.name, self.commands, self.deleted, self.tls, self.replace, self.check = \
-            name, commands, deleted, tls, replace, check
+                 floor=None, limit=None, rounds=1, cold=False):
+        self.name, self.commands, self.deleted, self.tls, self.replace, self.check, self.cold = \
+            name, commands, deleted, tls, replace, check, cold
         self.floor, self.limit, self.rounds = floor, limit, rounds
 
 
 LOGIN_STAT = lambda n: "STAT\r\n"  # noqa: E731
 LOGIN_STAT_FLOOR = "popd's login + STAT, run next to it"
+COLD_LOGIN_STAT = "login + STAT, cold"
+COLD_LOGIN_STAT_FLOOR = "popd's login + STAT, cold, run next to it"
 PLAIN_CEILING = "client ceiling, plain (sendfile of the RETR bytes)"
 TLS_CEILING = "client ceiling, TLS"
 COPY_FLOOR = "cp + fsync"
@@ -336,8 +363,11 @@ def scenarios():
     retr, top = all_of("RETR"), all_of("TOP", " 0")
     return [
         Scenario("login + STAT", LOGIN_STAT, check="stat", rounds=3),
+        Scenario(COLD_LOGIN_STAT, LOGIN_STAT, check="stat", rounds=3, cold=True),
         Scenario("first login after new mail replaced the file", lambda n: "STAT\r\n", replace=True, check="stat"),
         Scenario("UIDL", lambda n: "UIDL\r\n", check="uidl", floor=LOGIN_STAT_FLOOR, limit=1.1, rounds=3),
+        Scenario("UIDL, cold", lambda n: "UIDL\r\n", check="uidl", floor=COLD_LOGIN_STAT_FLOOR, limit=1.1,
+                 rounds=3, cold=True),
         Scenario("RETR every message, pipelined", retr, check="retr", floor=PLAIN_CEILING, limit=1.5),
         Scenario("TOP n 0 of every message", top, check="top"),
         Scenario("RETR every message, TLS", retr, tls=True, check="retr", floor=TLS_CEILING, limit=1.5),
@@ -410,11 +440,38 @@ def replace_with_new_mail(server, box):
     os.rename(temporary, server.spool)
 
 
+def settled(path, seconds=2.5):
+    """Waits until `path` last changed `seconds` ago: at most logins no mail
+    is being delivered that instant (popd verifies an index saved within
+    2 s of a change in full, as git does its racy index entries)."""
+    age = time.time() - os.stat(path).st_ctime
+    if age < seconds:
+        time.sleep(seconds - age)
+
+
+def resident_bytes(path):
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path], capture_output=True,
+                         text=True).stdout.strip()
+    return int(out or 0)
+
+
+def device_sectors_written(path):
+    """Sectors written to the block device holding `path` (its partition's
+    count), from /sys: what reached the disk, whoever wrote it."""
+    st = os.stat(path)
+    with open(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat") as f:
+        return int(f.read().split()[6])
+
+
 def timed_run(scenario, server, box):
+    """(seconds, CPU seconds, peak RSS by role, {"read": spool bytes a cold
+    login brought in, "written": bytes that reached the disk})"""
     deleted = scenario.deleted(box.count)
     if deleted or scenario.replace:
         server.restore(box.path)
     port = server.tls_port if scenario.tls else server.port
+    if scenario.cold:
+        settled(server.spool)
     client.session(server.port, (login(server) + "STAT\r\nQUIT\r\n").encode())  # warm cache and index
     # The whole spool in the page cache: a login with a valid index reads
     # little of it, and this machine's kernel pages out what idles (DAMON).
@@ -422,6 +479,14 @@ def timed_run(scenario, server, box):
     if scenario.replace:
         replace_with_new_mail(server, box)
     server.usage()
+    io = {}
+    if scenario.cold:
+        time.sleep(0.05)  # the warm session's process has written its index
+        server.evict()
+        io["read"] = -resident_bytes(server.spool)
+    if deleted:
+        os.sync()
+        io["written"] = -device_sectors_written(server.spool)
     sampler = server.sampler()
     sampler.stdout.readline()
     commands = (login(server) + scenario.commands(box.count) + "QUIT\r\n").encode()
@@ -430,10 +495,15 @@ def timed_run(scenario, server, box):
     time.sleep(0.05)  # let the server's processes end and be accounted
     cpu = sum(u[0] for u in server.usage())
     peaks = {k: int(v) for k, v in (p.split("=") for p in sampler.communicate("stop\n")[0].split())}
+    if "read" in io:
+        io["read"] += resident_bytes(server.spool)
+    if "written" in io:
+        os.sync()
+        io["written"] = (io["written"] + device_sectors_written(server.spool)) * 512
     verify(scenario, server, box, data, deleted)
     if scenario.replace:
         server.restore(box.path)
-    return elapsed, cpu, peaks
+    return elapsed, cpu, peaks, io
 
 
 # --- floors -------------------------------------------------------------------
@@ -518,16 +588,6 @@ while True:
 """
 
 
-# --- the report -----------------------------------------------------------------
-
-def ms(seconds):
-    return f"{seconds * 1000:.0f}" if seconds < 10 else f"{seconds * 1000:,.0f}"
-
-
-def summary(times):
-    return f"{ms(statistics.median(times))} ({ms(min(times))}–{ms(max(times))})"
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="medium", choices=("small", "medium", "large"))
@@ -559,6 +619,7 @@ def main():
     popd = next((s for s in servers if s.name == "popd"), None)
     paired_floors = {
         LOGIN_STAT_FLOOR: lambda: timed_run(Scenario("", LOGIN_STAT, check="stat"), popd, box)[0],
+        COLD_LOGIN_STAT_FLOOR: lambda: timed_run(Scenario("", LOGIN_STAT, check="stat", cold=True), popd, box)[0],
         PLAIN_CEILING: lambda: ceiling(pristine, retr_bytes, False, 1)[0],
         TLS_CEILING: lambda: ceiling(pristine, retr_bytes, True, 1)[0],
         COPY_FLOOR: lambda: time_it(lambda: copy_and_fsync(pristine), 1)[0],
@@ -596,91 +657,7 @@ def main():
     }
     floors["client ceiling, plain (sendfile of the RETR bytes)"] = ceiling(pristine, retr_bytes, False, args.runs)
     floors["client ceiling, TLS"] = ceiling(pristine, retr_bytes, True, args.runs)
-    report(args, box, servers, missing, results, floors, paired)
-
-
-def revision():
-    run = subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True, text=True)
-    return run.stdout.strip() or "an unknown revision"
-
-
-def targets(paired):
-    """popd's rows against the floors the issue sets them (issue 8), each
-    ratio the median of the rounds' ratios (popd and its floor timed in the
-    same round)."""
-    rows = []
-    for scenario in scenarios():
-        pairs = paired.get(scenario.name)
-        if not pairs:
-            continue
-        ratios = sorted(p / f for p, f in pairs)
-        popd, floor = (statistics.median(x) for x in zip(*pairs))
-        rows.append(f"| {scenario.name} | {scenario.floor} | {ms(popd)} | {ms(floor)} | "
-                    f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f}) | ≤ {scenario.limit}× |")
-    if not rows:
-        return []
-    return ["", "popd against the floors the targets name, timed in the same rounds (ms, medians; the ratio is "
-                "the median of the rounds' ratios, min–max):", "",
-            "| work | floor | popd | floor | popd / floor | target |", "|---|---|---|---|---|---|"] + rows
-
-
-def report(args, box, servers, missing, results, floors, paired):
-    names = [s.name for s in servers]
-    out = [f"# popd benchmark: {args.size} mailbox", "",
-           f"{box.count:,} messages, {box.size / 1e6:,.0f} MB; {args.runs} runs per server and scenario "
-           f"({3 * args.runs} for login + STAT and UIDL, which cost little), alternating; wall time in ms as median (min–max), measured by the client from connect to the "
-           f"server's close after QUIT. Command: `make bench SIZE={args.size}`. Machine: "
-           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; popd at {revision()}.", ""]
-    for name, why in missing.items():
-        out.append(f"**{name}: missing** ({why})")
-    out += ["", "| work | " + " | ".join(names) + " | popd / fastest peer |", "|---" * (len(names) + 2) + "|"]
-    for scenario, rows in results.items():
-        cells, medians = [], {}
-        for name in names:
-            runs = rows.get(name)
-            if not runs:
-                cells.append("n/a")
-                continue
-            medians[name] = statistics.median(r[0] for r in runs)
-            cells.append(summary([r[0] for r in runs]))
-        peers = [v for k, v in medians.items() if k != "popd"]
-        ratio = f"{medians['popd'] / min(peers):.2f}×" if peers and "popd" in medians else "n/a"
-        out.append(f"| {scenario} | " + " | ".join(cells) + f" | {ratio} |")
-    out += ["", "Server CPU time (user + system, ms, median) and peak RSS in MiB of each kind of server "
-            "process (VmHWM sampled every 5 ms): root (popd's monitor, which runs PAM; popa3d's parent; Dovecot's "
-            "auth), helper (popd's pre-auth and TLS relay, popa3d's and Dovecot's login processes) and session (the "
-            "process that runs as the user and holds the mailbox):", "",
-            "| work | " + " | ".join(f"{n} CPU | {n} RSS root / helper / session" for n in names) + " |",
-            "|---" * (2 * len(names) + 1) + "|"]
-    for scenario, rows in results.items():
-        cells = []
-        for name in names:
-            runs = rows.get(name)
-            if not runs:
-                cells += ["n/a", "n/a"]
-                continue
-            peaks = {role: max(r[2].get(role, 0) for r in runs) for role in ("root", "helper", "session")}
-            cells += [ms(statistics.median(r[1] for r in runs)),
-                      " / ".join(f"{peaks[role] / 1024:.1f}" if peaks[role] else "–" for role in peaks)]
-        out.append(f"| {scenario} | " + " | ".join(cells) + " |")
-    out += ["", "Floors:", "", "| floor | ms |", "|---|---|"]
-    out += [f"| {name} | {summary(times)} |" for name, times in floors.items()]
-    out += targets(paired)
-    if PAM_PEAK_KIB:
-        out += ["", f"PAM alone (pamtester, the same service and account) peaks at {max(PAM_PEAK_KIB) / 1024:.1f} MiB: "
-                    "the memory of the password hash (yescrypt on Debian 12), which every process that checks a "
-                    "password pays, popd's monitor, Dovecot's auth and popa3d's parent alike."]
-    session_rss = max((r[2].get("session", 0) for rows in results.values() for r in rows.get("popd") or []),
-                      default=0)
-    if session_rss:
-        out += ["", f"popd's session process (the one that holds the mailbox) peaked at {session_rss / 1024:.1f} MiB: "
-                    f"{session_rss * 1024 / box.count:,.0f} bytes per message of the mailbox, all costs included."]
-    os.makedirs(f"{HERE}/results", exist_ok=True)
-    path = f"{HERE}/results/{args.size}.md"
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
-    print("\n".join(out))
-    print(f"\nwritten to {path}")
+    report(args, box, servers, missing, results, floors, paired, scenarios(), PAM_PEAK_KIB)
 
 
 if __name__ == "__main__":
