@@ -29,7 +29,7 @@ HOOK_SOURCES = sys/mmap_hook.c++
 # The seccomp policy is compiled to BPF at build time (tools/), not linked.
 POLICY_SOURCES = server/seccomp_policy.c++
 LIB_SOURCES  = options.c++ $(filter-out $(HOOK_SOURCES) $(POLICY_SOURCES),\
-               $(wildcard protocol/*.c++ mailbox/*.c++ mailbox/mbox/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
+               $(wildcard protocol/*.c++ mailbox/*.c++ mailbox/mbox/*.c++ mailbox/maildir/*.c++ auth/*.c++ io/*.c++ server/*.c++ sys/*.c++))
 TEST_SOURCES = $(wildcard tests/unit/*.c++)
 LIB_OBJECTS  = $(LIB_SOURCES:%.c++=$(BUILD)/%.o)
 TEST_OBJECTS = $(TEST_SOURCES:%.c++=$(BUILD)/%.o)

@@ -26,13 +26,16 @@ POP3 server for mbox spools: one session on standard input and output,
 as started by xinetd or systemd socket activation (Accept=yes).
 
   --mailbox TEMPLATE     mailbox path; %u is the user name, %h the home
-                         directory, %% a percent sign (default /var/mail/%u)
+                         directory, %% a percent sign (default /var/mail/%u);
+                         maildir:TEMPLATE or a trailing / is a Maildir,
+                         mbox:TEMPLATE an mbox spool, else what is there
   --journal TEMPLATE     recovery journal for interrupted commits
                          (default %h/.popd-journal)
   --index TEMPLATE       index of the mailbox, so that a login need not
                          read it all again (default %h/.popd-index)
   --uidl-scheme NAME     unique-ids as another server gave them: popd
-                         (default), popa3d, dovecot, uw-imap or x-uidl
+                         (default), popa3d, dovecot, uw-imap or x-uidl;
+                         for a Maildir popd, dovecot or courier
   --uidvalidity TEMPLATE where the dovecot and uw-imap schemes keep the
                          UIDVALIDITY once its message is deleted (default
                          %h/.popd-uidvalidity)
@@ -165,9 +168,11 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
     }
   }
+  options.mailbox_format = mailbox::take_format(options.mailbox);
+  if (options.mailbox.empty()) return bad("--mailbox needs a path after its format");
   if (!scheme.empty()) {
     auto named = mailbox::uid_scheme_named(scheme);
-    if (!named) return bad("--uidl-scheme is popd, popa3d, dovecot, uw-imap or x-uidl");
+    if (!named) return bad("--uidl-scheme is popd, popa3d, dovecot, uw-imap, x-uidl or courier");
     options.uidl_scheme = *named;
   }
   if (!io::AddressList::parse(options.proxy_from))

@@ -9,12 +9,14 @@
 #include <variant>
 
 #include "io/tls.h"
+#include "mailbox/format.h"
 #include "mailbox/uids.h"
 
 namespace popd {
 
 struct Options {
   std::string mailbox = "/var/mail/%u";
+  mailbox::Format mailbox_format = mailbox::Format::automatic;  // from the prefix of --mailbox
   std::string journal = "%h/.popd-journal";
   std::string index = "%h/.popd-index";  // mailbox/mbox/index.h
   mailbox::UidScheme uidl_scheme = mailbox::UidScheme::popd;

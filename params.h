@@ -68,6 +68,18 @@ inline constexpr std::uint64_t commit_step_ceiling = 16 << 20;
 // mailbox's bytes once.
 inline constexpr std::uint64_t commit_gap_without_copy = 4 << 20;
 
+// A Maildir's new/ and cur/ are listed again while renames move their
+// change times during a listing, up to this many times; then what the last
+// listing saw is served (a message it missed is there at the next login).
+inline constexpr int maildir_scans = 4;
+// At most this much of the names of symbolic links and other non-files
+// found in a Maildir goes to syslog.
+inline constexpr std::size_t maildir_skipped_note = 512;
+// Dovecot's dovecot-uidlist and Courier's courierpop3dsizelist are read
+// whole: 256 MiB holds the lines of millions of messages, and bounds what
+// a corrupt file can make a session allocate.
+inline constexpr std::uint64_t maildir_list_limit = 256 << 20;
+
 // A mailbox this large is parsed by two threads, one from the middle: on
 // a smaller one a thread costs more than it saves.
 inline constexpr std::uint64_t parallel_parse = 32 << 20;

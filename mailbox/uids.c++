@@ -58,6 +58,7 @@ std::optional<UidScheme> uid_scheme_named(std::string_view name) {
   if (name == "dovecot") return UidScheme::dovecot;
   if (name == "uw-imap") return UidScheme::uw_imap;
   if (name == "x-uidl") return UidScheme::x_uidl;
+  if (name == "courier") return UidScheme::courier;
   return std::nullopt;
 }
 

@@ -18,6 +18,7 @@ enum class UidScheme {
   dovecot,  // Dovecot's default %08Xu%08Xv (lower-case hex): X-UID, then UIDVALIDITY
   uw_imap,  // UW ipop3d: %08lx%08lx of the UIDVALIDITY and X-UID
   x_uidl,   // the X-UIDL header qpopper and GNU Mailutils write
+  courier,  // Maildir only: Courier's pop3d, from its courierpop3dsizelist
 };
 
 std::optional<UidScheme> uid_scheme_named(std::string_view name);

@@ -17,6 +17,8 @@
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "params.h"
+#include "mailbox/format.h"
+#include "mailbox/maildir/maildir.h"
 #include "mailbox/mbox/spool.h"
 #include "server/descriptors.h"
 #include "server/handover.h"
@@ -288,19 +290,30 @@ Login SystemLogin::open_mailbox() {
   auto expand = [&](const std::string& path_template) {
     return expand_path(path_template, account.name, account.home);
   };
-  // The one place a mailbox format is chosen: an mbox spool, so far.
-  auto opened = mailbox::Spool::open(
-      mailbox_, {expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)},
-      options_.uidl_scheme, {.dotlock_held = dotlock_held, .shared = shared_spool_});
-  if (!opened.notes.empty())
-    syslog(opened.outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
-           escaped(user_).c_str(), escaped(mailbox_).c_str(), printable(opened.notes).c_str());
-  if (opened.outcome != Outcome::accepted) {
-    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(user_).c_str(), escaped(mailbox_).c_str(),
-           printable(opened.text).c_str());
-    return Login{opened.outcome, opened.text, nullptr, true};
+  // The one place a mailbox format is chosen.
+  mailbox::StateFiles files{expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)};
+  mailbox::Format format = options_.mailbox_format;
+  if (format == mailbox::Format::automatic) format = mailbox::format_at(mailbox_);
+  if (format == mailbox::Format::maildir) {
+    auto opened = mailbox::maildir::Maildir::open(mailbox_, files, options_.uidl_scheme);
+    return accept(opened.outcome, opened.text, opened.notes, std::move(opened.maildir));
   }
-  spool_ = std::move(opened.spool);
+  auto opened = mailbox::Spool::open(mailbox_, files, options_.uidl_scheme,
+                                     {.dotlock_held = dotlock_held, .shared = shared_spool_});
+  return accept(opened.outcome, opened.text, opened.notes, std::move(opened.spool));
+}
+
+Login SystemLogin::accept(Outcome outcome, const std::string& text, const std::string& notes,
+                          std::unique_ptr<mailbox::Store> store) {
+  if (!notes.empty())
+    syslog(outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
+           escaped(user_).c_str(), escaped(mailbox_).c_str(), printable(notes).c_str());
+  if (outcome != Outcome::accepted) {
+    syslog(LOG_WARNING, "session: user=%s mailbox=%s: %s", escaped(user_).c_str(), escaped(mailbox_).c_str(),
+           printable(text).c_str());
+    return Login{outcome, text, nullptr, true};
+  }
+  spool_ = std::move(store);
   return Login{Outcome::accepted, "", spool_.get()};
 }
 

@@ -72,6 +72,10 @@ class SystemLogin final : public protocol::Authenticator {
   pid_t child_ = 0;                            // the monitor's: the session process
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
   std::unique_ptr<mailbox::Store> spool_;
+
+  // The session's answer to an opened mailbox (logged either way).
+  protocol::Login accept(protocol::Login::Outcome outcome, const std::string& text, const std::string& notes,
+                         std::unique_ptr<mailbox::Store> store);
 };
 
 }  // namespace popd::server

@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "auth/privileges.h"
+#include "mailbox/format.h"
+#include "mailbox/maildir/maildir.h"
 #include "mailbox/mbox/spool.h"
 #include "params.h"
 #include "server/client.h"
@@ -28,10 +30,21 @@ namespace popd::server {
 
 int list_uids(const Options& options) {
   // Only reads: no PAM, no lock that would hold up a delivery, no index.
-  sys::UniqueFd fd(::open(options.list_uids.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  std::string path = options.list_uids;
+  mailbox::Format format = mailbox::take_format(path);
+  if (format == mailbox::Format::maildir ||
+      (format == mailbox::Format::automatic && mailbox::format_at(path) == mailbox::Format::maildir)) {
+    std::string out, error;
+    if (!mailbox::maildir::list_uids(path, options.uidl_scheme, out, error)) {
+      std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), error.c_str());
+      return 1;
+    }
+    return sys::write_all(STDOUT_FILENO, out) ? 0 : 1;
+  }
+  sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   struct stat st;
   if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(),
+    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(),
                  fd ? "not a regular file" : sys::error_text(errno).c_str());
     return 1;
   }
@@ -56,9 +69,9 @@ int list_uids(const Options& options) {
     }
     return sys::write_all(STDOUT_FILENO, out) ? 0 : 1;
   } catch (const mailbox::NotMbox& e) {
-    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(), e.what());
+    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), e.what());
   } catch (const std::system_error& e) {
-    std::fprintf(stderr, "popd: %s: %s\n", options.list_uids.c_str(), e.what());
+    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), e.what());
   }
   return 1;
 }

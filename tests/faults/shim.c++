@@ -179,6 +179,9 @@ void undo_names(const std::vector<NameChange>& changes, std::size_t keep) {
     if (c.kind == NameChange::renamed) rename_()(c.path.c_str(), c.from.c_str());
     if (!c.backup.empty()) rename_()(c.backup.c_str(), c.path.c_str());
   }
+  // The changes that reached the disk leave no backup behind.
+  for (std::size_t i = 0; i < keep; ++i)
+    if (!changes[i].backup.empty()) unlink_()(changes[i].backup.c_str());
 }
 
 void power_cut(bool torn) {
@@ -408,9 +411,8 @@ int rename(const char* from, const char* to) {
   return result;
 }
 
-int unlink(const char* path) {
-  Guard g;
-  if (!g.active || !in_scope(path)) return unlink_()(path);
+// An unlink counted as a point; `path` is in scope.
+int counted_unlink(const char* path) {
   if (point("unlink", path)) return -1;
   if (!state().power_model()) return unlink_()(path);
   // Kept under a hidden name until the directory is synced.
@@ -418,6 +420,22 @@ int unlink(const char* path) {
   if (rename_()(path, backup.c_str()) != 0) return -1;
   state().names[directory_of(path)].push_back({NameChange::unlinked, path, {}, backup});
   return 0;
+}
+
+int unlink(const char* path) {
+  Guard g;
+  if (!g.active || !in_scope(path)) return unlink_()(path);
+  return counted_unlink(path);
+}
+
+// unlinkat of a file relative to a directory (a Maildir's cur/ and new/):
+// an unlink of the path it names.
+int unlinkat(int directory, const char* path, int flags) {
+  auto unlinkat_ = real<int (*)(int, const char*, int)>("unlinkat");
+  Guard g;
+  std::string full = path[0] == '/' || directory == AT_FDCWD ? path : path_of(directory) + "/" + path;
+  if (!g.active || flags != 0 || !in_scope(full)) return unlinkat_(directory, path, flags);
+  return counted_unlink(full.c_str());
 }
 
 // open and open64: the mode is there only with O_CREAT or O_TMPFILE.

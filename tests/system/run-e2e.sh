@@ -2,7 +2,8 @@
 # Runs the end-to-end tests against the given popd binary as the current
 # user and, when that is root, once more as an unprivileged user (nobody),
 # so that both the privilege drop and the plain-user mode are exercised;
-# then what a login trusts of the index; then the crash-safety tests, with
+# then what a login trusts of the index; Maildirs, with the delivery agents
+# and servers that share them; then the crash-safety tests, with
 # the fault-injection shim given second; then real clients, the spawners,
 # the unique-ids of other servers and the Debian package.
 set -e
@@ -21,6 +22,8 @@ if [ "$(id -u)" = 0 ]; then
   (cd "$dir" && setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 "$dir/e2e.py" "$dir/popd")
 fi
 /usr/bin/python3 "$here/index.py" "$popd"
+/usr/bin/python3 "$here/maildir.py" "$popd" "$shim"
+/usr/bin/python3 "$here/maildir_peers.py" "$popd"
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/recovery.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"

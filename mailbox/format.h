@@ -1,0 +1,19 @@
+// Which format a --mailbox template names: an mbox spool or a Maildir.
+#pragma once
+
+#include <string>
+
+namespace popd::mailbox {
+
+enum class Format { automatic, mbox, maildir };
+
+// Strips a "maildir:" or "mbox:" prefix from a --mailbox template and says
+// which it was. Without one, a template ending in '/' is a Maildir (the
+// convention of Postfix's home_mailbox and procmail), else automatic.
+Format take_format(std::string& path_template);
+
+// What `path` holds, for Format::automatic: a directory with cur/, new/
+// and tmp/ is a Maildir; a file, or nothing, an mbox spool.
+Format format_at(const std::string& path);
+
+}  // namespace popd::mailbox

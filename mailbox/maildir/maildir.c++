@@ -1,0 +1,210 @@
+#include "mailbox/maildir/maildir.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include <xxhash.h>
+
+#include "mailbox/maildir/deletions.h"
+#include "mailbox/maildir/message.h"
+#include "mailbox/maildir/old_ids.h"
+#include "mailbox/maildir/sizes.h"
+#include "sys/file.h"
+
+namespace popd::mailbox::maildir {
+namespace {
+
+using Outcome = protocol::Login::Outcome;
+
+// RFC 1939: a unique-id is 1 to 70 characters from 0x21 to 0x7E.
+bool usable_as_uid(std::string_view base) {
+  if (base.empty() || base.size() > 70) return false;
+  for (char c : base)
+    if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
+sys::UniqueFd open_folder(int maildir_fd, Folder folder) {
+  return sys::UniqueFd(::openat(maildir_fd, folder_name(folder), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+}
+
+void adopt(Listing& listing, const KnownIds& ids) {
+  if (ids.empty()) return;
+  for (std::size_t i = 0; i < listing.size(); ++i) {
+    auto found = ids.find(listing.base(listing[i]));
+    if (found != ids.end()) listing.set_old_id(listing[i], found->second.id, found->second.order);
+  }
+  listing.order_by_old_ids();
+}
+
+// The id another server gave the message, or its base name, or where that
+// is not a valid unique-id, a hash of it.
+std::string uid_of(const Listing& listing, const Entry& entry) {
+  if (std::string_view old = listing.old_id(entry); !old.empty()) return std::string(old);
+  std::string_view base = listing.base(entry);
+  if (usable_as_uid(base)) return std::string(base);
+  XXH128_hash_t hash = XXH3_128bits(base.data(), base.size());
+  char id[33];
+  std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
+                static_cast<unsigned long long>(hash.low64));
+  return id;
+}
+
+}  // namespace
+
+bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std::string& error) {
+  sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  Listing listing;
+  std::string skipped;
+  if (!fd || !scan(fd.get(), listing, skipped)) {
+    error = sys::error_text(errno);
+    return false;
+  }
+  KnownIds ids = read_old_ids(fd.get(), scheme);
+  adopt(listing, ids);
+  for (std::size_t i = 0; i < listing.size(); ++i) out += std::to_string(i + 1) + " " + uid_of(listing, listing[i]) + "\n";
+  return true;
+}
+
+Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, UidScheme scheme) {
+  Opened result;
+  auto refuse = [&](Outcome outcome, std::string text) {
+    result.outcome = outcome;
+    result.text = std::move(text);
+    return std::move(result);
+  };
+  std::unique_ptr<Maildir> maildir(new Maildir());
+  maildir->journal_ = files.journal;
+  maildir->sizes_path_ = files.index;
+  maildir->maildir_fd_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!maildir->maildir_fd_) {
+    if (errno != ENOENT) return refuse(Outcome::temporary, "Cannot open Maildir: " + sys::error_text(errno));
+    // Nothing delivered yet: an empty maildrop, and nothing made.
+    result.outcome = Outcome::accepted;
+    result.maildir = std::move(maildir);
+    return result;
+  }
+  struct stat st;
+  if (::fstat(maildir->maildir_fd_.get(), &st) != 0)
+    return refuse(Outcome::temporary, "Cannot open Maildir: " + sys::error_text(errno));
+  if (st.st_uid != ::geteuid()) return refuse(Outcome::forbidden, "Maildir is not the user's own");
+  if (!open_folder(maildir->maildir_fd_.get(), Folder::new_mail) ||
+      !open_folder(maildir->maildir_fd_.get(), Folder::current))
+    return refuse(Outcome::forbidden, "Not a Maildir: no new/ or cur/ directory");
+  if (::flock(maildir->maildir_fd_.get(), LOCK_EX | LOCK_NB) != 0)
+    return errno == EWOULDBLOCK ? refuse(Outcome::in_use, "Maildir is in use by another session")
+                                : refuse(Outcome::temporary, "Cannot lock Maildir: " + sys::error_text(errno));
+  Recovered recovered = complete_deletions(maildir->maildir_fd_.get(), maildir->journal_);
+  result.notes = recovered.note;
+  if (!recovered.ok) return refuse(Outcome::temporary, "Maildir has an unfinished commit; see the server's log");
+  std::string skipped;
+  if (!scan(maildir->maildir_fd_.get(), maildir->listing_, skipped))
+    return refuse(Outcome::temporary, "Cannot list Maildir: " + sys::error_text(errno));
+  if (!skipped.empty())
+    result.notes += (result.notes.empty() ? "" : "; ") + std::string("not a message file, left out: ") + skipped;
+  if (scheme != UidScheme::popd && scheme != UidScheme::dovecot && scheme != UidScheme::courier)
+    return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
+  adopt(maildir->listing_, read_old_ids(maildir->maildir_fd_.get(), scheme));
+  std::string error;
+  if (!maildir->count_sizes(error)) return refuse(Outcome::temporary, error);
+  result.outcome = Outcome::accepted;
+  result.maildir = std::move(maildir);
+  return result;
+}
+
+// Sizes from ,W= first, then the sizes file, then counted.
+bool Maildir::count_sizes(std::string& error) {
+  Sizes known;
+  bool loaded = false;
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < listing_.size(); ++i) {
+    Entry& entry = listing_[i];
+    if (entry.sized) continue;
+    if (!loaded) {
+      known.load(sizes_path_);
+      loaded = true;
+    }
+    if (auto size = known.find(listing_.base(entry))) {
+      entry.size = *size;
+      entry.sized = true;
+      ++used;
+      continue;
+    }
+    sys::UniqueFd fd = open_message(i);
+    auto size = fd ? wire_size(fd.get()) : std::nullopt;
+    if (!size) {
+      error = "Cannot read message " + std::string(listing_.name(entry)) + ": " + sys::error_text(errno);
+      return false;
+    }
+    entry.size = *size;
+    entry.sized = true;
+    sizes_changed_ = true;
+  }
+  if (used != known.known()) sizes_changed_ = true;  // some it knows are gone
+  return true;
+}
+
+std::string Maildir::uid(std::size_t index) const { return uid_of(listing_, listing_[index]); }
+
+sys::UniqueFd Maildir::open_message(std::size_t index) {
+  Entry& entry = listing_[index];
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::string path = std::string(folder_name(entry.folder)) + "/" + std::string(listing_.name(entry));
+    // Never out of the Maildir: no symbolic link is followed, and a FIFO
+    // does not block.
+    sys::UniqueFd fd(::openat(maildir_fd_.get(), path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st;
+    if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode)) return fd;
+    if (fd || errno != ENOENT || attempt > 0) break;
+    // Renamed since the listing (a flag set, moved to cur/): found by its base name.
+    Listing now;
+    std::string skipped;
+    if (!scan(maildir_fd_.get(), now, skipped)) break;
+    std::string_view base = listing_.base(entry);
+    bool found = false;
+    for (std::size_t i = 0; i < now.size() && !found; ++i)
+      if (now.base(now[i]) == base) {
+        listing_.rename(entry, now[i].folder, now.name(now[i]));
+        found = true;
+      }
+    if (!found) break;
+  }
+  return {};
+}
+
+bool Maildir::verify(std::size_t index) {
+  open_fd_ = open_message(index);
+  open_index_ = index;
+  return static_cast<bool>(open_fd_);
+}
+
+bool Maildir::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
+  if (!open_fd_ || open_index_ != index) open_fd_ = open_message(index);
+  sys::UniqueFd fd = std::move(open_fd_);
+  return fd && send_message(fd.get(), body_lines, sink);
+}
+
+bool Maildir::commit(const std::vector<bool>& deleted, std::string& error) {
+  std::vector<Doomed> doomed;
+  for (std::size_t i = 0; i < deleted.size(); ++i)
+    if (deleted[i]) doomed.push_back({listing_[i].folder, std::string(listing_.name(listing_[i]))});
+  if (doomed.empty()) return true;
+  open_fd_.reset();
+  if (!delete_messages(maildir_fd_.get(), doomed, journal_, error)) return false;
+  listing_.remove(deleted);
+  sizes_changed_ = true;
+  return true;
+}
+
+bool Maildir::save_index(std::string& error) {
+  if (!sizes_changed_ || sizes_path_.empty()) return true;
+  sizes_changed_ = !Sizes::save(sizes_path_, listing_, error);
+  return !sizes_changed_;
+}
+
+}  // namespace popd::mailbox::maildir

@@ -1,0 +1,34 @@
+// The sizes popd counted of Maildir messages whose names carry no ,W=:
+// kept in the --index file, keyed by base name (which never changes while
+// a message lives), so that a warm login opens no message. An entry is
+// used only for a name it knows; the file's checksum guards against a torn
+// write, and a file that is not the user's own is not read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "mailbox/maildir/listing.h"
+
+namespace popd::mailbox::maildir {
+
+class Sizes {
+ public:
+  // Reads the file at `path`; none, or one that fails its checks, is empty.
+  void load(const std::string& path);
+  std::optional<std::uint64_t> find(std::string_view base) const;
+  std::size_t known() const { return sizes_.size(); }
+
+  // Writes the counted sizes of `listing` (those not from ,W=) to `path`,
+  // by a new file renamed into place.
+  static bool save(const std::string& path, const Listing& listing, std::string& error);
+
+ private:
+  std::string text_;
+  std::unordered_map<std::string_view, std::uint64_t> sizes_;  // into text_
+};
+
+}  // namespace popd::mailbox::maildir

@@ -1,0 +1,191 @@
+// Maildir names, listings, message files and deletions, on real files.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "mailbox/maildir/deletions.h"
+#include "mailbox/maildir/listing.h"
+#include "mailbox/maildir/message.h"
+#include "mailbox/maildir/sizes.h"
+#include "sys/fd.h"
+#include "tests/unit/files.h"
+
+using namespace popd::mailbox::maildir;
+using namespace popd::testing;
+using popd::sys::UniqueFd;
+
+namespace {
+
+struct Lines final : popd::protocol::MessageSink {
+  std::string sent;
+  void text(std::string_view part) override { sent += part; }
+  void end_line() override { sent += "\r\n"; }
+};
+
+// Sends `data` as a Maildir file; checks that the size wire_size() counts
+// is what was sent.
+std::string sent(const std::string& data, std::optional<std::uint64_t> body_lines = std::nullopt) {
+  TempDir dir;
+  write_file(dir.path + "/m", data);
+  UniqueFd fd(::open((dir.path + "/m").c_str(), O_RDONLY));
+  Lines lines;
+  REQUIRE(send_message(fd.get(), body_lines, lines));
+  // A last line without LF gets the CRLF the end of the reply needs,
+  // uncounted (as Dovecot counts it).
+  bool open_end = !data.empty() && data.back() != '\n';
+  if (!body_lines) CHECK(wire_size(fd.get()) == lines.sent.size() - (open_end ? 2 : 0) + (data.ends_with('\r') ? 1 : 0));
+  return lines.sent;
+}
+
+struct Box {
+  TempDir dir;
+  std::string path = dir.path + "/Maildir";
+  UniqueFd fd;
+  Box() {
+    for (const char* folder : {"", "/new", "/cur", "/tmp"}) REQUIRE(::mkdir((path + folder).c_str(), 0700) == 0);
+    fd.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY));
+  }
+  void add(const std::string& name, const std::string& data = "Subject: x\n\nbody\n") {
+    write_file(path + "/" + name, data);
+  }
+  std::vector<std::string> listed() {
+    Listing listing;
+    std::string skipped;
+    REQUIRE(scan(fd.get(), listing, skipped));
+    std::vector<std::string> names;
+    for (std::size_t i = 0; i < listing.size(); ++i)
+      names.push_back(std::string(folder_name(listing[i].folder)) + "/" + std::string(listing.name(listing[i])));
+    return names;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a Maildir name gives its base, delivery time and wire size") {
+  Name name = parse_name("1700000123.M5P77.host,S=1200,W=1234:2,RS");
+  CHECK(name.base == "1700000123.M5P77.host,S=1200,W=1234");
+  CHECK(name.delivered == 1700000123);
+  CHECK(name.wire_size == 1234u);
+  CHECK(!parse_name("1700000123.M5P77.host,S=1200").wire_size);
+  CHECK(!parse_name("odd,W=x").wire_size);
+  CHECK(parse_name("no-time:2,").delivered == 0);
+  CHECK(parse_name("no-flags").base == "no-flags");
+}
+
+TEST_CASE("a message is sent with CRLF line ends, exactly as stored otherwise") {
+  CHECK(sent("a\nb\n") == "a\r\nb\r\n");
+  CHECK(sent("a\r\nb\r\n") == "a\r\nb\r\n");
+  CHECK(sent("no newline at the end") == "no newline at the end\r\n");
+  CHECK(sent("ends in CR\r") == "ends in CR\r\n");
+  CHECK(sent("bare\rcr\n") == "bare\rcr\r\n");
+  CHECK(sent("From x\n>From y\n\n.dot\n") == "From x\r\n>From y\r\n\r\n.dot\r\n");
+  CHECK(sent("") == "");
+  std::string big(3 << 20, 'x');  // lines across read blocks
+  for (std::size_t i = 1000; i < big.size(); i += 70001) big[i] = '\n';
+  big.back() = '\n';
+  CHECK(sent(big).size() == *[&] {
+    TempDir dir;
+    write_file(dir.path + "/m", big);
+    UniqueFd fd(::open((dir.path + "/m").c_str(), O_RDONLY));
+    return wire_size(fd.get());
+  }());
+}
+
+TEST_CASE("TOP sends the header, the empty line and that many body lines") {
+  std::string message = "A: 1\nB: 2\n\none\ntwo\nthree\n";
+  CHECK(sent(message, 0) == "A: 1\r\nB: 2\r\n\r\n");
+  CHECK(sent(message, 2) == "A: 1\r\nB: 2\r\n\r\none\r\ntwo\r\n");
+  CHECK(sent(message, 9) == "A: 1\r\nB: 2\r\n\r\none\r\ntwo\r\nthree\r\n");
+  CHECK(sent("only: header\n", 3) == "only: header\r\n");
+}
+
+TEST_CASE("the listing: new/ and cur/, by delivery time, links and hidden files left out") {
+  Box box;
+  box.add("cur/1700000003.c.host:2,S");
+  box.add("new/1700000001.a.host");
+  box.add("new/1700000002.b.host,S=10,W=12");
+  box.add("new/.hidden");
+  REQUIRE(::symlink("/etc/passwd", (box.path + "/cur/1700000000.link:2,").c_str()) == 0);
+  CHECK(box.listed() == std::vector<std::string>{"new/1700000001.a.host", "new/1700000002.b.host,S=10,W=12",
+                                                 "cur/1700000003.c.host:2,S"});
+  Listing listing;
+  std::string skipped;
+  REQUIRE(scan(box.fd.get(), listing, skipped));
+  CHECK(skipped.find("cur/1700000000.link:2,") != std::string::npos);
+  CHECK(listing[1].sized);
+  CHECK(listing[1].size == 12);
+}
+
+TEST_CASE("a message seen in new/ and in cur/ (moved during the scan) is listed once, from cur/") {
+  Listing listing;
+  listing.add(Folder::new_mail, "1700000001.a.host");
+  listing.add(Folder::current, "1700000001.a.host:2,S");
+  listing.add(Folder::current, "1700000000.z.host:2,");
+  listing.finish();
+  REQUIRE(listing.size() == 2);
+  CHECK(listing.name(listing[1]) == "1700000001.a.host:2,S");
+}
+
+TEST_CASE("deletions: all of them, under new names, those gone count; the journal completes them") {
+  Box box;
+  std::string journal = box.dir.path + "/journal";
+  box.add("new/1.a.host");
+  box.add("cur/2.b.host:2,S");
+  box.add("cur/3.c.host:2,");
+  box.add("cur/4.d.host:2,");
+  REQUIRE(::rename((box.path + "/cur/2.b.host:2,S").c_str(), (box.path + "/cur/2.b.host:2,RS").c_str()) == 0);
+  std::string error;
+  CHECK(delete_messages(box.fd.get(),
+                        {{Folder::new_mail, "1.a.host"}, {Folder::current, "2.b.host:2,S"}, {Folder::current, "9.gone:2,"}},
+                        journal, error));
+  CHECK(error.empty());
+  CHECK(box.listed() == std::vector<std::string>{"cur/3.c.host:2,", "cur/4.d.host:2,"});
+  CHECK(!exists(journal));
+
+  SUBCASE("a journal left by a crash is completed") {
+    // Made by a commit that was cut short: written by delete_messages of a
+    // file it cannot unlink yet (its directory read-only), then completed.
+    REQUIRE(::chmod((box.path + "/cur").c_str(), 0500) == 0);
+    bool root = ::geteuid() == 0;
+    CHECK(delete_messages(box.fd.get(), {{Folder::current, "3.c.host:2,"}}, journal, error) == root);
+    REQUIRE(::chmod((box.path + "/cur").c_str(), 0700) == 0);
+    CHECK(exists(journal) != root);
+    Recovered recovered = complete_deletions(box.fd.get(), journal);
+    CHECK(recovered.ok);
+    CHECK(box.listed() == std::vector<std::string>{"cur/4.d.host:2,"});
+    CHECK(!exists(journal));
+  }
+  SUBCASE("a journal of another Maildir, or a damaged one, is refused and kept") {
+    write_file(journal, "popd-maildir-deletions-1\nmaildir 1\ncur 4.d.host:2,\nend 0000000000000000\n");
+    CHECK(!complete_deletions(box.fd.get(), journal).ok);
+    CHECK(exists(journal));
+    CHECK(box.listed().size() == 2);
+  }
+}
+
+TEST_CASE("the sizes file: used only for names it knows, and only when whole") {
+  Box box;
+  box.add("cur/1.a.host:2,");
+  box.add("cur/2.b.host,S=1,W=7:2,");
+  Listing listing;
+  std::string skipped, error;
+  REQUIRE(scan(box.fd.get(), listing, skipped));
+  listing[0].size = 42;
+  std::string path = box.dir.path + "/sizes";
+  REQUIRE(Sizes::save(path, listing, error));
+  Sizes sizes;
+  sizes.load(path);
+  CHECK(sizes.find("1.a.host") == 42u);
+  CHECK(!sizes.find("2.b.host,S=1,W=7"));  // its name says it
+  CHECK(!sizes.find("3.c.host"));
+  std::string text = read_file(path);
+  text[text.find("42")] = '9';
+  write_file(path, text);
+  sizes.load(path);
+  CHECK(sizes.known() == 0);
+}
