@@ -11,6 +11,7 @@
 #include "mailbox/maildir/deletions.h"
 #include "mailbox/maildir/listing.h"
 #include "mailbox/maildir/message.h"
+#include "mailbox/maildir/old_ids.h"
 #include "mailbox/maildir/sizes.h"
 #include "sys/fd.h"
 #include "tests/unit/files.h"
@@ -188,4 +189,31 @@ TEST_CASE("the sizes file: used only for names it knows, and only when whole") {
   write_file(path, text);
   sizes.load(path);
   CHECK(sizes.known() == 0);
+}
+
+TEST_CASE("other servers' ids: dovecot-uidlist and courierpop3dsizelist") {
+  KnownIds dovecot = parse_dovecot_uidlist(
+      "3 V1700000000 N4 G0123456789abcdef0123456789abcdef\n"
+      "1 :1699999990.M1P1.host,S=10,W=12\n"
+      "2 W12 P0000abcd :1699999991.M2P1.host:2,S\n"
+      "3 GXX :1699999992.M3P1.host\n"
+      "junk line\n");
+  REQUIRE(dovecot.size() == 3);
+  CHECK(dovecot.at("1699999990.M1P1.host,S=10,W=12").id == "000000016553f100");
+  CHECK(dovecot.at("1699999991.M2P1.host").id == "0000abcd");  // the POP3 UIDL it saved
+  CHECK(dovecot.at("1699999992.M3P1.host").order == 3);
+  KnownIds old = parse_dovecot_uidlist("1 1700000000 3\n7 1699999990.M1P1.host:2,\n");
+  CHECK(old.at("1699999990.M1P1.host").id == "000000076553f100");
+  CHECK(parse_dovecot_uidlist("4 V1 N2\n1 :a\n").empty());
+
+  KnownIds courier = parse_courier_sizelist(
+      "/3 4 1796628238\n"
+      "1700000001.M1P1.host:2, 21 1:1796628238:0\n"
+      "1700000002.M2P1.host:2,S 22 2:1796628238:0\n"
+      "old.host 10 3:0:0\n"
+      "broken\n");
+  REQUIRE(courier.size() == 3);
+  CHECK(courier.at("1700000001.M1P1.host").id == "UID1-1796628238");
+  CHECK(courier.at("old.host").id == "UID3");
+  CHECK(parse_courier_sizelist("/1 2 3\na 1 1:1\n").empty());
 }
