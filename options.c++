@@ -22,13 +22,14 @@ bool parse_seconds(std::string_view text, double minimum, double& seconds) {
 
 std::string usage() {
   return R"(Usage: popd [OPTION]...
-POP3 server for mbox spools: one session on standard input and output,
-as started by xinetd or systemd socket activation (Accept=yes).
+POP3 server for mbox spools and Maildirs: one session on standard input
+and output, as started by xinetd or systemd socket activation (Accept=yes).
 
   --mailbox TEMPLATE     mailbox path; %u is the user name, %h the home
                          directory, %% a percent sign (default /var/mail/%u);
                          maildir:TEMPLATE or a trailing / is a Maildir,
                          mbox:TEMPLATE an mbox spool, else what is there
+                         (a directory with cur/ and new/ is a Maildir)
   --journal TEMPLATE     recovery journal for interrupted commits
                          (default %h/.popd-journal)
   --index TEMPLATE       index of the mailbox, so that a login need not

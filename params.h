@@ -72,12 +72,18 @@ inline constexpr std::uint64_t commit_gap_without_copy = 4 << 20;
 // change times during a listing, up to this many times; then what the last
 // listing saw is served (a message it missed is there at the next login).
 inline constexpr int maildir_scans = 4;
+// A message QUIT deletes that a reader renamed meanwhile is looked for in
+// this many listings: a name two listings in a row do not show is gone;
+// one renamed again before each unlink this many times is left for the
+// next session (a reader does not rename a message that often).
+inline constexpr int maildir_chases = 8;
 // At most this much of the names of symbolic links and other non-files
 // found in a Maildir goes to syslog.
 inline constexpr std::size_t maildir_skipped_note = 512;
-// Dovecot's dovecot-uidlist and Courier's courierpop3dsizelist are read
-// whole: 256 MiB holds the lines of millions of messages, and bounds what
-// a corrupt file can make a session allocate.
+// The lists a Maildir session reads whole (Dovecot's dovecot-uidlist,
+// Courier's courierpop3dsizelist, popd's sizes file and journal of
+// deletions): 256 MiB holds the lines of millions of messages, and bounds
+// what a corrupt file can make a session allocate.
 inline constexpr std::uint64_t maildir_list_limit = 256 << 20;
 
 // A mailbox this large is parsed by two threads, one from the middle: on

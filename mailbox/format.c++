@@ -2,25 +2,26 @@
 
 #include <sys/stat.h>
 
-#include <string_view>
 
 namespace popd::mailbox {
 
 Format take_format(std::string& path_template) {
-  for (auto [prefix, format] : {std::pair{std::string_view("maildir:"), Format::maildir},
-                                std::pair{std::string_view("mbox:"), Format::mbox}}) {
-    if (path_template.starts_with(prefix)) {
-      path_template.erase(0, prefix.size());
-      return format;
-    }
+  if (path_template.starts_with("maildir:")) {
+    path_template.erase(0, 8);
+    return Format::maildir;
+  }
+  if (path_template.starts_with("mbox:")) {
+    path_template.erase(0, 5);
+    return Format::mbox;
   }
   return path_template.ends_with('/') ? Format::maildir : Format::automatic;
 }
 
-Format format_at(const std::string& path) {
+Format format_at(Format given, const std::string& path) {
+  if (given != Format::automatic) return given;
   struct stat st;
   if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return Format::mbox;
-  for (const char* folder : {"/cur", "/new", "/tmp"})
+  for (const char* folder : {"/cur", "/new"})
     if (::stat((path + folder).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return Format::mbox;
   return Format::maildir;
 }

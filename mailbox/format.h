@@ -12,8 +12,9 @@ enum class Format { automatic, mbox, maildir };
 // convention of Postfix's home_mailbox and procmail), else automatic.
 Format take_format(std::string& path_template);
 
-// What `path` holds, for Format::automatic: a directory with cur/, new/
-// and tmp/ is a Maildir; a file, or nothing, an mbox spool.
-Format format_at(const std::string& path);
+// The format of the mailbox at `path`: `given` unless automatic; then a
+// directory with cur/ and new/ is a Maildir, and a file, or nothing, an
+// mbox spool.
+Format format_at(Format given, const std::string& path);
 
 }  // namespace popd::mailbox

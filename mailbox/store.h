@@ -1,8 +1,8 @@
 // What a session holds of a user's mailbox, whatever its format: the
 // protocol's Maildrop, and the upkeep the session owes it. A format
-// implements it in a folder of its own (mailbox/mbox/; a Maildir would sit
-// beside it) with what the formats share (locks, file windows, digests,
-// unique-id schemes) here in mailbox/. Which format serves a login is
+// implements it in a folder of its own (mailbox/mbox/, mailbox/maildir/)
+// with what the formats share (locks, file windows, digests, unique-id
+// schemes) here in mailbox/. Which format serves a login is
 // chosen in one place: SystemLogin::open_mailbox (server/login.c++).
 #pragma once
 

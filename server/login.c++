@@ -292,18 +292,16 @@ Login SystemLogin::open_mailbox() {
   };
   // The one place a mailbox format is chosen.
   mailbox::StateFiles files{expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)};
-  mailbox::Format format = options_.mailbox_format;
-  if (format == mailbox::Format::automatic) format = mailbox::format_at(mailbox_);
-  if (format == mailbox::Format::maildir) {
+  if (mailbox::format_at(options_.mailbox_format, mailbox_) == mailbox::Format::maildir) {
     auto opened = mailbox::maildir::Maildir::open(mailbox_, files, options_.uidl_scheme);
-    return accept(opened.outcome, opened.text, opened.notes, std::move(opened.maildir));
+    return finish_open(opened.outcome, opened.text, opened.notes, std::move(opened.maildir));
   }
   auto opened = mailbox::Spool::open(mailbox_, files, options_.uidl_scheme,
                                      {.dotlock_held = dotlock_held, .shared = shared_spool_});
-  return accept(opened.outcome, opened.text, opened.notes, std::move(opened.spool));
+  return finish_open(opened.outcome, opened.text, opened.notes, std::move(opened.spool));
 }
 
-Login SystemLogin::accept(Outcome outcome, const std::string& text, const std::string& notes,
+Login SystemLogin::finish_open(Outcome outcome, const std::string& text, const std::string& notes,
                           std::unique_ptr<mailbox::Store> store) {
   if (!notes.empty())
     syslog(outcome == Outcome::accepted ? LOG_WARNING : LOG_ERR, "mailbox: user=%s mailbox=%s: %s",
@@ -313,8 +311,8 @@ Login SystemLogin::accept(Outcome outcome, const std::string& text, const std::s
            printable(text).c_str());
     return Login{outcome, text, nullptr, true};
   }
-  spool_ = std::move(store);
-  return Login{Outcome::accepted, "", spool_.get()};
+  store_ = std::move(store);
+  return Login{Outcome::accepted, "", store_.get()};
 }
 
 Login SystemLogin::login(std::string_view user, std::string_view password) {
@@ -330,13 +328,13 @@ Login SystemLogin::login(std::string_view user, std::string_view password) {
 
 void SystemLogin::end_session() {
   std::string error;
-  if (spool_ && !spool_->save_index(error))
+  if (store_ && !store_->save_index(error))
     syslog(LOG_DEBUG, "session: user=%s: %s", escaped(user_).c_str(), printable(error).c_str());
-  spool_.reset();
+  store_.reset();
 }
 
 void SystemLogin::tick() {
-  if (spool_) spool_->refresh_lock();
+  if (store_) store_->refresh_lock();
 }
 
 }  // namespace popd::server

@@ -50,7 +50,7 @@ class SystemLogin final : public protocol::Authenticator {
   // it returns in the session process; the caller's process supervises.
   protocol::Login login(std::string_view user, std::string_view password) override;
 
-  bool logged_in() const { return spool_ != nullptr; }
+  bool logged_in() const { return store_ != nullptr; }
   // Brings the mailbox's index up to date and releases the mailbox and its
   // locks (the session is over).
   void end_session();
@@ -71,10 +71,10 @@ class SystemLogin final : public protocol::Authenticator {
   std::unique_ptr<auth::PamTransaction> pam_;  // the monitor's
   pid_t child_ = 0;                            // the monitor's: the session process
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
-  std::unique_ptr<mailbox::Store> spool_;
+  std::unique_ptr<mailbox::Store> store_;
 
-  // The session's answer to an opened mailbox (logged either way).
-  protocol::Login accept(protocol::Login::Outcome outcome, const std::string& text, const std::string& notes,
+  // The session's answer once the mailbox was opened, or refused (logged either way).
+  protocol::Login finish_open(protocol::Login::Outcome outcome, const std::string& text, const std::string& notes,
                          std::unique_ptr<mailbox::Store> store);
 };
 

@@ -32,8 +32,7 @@ int list_uids(const Options& options) {
   // Only reads: no PAM, no lock that would hold up a delivery, no index.
   std::string path = options.list_uids;
   mailbox::Format format = mailbox::take_format(path);
-  if (format == mailbox::Format::maildir ||
-      (format == mailbox::Format::automatic && mailbox::format_at(path) == mailbox::Format::maildir)) {
+  if (mailbox::format_at(format, path) == mailbox::Format::maildir) {
     std::string out, error;
     if (!mailbox::maildir::list_uids(path, options.uidl_scheme, out, error)) {
       std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), error.c_str());

@@ -6,14 +6,12 @@
 
 #include <cerrno>
 #include <charconv>
-#include <cstdio>
 #include <map>
 #include <set>
 #include <optional>
 #include <string_view>
 
-#include <xxhash.h>
-
+#include "mailbox/maildir/checked_text.h"
 #include "params.h"
 #include "sys/fd.h"
 #include "sys/file.h"
@@ -21,48 +19,29 @@
 namespace popd::mailbox::maildir {
 namespace {
 
-// A text file, the user's own: the magic, the Maildir's inode, one line
-// per message ("cur NAME"), and an XXH3-64 of all that before it, against
-// a torn write.
+// A text file, the user's own (checked_text.h): the Maildir's inode, then
+// one line per message ("cur NAME").
 constexpr std::string_view magic = "popd-maildir-deletions-1\n";
 
-std::string checksum_line(std::string_view text) {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH3_64bits(text.data(), text.size())));
-  return std::string("end ") + hex + "\n";
-}
-
 std::string encode(std::uint64_t inode, const std::vector<Doomed>& doomed) {
-  std::string text(magic);
-  text += "maildir " + std::to_string(inode) + "\n";
-  for (const Doomed& d : doomed) text += std::string(folder_name(d.folder)) + " " + d.name + "\n";
-  return text + checksum_line(text);
+  std::string body = "maildir " + std::to_string(inode) + "\n";
+  for (const Doomed& d : doomed) body += std::string(folder_name(d.folder)) + " " + d.name + "\n";
+  return checked_text(magic, body);
 }
 
 // nullopt: not a journal of this kind, or damaged.
 std::optional<std::pair<std::uint64_t, std::vector<Doomed>>> decode(std::string_view text) {
-  if (!text.starts_with(magic) || text.size() < 21 || !text.ends_with("\n")) return std::nullopt;
-  auto last = text.rfind('\n', text.size() - 2);
-  if (last == std::string_view::npos || text.substr(last + 1) != checksum_line(text.substr(0, last + 1)))
-    return std::nullopt;
-  std::string_view body = text.substr(magic.size(), last + 1 - magic.size());
+  auto body = checked_body(text, magic);
+  if (!body || !body->starts_with("maildir ")) return std::nullopt;
+  std::string_view first = body->substr(8, body->find('\n') - 8);
   std::uint64_t inode = 0;
+  if (std::from_chars(first.data(), first.data() + first.size(), inode).ec != std::errc()) return std::nullopt;
   std::vector<Doomed> doomed;
-  bool first = true;
-  while (!body.empty()) {
-    auto newline = body.find('\n');
-    std::string_view line = body.substr(0, newline);
-    body.remove_prefix(newline + 1);
-    if (first) {
-      if (!line.starts_with("maildir ")) return std::nullopt;
-      auto digits = line.substr(8);
-      if (std::from_chars(digits.data(), digits.data() + digits.size(), inode).ec != std::errc()) return std::nullopt;
-      first = false;
-    } else if (line.starts_with("new ") || line.starts_with("cur ")) {
-      doomed.push_back({line[0] == 'n' ? Folder::new_mail : Folder::current, std::string(line.substr(4))});
-    } else {
-      return std::nullopt;
-    }
+  for (std::string_view rest = body->substr(body->find('\n') + 1); !rest.empty();) {
+    std::string_view line = rest.substr(0, rest.find('\n'));
+    rest.remove_prefix(line.size() + 1);
+    if (!line.starts_with("new ") && !line.starts_with("cur ")) return std::nullopt;
+    doomed.push_back({line[0] == 'n' ? Folder::new_mail : Folder::current, std::string(line.substr(4))});
   }
   return std::pair{inode, std::move(doomed)};
 }
@@ -76,20 +55,17 @@ struct Removed {
   std::uint64_t bytes = 0, count = 0;
 };
 
-// Unlinks `name` in `folder`; false on an error other than its absence.
-bool unlink_one(int maildir_fd, Folder folder, const std::string& name, bool& found, Removed& removed) {
-  std::string path = std::string(folder_name(folder)) + "/" + name;
+enum class Unlinked { now, absent, failed };
+
+// Unlinks `name` in `folder`, counting what it removed.
+Unlinked unlink_one(int maildir_fd, Folder folder, std::string_view name, Removed& removed) {
+  std::string path = std::string(folder_name(folder)) + "/" + std::string(name);
   struct stat st;
-  found = ::fstatat(maildir_fd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
-  if (!found) return errno == ENOENT;
-  if (::unlinkat(maildir_fd, path.c_str(), 0) != 0) {
-    if (errno != ENOENT) return false;
-    found = false;
-    return true;
-  }
+  if (::fstatat(maildir_fd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || ::unlinkat(maildir_fd, path.c_str(), 0) != 0)
+    return errno == ENOENT ? Unlinked::absent : Unlinked::failed;
   removed.bytes += static_cast<std::uint64_t>(st.st_size);
   ++removed.count;
-  return true;
+  return Unlinked::now;
 }
 
 // Maildir++ quota: a deletion appends its negative size and count.
@@ -109,46 +85,55 @@ bool sync_folders(int maildir_fd) {
   return true;
 }
 
-// Unlinks every doomed message, under its new name if it was renamed
-// (found by listing the Maildir again); one that two listings in a row do
-// not show is gone already. Then syncs the directories, updates the quota
-// and removes the journal.
-bool apply(int maildir_fd, const std::vector<Doomed>& doomed, const std::string& journal, std::string& error) {
-  Removed removed;
-  std::vector<Doomed> pending;
-  for (const Doomed& d : doomed) {
-    bool found;
-    if (!unlink_one(maildir_fd, d.folder, d.name, found, removed)) return fail(error, "cannot delete " + d.name);
-    if (!found) pending.push_back(d);
-  }
+// The messages of `pending` that were not under their recorded names:
+// each is found again by its base name in a new listing and unlinked
+// there. One that two listings in a row do not show is gone already (a
+// single listing can miss a name renamed while it reads the directory).
+// false: a listing or an unlink failed, or they kept being renamed.
+bool chase_renamed(int maildir_fd, std::vector<std::string> pending, Removed& removed, std::string& error) {
   std::set<std::string, std::less<>> unseen_once;
-  for (int round = 0; !pending.empty() && round < 2 * params::maildir_scans; ++round) {
+  for (int round = 0; !pending.empty(); ++round) {
     Listing listing;
     std::string skipped;
-    if (!scan(maildir_fd, listing, skipped)) return fail(error, "cannot list the Maildir");
+    if (round == params::maildir_chases || !scan(maildir_fd, listing, skipped)) {
+      error = round == params::maildir_chases ? "messages kept being renamed while they were deleted"
+                                              : "cannot list the Maildir: " + sys::error_text(errno);
+      return false;
+    }
     std::map<std::string_view, const Entry*> by_base;
     for (std::size_t i = 0; i < listing.size(); ++i) by_base.emplace(listing.base(listing[i]), &listing[i]);
-    std::vector<Doomed> missed;
-    for (Doomed& d : pending) {
-      std::string base(parse_name(d.name).base);
+    std::vector<std::string> missed;
+    for (std::string& base : pending) {
       auto now = by_base.find(base);
       if (now == by_base.end()) {
-        if (unseen_once.insert(base).second) missed.push_back(std::move(d));  // gone, if the next listing agrees
+        if (unseen_once.insert(base).second) missed.push_back(std::move(base));
         continue;
       }
       unseen_once.erase(base);
-      Doomed current{now->second->folder, std::string(listing.name(*now->second))};
-      bool found;
-      if (!unlink_one(maildir_fd, current.folder, current.name, found, removed))
-        return fail(error, "cannot delete " + current.name);
-      if (!found) missed.push_back(std::move(current));  // renamed again meanwhile
+      switch (unlink_one(maildir_fd, now->second->folder, listing.name(*now->second), removed)) {
+        case Unlinked::now: break;
+        case Unlinked::absent: missed.push_back(std::move(base)); break;  // renamed again meanwhile
+        case Unlinked::failed: error = "cannot delete " + base + ": " + sys::error_text(errno); return false;
+      }
     }
     pending = std::move(missed);
   }
-  if (!pending.empty()) {
-    errno = EAGAIN;
-    return fail(error, "messages kept being renamed while they were deleted");
+  return true;
+}
+
+// Unlinks every doomed message, under its new name if it was renamed;
+// then syncs the directories, updates the quota and removes the journal.
+bool apply(int maildir_fd, const std::vector<Doomed>& doomed, const std::string& journal, std::string& error) {
+  Removed removed;
+  std::vector<std::string> renamed;  // base names
+  for (const Doomed& d : doomed) {
+    switch (unlink_one(maildir_fd, d.folder, d.name, removed)) {
+      case Unlinked::now: break;
+      case Unlinked::absent: renamed.emplace_back(parse_name(d.name).base); break;
+      case Unlinked::failed: error = "cannot delete " + d.name + ": " + sys::error_text(errno); return false;
+    }
   }
+  if (!chase_renamed(maildir_fd, std::move(renamed), removed, error)) return false;
   if (!sync_folders(maildir_fd)) return fail(error, "cannot sync the Maildir");
   update_quota(maildir_fd, removed);
   if (::unlink(journal.c_str()) != 0 && errno != ENOENT) return fail(error, "cannot remove journal " + journal);
@@ -183,13 +168,11 @@ bool delete_messages(int maildir_fd, const std::vector<Doomed>& doomed, const st
     return fail(error, "cannot write recovery journal " + journal);
   }
   // From here the deletions go through: now, or at the next session.
-  if (!sys::sync_directory_of(journal) || !apply(maildir_fd, doomed, journal, error)) {
-    if (error.empty()) fail(error, "cannot sync the directory of " + journal);
-    error = "deletions may have taken effect, but not all were confirmed (" + error +
-            "); the next session completes them";
-    return false;
-  }
-  return true;
+  if (!sys::sync_directory_of(journal)) fail(error, "cannot sync the directory of " + journal);
+  else if (apply(maildir_fd, doomed, journal, error)) return true;
+  error = "deletions may have taken effect, but not all were confirmed (" + error +
+          "); the next session completes them";
+  return false;
 }
 
 Recovered complete_deletions(int maildir_fd, const std::string& journal) {
@@ -199,6 +182,8 @@ Recovered complete_deletions(int maildir_fd, const std::string& journal) {
     return {false, own.refused.empty() ? "cannot read recovery journal " + journal + ": " + sys::error_text(own.error)
                                        : own.refused};
   }
+  if (static_cast<std::uint64_t>(own.st.st_size) > params::maildir_list_limit)
+    return {false, "recovery journal " + journal + " is too large; see popd(8), RECOVERY"};
   std::string text(static_cast<std::size_t>(own.st.st_size), '\0');
   if (!sys::pread_all(own.fd.get(), text.data(), text.size(), 0))
     return {false, "cannot read recovery journal " + journal + ": " + sys::error_text(errno)};

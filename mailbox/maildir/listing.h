@@ -35,7 +35,8 @@ struct Entry {
 };
 
 // The listing of one scan: names kept in one buffer, entries in order of
-// delivery time, then base name.
+// delivery time, then base name (or another server's order, once
+// order_by_old_ids() has put it first).
 class Listing {
  public:
   std::size_t size() const { return entries_.size(); }

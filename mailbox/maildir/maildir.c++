@@ -14,20 +14,13 @@
 #include "mailbox/maildir/message.h"
 #include "mailbox/maildir/old_ids.h"
 #include "mailbox/maildir/sizes.h"
+#include "mailbox/lock.h"
 #include "sys/file.h"
 
 namespace popd::mailbox::maildir {
 namespace {
 
 using Outcome = protocol::Login::Outcome;
-
-// RFC 1939: a unique-id is 1 to 70 characters from 0x21 to 0x7E.
-bool usable_as_uid(std::string_view base) {
-  if (base.empty() || base.size() > 70) return false;
-  for (char c : base)
-    if (c < 0x21 || c > 0x7e) return false;
-  return true;
-}
 
 sys::UniqueFd open_folder(int maildir_fd, Folder folder) {
   return sys::UniqueFd(::openat(maildir_fd, folder_name(folder), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -47,7 +40,7 @@ void adopt(Listing& listing, const KnownIds& ids) {
 std::string uid_of(const Listing& listing, const Entry& entry) {
   if (std::string_view old = listing.old_id(entry); !old.empty()) return std::string(old);
   std::string_view base = listing.base(entry);
-  if (usable_as_uid(base)) return std::string(base);
+  if (valid_uid(base)) return std::string(base);
   XXH128_hash_t hash = XXH3_128bits(base.data(), base.size());
   char id[33];
   std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
@@ -58,6 +51,10 @@ std::string uid_of(const Listing& listing, const Entry& entry) {
 }  // namespace
 
 bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std::string& error) {
+  if (!fits_maildir(scheme)) {
+    error = "this --uidl-scheme is for mbox spools, not Maildirs";
+    return false;
+  }
   sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   Listing listing;
   std::string skipped;
@@ -71,6 +68,10 @@ bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std:
   return true;
 }
 
+bool fits_maildir(UidScheme scheme) {
+  return scheme == UidScheme::popd || scheme == UidScheme::dovecot || scheme == UidScheme::courier;
+}
+
 Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, UidScheme scheme) {
   Opened result;
   auto refuse = [&](Outcome outcome, std::string text) {
@@ -78,11 +79,13 @@ Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, 
     result.text = std::move(text);
     return std::move(result);
   };
+  if (!fits_maildir(scheme)) return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
   std::unique_ptr<Maildir> maildir(new Maildir());
   maildir->journal_ = files.journal;
   maildir->sizes_path_ = files.index;
   maildir->maildir_fd_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!maildir->maildir_fd_) {
+  int fd = maildir->maildir_fd_.get();
+  if (fd < 0) {
     if (errno != ENOENT) return refuse(Outcome::temporary, "Cannot open Maildir: " + sys::error_text(errno));
     // Nothing delivered yet: an empty maildrop, and nothing made.
     result.outcome = Outcome::accepted;
@@ -90,31 +93,53 @@ Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, 
     return result;
   }
   struct stat st;
-  if (::fstat(maildir->maildir_fd_.get(), &st) != 0)
-    return refuse(Outcome::temporary, "Cannot open Maildir: " + sys::error_text(errno));
+  if (::fstat(fd, &st) != 0) return refuse(Outcome::temporary, "Cannot open Maildir: " + sys::error_text(errno));
   if (st.st_uid != ::geteuid()) return refuse(Outcome::forbidden, "Maildir is not the user's own");
-  if (!open_folder(maildir->maildir_fd_.get(), Folder::new_mail) ||
-      !open_folder(maildir->maildir_fd_.get(), Folder::current))
+  if (!open_folder(fd, Folder::new_mail) || !open_folder(fd, Folder::current))
     return refuse(Outcome::forbidden, "Not a Maildir: no new/ or cur/ directory");
-  if (::flock(maildir->maildir_fd_.get(), LOCK_EX | LOCK_NB) != 0)
-    return errno == EWOULDBLOCK ? refuse(Outcome::in_use, "Maildir is in use by another session")
-                                : refuse(Outcome::temporary, "Cannot lock Maildir: " + sys::error_text(errno));
-  Recovered recovered = complete_deletions(maildir->maildir_fd_.get(), maildir->journal_);
+  std::string error;
+  if (Outcome locked = maildir->lock(error); locked != Outcome::accepted) return refuse(locked, error);
+  Recovered recovered = complete_deletions(fd, maildir->journal_);
   result.notes = recovered.note;
   if (!recovered.ok) return refuse(Outcome::temporary, "Maildir has an unfinished commit; see the server's log");
   std::string skipped;
-  if (!scan(maildir->maildir_fd_.get(), maildir->listing_, skipped))
+  if (!scan(fd, maildir->listing_, skipped))
     return refuse(Outcome::temporary, "Cannot list Maildir: " + sys::error_text(errno));
   if (!skipped.empty())
     result.notes += (result.notes.empty() ? "" : "; ") + std::string("not a message file, left out: ") + skipped;
-  if (scheme != UidScheme::popd && scheme != UidScheme::dovecot && scheme != UidScheme::courier)
-    return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
-  adopt(maildir->listing_, read_old_ids(maildir->maildir_fd_.get(), scheme));
-  std::string error;
+  adopt(maildir->listing_, read_old_ids(fd, scheme));
   if (!maildir->count_sizes(error)) return refuse(Outcome::temporary, error);
   result.outcome = Outcome::accepted;
   result.maildir = std::move(maildir);
   return result;
+}
+
+// flock on the Maildir's directory, which no delivery agent takes. NFS
+// makes flock an fcntl lock, which needs a file open for writing, not a
+// directory: there, an fcntl lock on a file beside the journal (the
+// user's, outside the Maildir), which NFS's lock manager shares between
+// hosts.
+protocol::Login::Outcome Maildir::lock(std::string& error) {
+  if (::flock(maildir_fd_.get(), LOCK_EX | LOCK_NB) == 0) return Outcome::accepted;
+  if (errno == EWOULDBLOCK) {
+    error = "Maildir is in use by another session";
+    return Outcome::in_use;
+  }
+  std::string path = journal_ + ".lock";
+  lock_fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  struct stat st;
+  if (!lock_fd_ || ::fstat(lock_fd_.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    error = "Cannot lock Maildir: no lock file " + path;
+    return Outcome::temporary;
+  }
+  std::string why;
+  switch (lock_whole_file(lock_fd_.get(), true, why)) {
+    case LockStatus::locked: return Outcome::accepted;
+    case LockStatus::busy: error = "Maildir is in use by another session"; return Outcome::in_use;
+    case LockStatus::failed: break;
+  }
+  error = "Cannot lock Maildir: " + why;
+  return Outcome::temporary;
 }
 
 // Sizes from ,W= first, then the sizes file, then counted.
@@ -145,7 +170,7 @@ bool Maildir::count_sizes(std::string& error) {
     entry.sized = true;
     sizes_changed_ = true;
   }
-  if (used != known.known()) sizes_changed_ = true;  // some it knows are gone
+  if (used != known.count()) sizes_changed_ = true;  // some it knows are gone
   return true;
 }
 

@@ -44,14 +44,19 @@ class Maildir final : public Store {
   // Opens listing_[index], under its new name if it was renamed.
   sys::UniqueFd open_message(std::size_t index);
   bool count_sizes(std::string& error);
+  protocol::Login::Outcome lock(std::string& error);
 
-  sys::UniqueFd maildir_fd_;  // closing it releases the lock
+  sys::UniqueFd maildir_fd_;  // closing it releases the lock ...
+  sys::UniqueFd lock_fd_;     // ... or this one's, where flock cannot lock a directory (NFS)
   Listing listing_;
   std::string journal_, sizes_path_;
   bool sizes_changed_ = false;  // the sizes file on disk lacks or has more than listing_'s
   std::size_t open_index_ = 0;  // what verify() opened, for send()
   sys::UniqueFd open_fd_;
 };
+
+// The unique-id schemes a Maildir has: popd's, dovecot, courier.
+bool fits_maildir(UidScheme scheme);
 
 // popd --list-uids of a Maildir: "NUMBER UNIQUE-ID" lines as UIDL would
 // give them, reading the Maildir only (no lock, nothing written).

@@ -12,13 +12,14 @@
 namespace popd::mailbox::maildir {
 namespace {
 
-// Calls f(block) for each block of the file, front to back; false when a
-// read fails, or when f returns false (then stops, and is not a failure).
+// Calls f(block) for each block of the file, front to back, `size` bytes
+// at a time; false when a read fails, or when f returns false (then stops,
+// and is not a failure).
 template <typename F>
-bool each_block(int fd, F&& f) {
-  auto buffer = std::make_unique_for_overwrite<char[]>(params::read_block);
+bool each_block(int fd, std::size_t size, F&& f) {
+  auto buffer = std::make_unique_for_overwrite<char[]>(size);
   for (std::uint64_t offset = 0;;) {
-    ssize_t n = ::pread(fd, buffer.get(), params::read_block, static_cast<off_t>(offset));
+    ssize_t n = ::pread(fd, buffer.get(), size, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return false;
     if (n == 0) return true;
@@ -27,13 +28,10 @@ bool each_block(int fd, F&& f) {
   }
 }
 
-std::string_view without_cr(std::string_view line) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line;
-}
-
-// Hands whole lines to a sink: the header and, for TOP, the body's first
-// lines one by one; RETR's body in blocks of whole lines.
+// Hands a file's lines to a sink as they come, a line longer than a block
+// in pieces (nothing holds a whole line): the header and, for TOP, the
+// body's first lines; RETR's body in blocks of whole lines. A CR before an
+// LF is the line end; a CR elsewhere is sent.
 class LineSender {
  public:
   LineSender(std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink)
@@ -42,56 +40,66 @@ class LineSender {
   // false: TOP has sent all it asked for.
   bool block(std::string_view data) {
     while (!data.empty()) {
-      auto newline = data.find('\n');
-      if (newline == std::string_view::npos) {
-        partial_ += data;
-        return true;
-      }
-      if (partial_.empty() && !in_header_ && !body_lines_) {  // RETR's body: all whole lines at once
+      if (!started_ && !held_cr_ && !in_header_ && !body_lines_) {  // RETR's body: whole lines at once
         auto last = data.rfind('\n');
+        if (last == std::string_view::npos) return part(data);
         sink_.lines(data.substr(0, last + 1));
         data.remove_prefix(last + 1);
         continue;
       }
-      bool go_on;
-      if (partial_.empty()) {
-        go_on = line(without_cr(data.substr(0, newline)));
-      } else {
-        partial_ += data.substr(0, newline);
-        go_on = line(without_cr(partial_));
-        partial_.clear();
-      }
-      if (!go_on) return false;
+      auto newline = data.find('\n');
+      if (!part(data.substr(0, newline))) return false;
+      if (newline == std::string_view::npos) return true;
+      if (!end_line()) return false;
       data.remove_prefix(newline + 1);
     }
     return true;
   }
 
+  // The file ended: a last line without LF ends as if it had one.
   void end() {
-    if (!partial_.empty()) line(without_cr(partial_));  // the last line has no LF: it gets a CRLF too
+    if (started_ || held_cr_) end_line();
   }
 
  private:
-  bool line(std::string_view text) {
-    if (in_header_ && text.empty()) {
+  // Bytes of the current line, no LF among them.
+  bool part(std::string_view bytes) {
+    if (bytes.empty()) return true;
+    bool cr = bytes.back() == '\r';  // perhaps the line end: held until the next byte says
+    if (cr) bytes.remove_suffix(1);
+    if (held_cr_ || !bytes.empty()) {
+      if (!started_ && !may_start()) return false;
+      started_ = true;
+      if (held_cr_) sink_.text("\r");
+      if (!bytes.empty()) sink_.text(bytes);
+    }
+    held_cr_ = cr;
+    return true;
+  }
+
+  bool end_line() {
+    held_cr_ = false;
+    if (!started_ && in_header_) {  // the empty line after the header
       in_header_ = false;
       sink_.end_line();
-      return !(body_lines_ && left_ == 0);
+      return may_start();
     }
-    if (!in_header_ && body_lines_) {
-      if (left_ == 0) return false;
-      --left_;
-    }
-    sink_.text(text);
+    if (!started_ && !may_start()) return false;
     sink_.end_line();
-    return in_header_ || !body_lines_ || left_ > 0;
+    started_ = false;
+    if (!in_header_ && body_lines_) --left_;
+    return may_start();
   }
+
+  // Whether another line may be sent: TOP's body has its count.
+  bool may_start() const { return in_header_ || !body_lines_ || left_ > 0; }
 
   std::optional<std::uint64_t> body_lines_;
   std::uint64_t left_;
   protocol::MessageSink& sink_;
   bool in_header_ = true;
-  std::string partial_;  // a line that continues in the next block
+  bool started_ = false;  // some of the current line was sent
+  bool held_cr_ = false;  // the last byte seen was a CR, not yet sent
 };
 
 }  // namespace
@@ -99,7 +107,7 @@ class LineSender {
 std::optional<std::uint64_t> wire_size(int fd) {
   std::uint64_t size = 0;
   bool after_cr = false;  // the last byte of the block before was CR
-  bool ok = each_block(fd, [&](std::string_view block) {
+  bool ok = each_block(fd, params::read_block, [&](std::string_view block) {
     size += block.size();
     for (std::size_t at = block.find('\n'); at != std::string_view::npos; at = block.find('\n', at + 1)) {
       bool crlf = at > 0 ? block[at - 1] == '\r' : after_cr;
@@ -115,7 +123,8 @@ std::optional<std::uint64_t> wire_size(int fd) {
 bool send_message(int fd, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
   LineSender sender(body_lines, sink);
   bool finished = false;
-  bool ok = each_block(fd, [&](std::string_view block) {
+  // TOP needs the header and a few lines: a small first read, not the whole message.
+  bool ok = each_block(fd, body_lines ? params::top_block : params::read_block, [&](std::string_view block) {
     if (sender.block(block)) return true;
     finished = true;
     return false;

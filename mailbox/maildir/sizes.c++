@@ -5,24 +5,17 @@
 
 #include <cerrno>
 #include <charconv>
-#include <cstdio>
 
-#include <xxhash.h>
-
+#include "mailbox/maildir/checked_text.h"
+#include "params.h"
 #include "sys/fd.h"
 #include "sys/file.h"
 
 namespace popd::mailbox::maildir {
 namespace {
 
-// The magic, "SIZE BASE" lines, and "end " with an XXH3-64 of what precedes.
+// "SIZE BASE" lines (checked_text.h).
 constexpr std::string_view magic = "popd-maildir-sizes-1\n";
-
-std::string end_line(std::string_view text) {
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH3_64bits(text.data(), text.size())));
-  return std::string("end ") + hex + "\n";
-}
 
 }  // namespace
 
@@ -30,16 +23,14 @@ void Sizes::load(const std::string& path) {
   sizes_.clear();
   text_.clear();
   sys::OwnFile own = sys::open_own_file(path, O_RDONLY, ::geteuid());
-  if (!own.fd) return;
+  if (!own.fd || static_cast<std::uint64_t>(own.st.st_size) > params::maildir_list_limit) return;
   text_.resize(static_cast<std::size_t>(own.st.st_size));
   if (!sys::pread_all(own.fd.get(), text_.data(), text_.size(), 0)) return text_.clear();
-  std::string_view text = text_;
-  if (!text.starts_with(magic) || !text.ends_with("\n") || text.size() < magic.size() + 21) return text_.clear();
-  auto last = text.rfind('\n', text.size() - 2);
-  if (text.substr(last + 1) != end_line(text.substr(0, last + 1))) return text_.clear();
-  for (std::string_view body = text.substr(magic.size(), last + 1 - magic.size()); !body.empty();) {
-    std::string_view line = body.substr(0, body.find('\n'));
-    body.remove_prefix(line.size() + 1);
+  auto body = checked_body(text_, magic);
+  if (!body) return text_.clear();
+  for (std::string_view rest = *body; !rest.empty();) {
+    std::string_view line = rest.substr(0, rest.find('\n'));
+    rest.remove_prefix(line.size() + 1);
     std::uint64_t size = 0;
     auto [end, error] = std::from_chars(line.data(), line.data() + line.size(), size);
     if (error != std::errc() || end == line.data() + line.size() || *end != ' ') {
@@ -57,15 +48,15 @@ std::optional<std::uint64_t> Sizes::find(std::string_view base) const {
 }
 
 bool Sizes::save(const std::string& path, const Listing& listing, std::string& error) {
-  std::string text(magic);
+  std::string body;
   for (std::size_t i = 0; i < listing.size(); ++i) {
     const Entry& entry = listing[i];
     if (parse_name(listing.name(entry)).wire_size) continue;  // the name says it
-    text += std::to_string(entry.size) + " ";
-    text += listing.base(entry);
-    text += "\n";
+    body += std::to_string(entry.size) + " ";
+    body += listing.base(entry);
+    body += "\n";
   }
-  text += end_line(text);
+  std::string text = checked_text(magic, body);
   std::string temporary = path + ".new";
   ::unlink(temporary.c_str());
   sys::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));

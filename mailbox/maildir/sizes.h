@@ -20,7 +20,7 @@ class Sizes {
   // Reads the file at `path`; none, or one that fails its checks, is empty.
   void load(const std::string& path);
   std::optional<std::uint64_t> find(std::string_view base) const;
-  std::size_t known() const { return sizes_.size(); }
+  std::size_t count() const { return sizes_.size(); }
 
   // Writes the counted sizes of `listing` (those not from ,W=) to `path`,
   // by a new file renamed into place.
