@@ -176,6 +176,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     if (!named) return bad("--uidl-scheme is popd, popa3d, dovecot, uw-imap, x-uidl or courier");
     options.uidl_scheme = *named;
   }
+  if (!mailbox::scheme_fits(options.mailbox_format, options.uidl_scheme))
+    return bad(options.mailbox_format == mailbox::Format::maildir
+                   ? "--uidl-scheme for a Maildir is popd, dovecot or courier"
+                   : "--uidl-scheme courier is for Maildirs");
   if (!io::AddressList::parse(options.proxy_from))
     return bad("--proxy-from needs addresses or networks (ADDR or ADDR/BITS), comma-separated");
   if (options.tls.certificate.empty() != options.tls.key.empty())

@@ -82,9 +82,9 @@ inline constexpr int maildir_chases = 8;
 inline constexpr std::size_t maildir_skipped_note = 512;
 // The lists a Maildir session reads whole (Dovecot's dovecot-uidlist,
 // Courier's courierpop3dsizelist, popd's sizes file and journal of
-// deletions): 256 MiB holds the lines of millions of messages, and bounds
+// deletions): 64 MiB holds the lines of a million messages, and bounds
 // what a corrupt file can make a session allocate.
-inline constexpr std::uint64_t maildir_list_limit = 256 << 20;
+inline constexpr std::uint64_t maildir_list_limit = 64 << 20;
 
 // A mailbox this large is parsed by two threads, one from the middle: on
 // a smaller one a thread costs more than it saves.

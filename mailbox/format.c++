@@ -17,6 +17,12 @@ Format take_format(std::string& path_template) {
   return path_template.ends_with('/') ? Format::maildir : Format::automatic;
 }
 
+bool scheme_fits(Format format, UidScheme scheme) {
+  if (format == Format::maildir)
+    return scheme == UidScheme::popd || scheme == UidScheme::dovecot || scheme == UidScheme::courier;
+  return format == Format::automatic || scheme != UidScheme::courier;
+}
+
 Format format_at(Format given, const std::string& path) {
   if (given != Format::automatic) return given;
   struct stat st;

@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "mailbox/uids.h"
+
 namespace popd::mailbox {
 
 enum class Format { automatic, mbox, maildir };
@@ -16,5 +18,9 @@ Format take_format(std::string& path_template);
 // directory with cur/ and new/ is a Maildir, and a file, or nothing, an
 // mbox spool.
 Format format_at(Format given, const std::string& path);
+
+// Whether --uidl-scheme has ids for the format: popd, dovecot and courier
+// for a Maildir; all but courier for an mbox spool.
+bool scheme_fits(Format format, UidScheme scheme);
 
 }  // namespace popd::mailbox

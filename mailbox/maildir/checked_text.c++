@@ -18,8 +18,11 @@ std::string end_line(std::string_view text) {
 std::string checked_text(std::string_view magic, std::string_view body) {
   std::string text(magic);
   text += body;
-  return text + end_line(text);
+  seal(text);
+  return text;
 }
+
+void seal(std::string& text) { text += end_line(text); }
 
 std::optional<std::string_view> checked_body(std::string_view text, std::string_view magic) {
   if (!text.starts_with(magic) || !text.ends_with('\n') || text.size() < magic.size() + end_line("").size())

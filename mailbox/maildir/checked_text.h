@@ -12,6 +12,8 @@ namespace popd::mailbox::maildir {
 
 // `magic` (a line), then `body`, then the end line.
 std::string checked_text(std::string_view magic, std::string_view body);
+// Appends the end line to `text`, which starts with the magic line.
+void seal(std::string& text);
 
 // The body of a text checked_text() made with `magic`; nullopt if it is
 // another kind, or damaged.

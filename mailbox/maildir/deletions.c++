@@ -41,6 +41,9 @@ std::optional<std::pair<std::uint64_t, std::vector<Doomed>>> decode(std::string_
     std::string_view line = rest.substr(0, rest.find('\n'));
     rest.remove_prefix(line.size() + 1);
     if (!line.starts_with("new ") && !line.starts_with("cur ")) return std::nullopt;
+    std::string_view name = line.substr(4);
+    // A name in its folder, never a path: a forged journal cannot reach outside the Maildir.
+    if (name.empty() || name[0] == '.' || name.find('/') != std::string_view::npos) return std::nullopt;
     doomed.push_back({line[0] == 'n' ? Folder::new_mail : Folder::current, std::string(line.substr(4))});
   }
   return std::pair{inode, std::move(doomed)};
@@ -71,8 +74,10 @@ Unlinked unlink_one(int maildir_fd, Folder folder, std::string_view name, Remove
 // Maildir++ quota: a deletion appends its negative size and count.
 void update_quota(int maildir_fd, const Removed& removed) {
   if (removed.count == 0) return;
-  sys::UniqueFd fd(::openat(maildir_fd, "maildirsize", O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return;
+  // Not a FIFO or a device: one would hold QUIT (and the Maildir's lock).
+  sys::UniqueFd fd(::openat(maildir_fd, "maildirsize", O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return;
   std::string line = "-" + std::to_string(removed.bytes) + " -" + std::to_string(removed.count) + "\n";
   [[maybe_unused]] bool written = sys::write_all(fd.get(), line);
 }

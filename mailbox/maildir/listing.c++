@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <ctime>
+#include <memory>
 #include <tuple>
 
 #include "params.h"
@@ -42,33 +43,45 @@ bool recent(const Times& times) {
   return now - std::get<0>(times) <= 1 || now - std::get<2>(times) <= 1;
 }
 
+struct CloseDir {
+  void operator()(DIR* dir) const { ::closedir(dir); }
+};
+
+// A name a Maildir message can have: no control characters (a line of
+// popd's journal and sizes file holds one name) and not hidden.
+bool message_name(std::string_view name) {
+  if (name.empty() || name[0] == '.') return false;  // ".", "..", and hidden files, as Maildir readers skip them
+  for (char c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  return true;
+}
+
 bool list_folder(int maildir_fd, Folder folder, Listing& listing, std::string& skipped) {
   int fd = ::openat(maildir_fd, folder_name(folder), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return false;
-  DIR* dir = ::fdopendir(fd);
+  struct stat st;
+  if (::fstat(fd, &st) == 0) listing.expect(static_cast<std::size_t>(st.st_size));  // a directory's size: about its names'
+  std::unique_ptr<DIR, CloseDir> dir(::fdopendir(fd));
   if (!dir) {
     ::close(fd);
     return false;
   }
   errno = 0;
-  while (struct dirent* entry = ::readdir(dir)) {
+  while (struct dirent* entry = ::readdir(dir.get())) {
     std::string_view name = entry->d_name;
-    if (name.empty() || name[0] == '.') continue;  // ".", "..", and hidden files, as Maildir readers skip them
     unsigned char type = entry->d_type;
     if (type == DT_UNKNOWN) {  // some file systems do not say: ask
-      struct stat st;
-      type = ::fstatat(fd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) ? DT_REG : DT_LNK;
+      struct stat file;
+      type = ::fstatat(fd, entry->d_name, &file, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(file.st_mode) ? DT_REG : DT_LNK;
     }
-    if (type != DT_REG) {
-      if (skipped.size() < params::maildir_skipped_note) skipped += std::string(folder_name(folder)) + "/" + entry->d_name + " ";
+    if (type != DT_REG || !message_name(name)) {
+      if (name[0] != '.' && skipped.size() < params::maildir_skipped_note)
+        skipped += std::string(folder_name(folder)) + "/" + std::string(name) + " ";
       continue;
     }
     listing.add(folder, name);
   }
-  int error = errno;
-  ::closedir(dir);
-  errno = error;
-  return error == 0;
+  return errno == 0;
 }
 
 bool scan_once(int maildir_fd, Listing& listing, std::string& skipped) {
@@ -113,11 +126,20 @@ void Listing::add(Folder folder, std::string_view name) {
   entries_.push_back(entry);
 }
 
+void Listing::expect(std::size_t name_bytes) {
+  names_.reserve(names_.size() + name_bytes);
+  entries_.reserve(entries_.size() + name_bytes / 48);  // the shortest names of MDAs are about 40 bytes
+}
+
 void Listing::rename(Entry& entry, Folder folder, std::string_view name) {
-  entry.name_at = static_cast<std::uint32_t>(names_.size());
-  entry.name_length = static_cast<std::uint32_t>(name.size());
   entry.folder = folder;
-  names_ += name;
+  if (name.size() <= entry.name_length) {  // flags changed: in place, so that names_ does not grow
+    names_.replace(entry.name_at, name.size(), name);
+  } else {
+    entry.name_at = static_cast<std::uint32_t>(names_.size());
+    names_ += name;
+  }
+  entry.name_length = static_cast<std::uint32_t>(name.size());
 }
 
 void Listing::set_old_id(Entry& entry, std::string_view id, std::uint64_t order) {

@@ -46,6 +46,8 @@ class Listing {
 
   Entry& operator[](std::size_t i) { return entries_[i]; }
   void add(Folder folder, std::string_view name);
+  // About this many more bytes of names will be added: room for them.
+  void expect(std::size_t name_bytes);
   // The message was renamed (its flags changed): `name` is its name now.
   void rename(Entry& entry, Folder folder, std::string_view name);
   // Keeps only the entries not marked true.

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -14,6 +15,7 @@
 #include "mailbox/maildir/message.h"
 #include "mailbox/maildir/old_ids.h"
 #include "mailbox/maildir/sizes.h"
+#include "mailbox/format.h"
 #include "mailbox/lock.h"
 #include "sys/file.h"
 
@@ -26,32 +28,29 @@ sys::UniqueFd open_folder(int maildir_fd, Folder folder) {
   return sys::UniqueFd(::openat(maildir_fd, folder_name(folder), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 }
 
-void adopt(Listing& listing, const KnownIds& ids) {
-  if (ids.empty()) return;
-  for (std::size_t i = 0; i < listing.size(); ++i) {
-    auto found = ids.find(listing.base(listing[i]));
-    if (found != ids.end()) listing.set_old_id(listing[i], found->second.id, found->second.order);
-  }
-  listing.order_by_old_ids();
-}
-
 // The id another server gave the message, or its base name, or where that
-// is not a valid unique-id, a hash of it.
-std::string uid_of(const Listing& listing, const Entry& entry) {
-  if (std::string_view old = listing.old_id(entry); !old.empty()) return std::string(old);
+// is not a valid unique-id, a hash of it; appended to `out`.
+void append_uid_of(const Listing& listing, const Entry& entry, std::string& out) {
+  if (std::string_view old = listing.old_id(entry); !old.empty()) {
+    out += old;
+    return;
+  }
   std::string_view base = listing.base(entry);
-  if (valid_uid(base)) return std::string(base);
+  if (valid_uid(base)) {
+    out += base;
+    return;
+  }
   XXH128_hash_t hash = XXH3_128bits(base.data(), base.size());
   char id[33];
   std::snprintf(id, sizeof id, "%016llx%016llx", static_cast<unsigned long long>(hash.high64),
                 static_cast<unsigned long long>(hash.low64));
-  return id;
+  out += id;
 }
 
 }  // namespace
 
 bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std::string& error) {
-  if (!fits_maildir(scheme)) {
+  if (!scheme_fits(Format::maildir, scheme)) {
     error = "this --uidl-scheme is for mbox spools, not Maildirs";
     return false;
   }
@@ -62,14 +61,13 @@ bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std:
     error = sys::error_text(errno);
     return false;
   }
-  KnownIds ids = read_old_ids(fd.get(), scheme);
-  adopt(listing, ids);
-  for (std::size_t i = 0; i < listing.size(); ++i) out += std::to_string(i + 1) + " " + uid_of(listing, listing[i]) + "\n";
+  adopt_old_ids(fd.get(), scheme, listing);
+  for (std::size_t i = 0; i < listing.size(); ++i) {
+    out += std::to_string(i + 1) + " ";
+    append_uid_of(listing, listing[i], out);
+    out += '\n';
+  }
   return true;
-}
-
-bool fits_maildir(UidScheme scheme) {
-  return scheme == UidScheme::popd || scheme == UidScheme::dovecot || scheme == UidScheme::courier;
 }
 
 Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, UidScheme scheme) {
@@ -79,7 +77,8 @@ Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, 
     result.text = std::move(text);
     return std::move(result);
   };
-  if (!fits_maildir(scheme)) return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
+  if (!scheme_fits(Format::maildir, scheme))
+    return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
   std::unique_ptr<Maildir> maildir(new Maildir());
   maildir->journal_ = files.journal;
   maildir->sizes_path_ = files.index;
@@ -107,8 +106,8 @@ Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, 
     return refuse(Outcome::temporary, "Cannot list Maildir: " + sys::error_text(errno));
   if (!skipped.empty())
     result.notes += (result.notes.empty() ? "" : "; ") + std::string("not a message file, left out: ") + skipped;
-  adopt(maildir->listing_, read_old_ids(fd, scheme));
-  if (!maildir->count_sizes(error)) return refuse(Outcome::temporary, error);
+  adopt_old_ids(fd, scheme, maildir->listing_);
+  maildir->count_sizes(result.notes);
   result.outcome = Outcome::accepted;
   result.maildir = std::move(maildir);
   return result;
@@ -142,64 +141,79 @@ protocol::Login::Outcome Maildir::lock(std::string& error) {
   return Outcome::temporary;
 }
 
-// Sizes from ,W= first, then the sizes file, then counted.
-bool Maildir::count_sizes(std::string& error) {
+// Sizes from ,W= first, then the sizes file, then counted. A message that
+// cannot be read (gone since the listing, or not the user's to read) is
+// left out of this session's maildrop and named in `notes`.
+void Maildir::count_sizes(std::string& notes) {
   Sizes known;
-  bool loaded = false;
+  known.load(sizes_path_);
   std::size_t used = 0;
+  std::vector<bool> unreadable(listing_.size());
+  bool any_unreadable = false;
   for (std::size_t i = 0; i < listing_.size(); ++i) {
     Entry& entry = listing_[i];
     if (entry.sized) continue;
-    if (!loaded) {
-      known.load(sizes_path_);
-      loaded = true;
-    }
-    if (auto size = known.find(listing_.base(entry))) {
-      entry.size = *size;
-      entry.sized = true;
+    std::optional<std::uint64_t> size = known.find(listing_.base(entry));
+    if (size) {
       ++used;
+    } else if (sys::UniqueFd fd = open_message(i); !fd || !(size = wire_size(fd.get()))) {
+      notes += (notes.empty() ? "" : "; ") + std::string("cannot read ") + std::string(listing_.name(entry)) + ": " +
+               sys::error_text(errno) + ", left out";
+      unreadable[i] = any_unreadable = true;
       continue;
-    }
-    sys::UniqueFd fd = open_message(i);
-    auto size = fd ? wire_size(fd.get()) : std::nullopt;
-    if (!size) {
-      error = "Cannot read message " + std::string(listing_.name(entry)) + ": " + sys::error_text(errno);
-      return false;
+    } else {
+      sizes_changed_ = true;
     }
     entry.size = *size;
     entry.sized = true;
-    sizes_changed_ = true;
   }
+  if (any_unreadable) listing_.remove(unreadable);
   if (used != known.count()) sizes_changed_ = true;  // some it knows are gone
-  return true;
 }
 
-std::string Maildir::uid(std::size_t index) const { return uid_of(listing_, listing_[index]); }
+std::string Maildir::uid(std::size_t index) const {
+  std::string id;
+  append_uid_of(listing_, listing_[index], id);
+  return id;
+}
+
+void Maildir::append_uid(std::size_t index, std::string& out) const { append_uid_of(listing_, listing_[index], out); }
 
 sys::UniqueFd Maildir::open_message(std::size_t index) {
-  Entry& entry = listing_[index];
   for (int attempt = 0; attempt < 2; ++attempt) {
+    const Entry& entry = listing_[index];
     std::string path = std::string(folder_name(entry.folder)) + "/" + std::string(listing_.name(entry));
     // Never out of the Maildir: no symbolic link is followed, and a FIFO
     // does not block.
     sys::UniqueFd fd(::openat(maildir_fd_.get(), path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st;
     if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode)) return fd;
-    if (fd || errno != ENOENT || attempt > 0) break;
-    // Renamed since the listing (a flag set, moved to cur/): found by its base name.
-    Listing now;
-    std::string skipped;
-    if (!scan(maildir_fd_.get(), now, skipped)) break;
-    std::string_view base = listing_.base(entry);
-    bool found = false;
-    for (std::size_t i = 0; i < now.size() && !found; ++i)
-      if (now.base(now[i]) == base) {
-        listing_.rename(entry, now[i].folder, now.name(now[i]));
-        found = true;
-      }
-    if (!found) break;
+    if (fd || errno != ENOENT || attempt > 0 || !refresh_names()) break;
   }
   return {};
+}
+
+// Renamed since the listing (flags set, moved to cur/, as a mail reader
+// does to many at once): every message's name as it is now, from one new
+// listing, by base name.
+bool Maildir::refresh_names() {
+  Listing now;
+  std::string skipped;
+  if (!scan(maildir_fd_.get(), now, skipped)) return false;
+  std::vector<std::uint32_t> by_base(now.size());
+  for (std::uint32_t i = 0; i < by_base.size(); ++i) by_base[i] = i;
+  std::sort(by_base.begin(), by_base.end(), [&](auto a, auto b) { return now.base(now[a]) < now.base(now[b]); });
+  for (std::size_t i = 0; i < listing_.size(); ++i) {
+    Entry& entry = listing_[i];
+    std::string_view base = listing_.base(entry);
+    auto at = std::lower_bound(by_base.begin(), by_base.end(), base,
+                               [&](std::uint32_t k, std::string_view key) { return now.base(now[k]) < key; });
+    if (at == by_base.end() || now.base(now[*at]) != base) continue;
+    const Entry& found = now[*at];
+    if (found.folder != entry.folder || now.name(found) != listing_.name(entry))
+      listing_.rename(entry, found.folder, now.name(found));
+  }
+  return true;
 }
 
 bool Maildir::verify(std::size_t index) {

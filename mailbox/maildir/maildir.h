@@ -10,7 +10,6 @@
 #include <string>
 
 #include "mailbox/maildir/listing.h"
-#include "mailbox/maildir/old_ids.h"
 #include "mailbox/store.h"
 #include "mailbox/uids.h"
 #include "sys/fd.h"
@@ -33,6 +32,7 @@ class Maildir final : public Store {
   std::size_t count() const override { return listing_.size(); }
   std::uint64_t size(std::size_t index) const override { return listing_[index].size; }
   std::string uid(std::size_t index) const override;
+  void append_uid(std::size_t index, std::string& out) const override;
   bool verify(std::size_t index) override;
   bool send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) override;
   bool commit(const std::vector<bool>& deleted, std::string& error) override;
@@ -43,7 +43,8 @@ class Maildir final : public Store {
   Maildir() = default;
   // Opens listing_[index], under its new name if it was renamed.
   sys::UniqueFd open_message(std::size_t index);
-  bool count_sizes(std::string& error);
+  void count_sizes(std::string& notes);
+  bool refresh_names();
   protocol::Login::Outcome lock(std::string& error);
 
   sys::UniqueFd maildir_fd_;  // closing it releases the lock ...
@@ -54,9 +55,6 @@ class Maildir final : public Store {
   std::size_t open_index_ = 0;  // what verify() opened, for send()
   sys::UniqueFd open_fd_;
 };
-
-// The unique-id schemes a Maildir has: popd's, dovecot, courier.
-bool fits_maildir(UidScheme scheme);
 
 // popd --list-uids of a Maildir: "NUMBER UNIQUE-ID" lines as UIDL would
 // give them, reading the Maildir only (no lock, nothing written).

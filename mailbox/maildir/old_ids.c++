@@ -3,11 +3,12 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <charconv>
+#include <vector>
 #include <optional>
 #include <utility>
 
-#include "mailbox/maildir/listing.h"
 #include "params.h"
 #include "sys/fd.h"
 #include "sys/file.h"
@@ -56,12 +57,11 @@ std::string read_list(int maildir_fd, const char* name) {
 // Version 3 (and 2): "3 V<uidvalidity> N<next uid> G<guid>", then
 // "<uid> [<key><value> ...] :<file name>"; version 1: "1 <uidvalidity>
 // <next uid>", then "<uid> <file name>".
-KnownIds parse_dovecot_uidlist(std::string_view text) {
-  KnownIds ids;
+void each_dovecot_id(std::string_view text, const IdSink& sink) {
   std::string_view header = text.substr(0, text.find('\n'));
   std::string_view fields = header;
   auto version = number(next_word(fields));
-  if (!version || *version < 1 || *version > 3) return ids;
+  if (!version || *version < 1 || *version > 3) return;
   std::optional<std::uint64_t> validity;
   if (*version == 1) {
     validity = number(next_word(fields));
@@ -71,7 +71,7 @@ KnownIds parse_dovecot_uidlist(std::string_view text) {
       if (field.starts_with('V')) validity = number(field.substr(1));
     }
   }
-  if (!validity || *validity > 0xffffffffu) return ids;
+  if (!validity || *validity > 0xffffffffu) return;
   bool first = true;
   each_line(text, [&](std::string_view line) {
     if (std::exchange(first, false)) return;
@@ -92,17 +92,15 @@ KnownIds parse_dovecot_uidlist(std::string_view text) {
     if (base.empty()) return;
     std::string id = valid_uid(saved) ? std::string(saved) : format_old_id(UidScheme::dovecot, *uid,
                                                                             static_cast<std::uint32_t>(*validity));
-    ids.insert_or_assign(std::string(base), KnownId{std::move(id), *uid});
+    sink(base, std::move(id), *uid);
   });
-  return ids;
 }
 
 // "/3 <next uid> <uidvalidity>" (or /2), then "<file name> <size>
 // <uid>:<uidvalidity>[:<utf8>]"; Courier's UIDL is "UID<uid>-<uidvalidity>",
 // or "UID<uid>" where the UIDVALIDITY is 0.
-KnownIds parse_courier_sizelist(std::string_view text) {
-  KnownIds ids;
-  if (!text.starts_with("/3 ") && !text.starts_with("/2 ")) return ids;
+void each_courier_id(std::string_view text, const IdSink& sink) {
+  if (!text.starts_with("/3 ") && !text.starts_with("/2 ")) return;
   bool first = true;
   each_line(text, [&](std::string_view line) {
     if (std::exchange(first, false)) return;
@@ -121,15 +119,39 @@ KnownIds parse_courier_sizelist(std::string_view text) {
     auto validity = number(parts.substr(0, parts.find(':')));
     if (!uid || !validity || *uid == 0) return;
     std::string id = "UID" + std::to_string(*uid) + (*validity ? "-" + std::to_string(*validity) : "");
-    ids.insert_or_assign(std::string(parse_name(name).base), KnownId{std::move(id), *uid});
+    sink(parse_name(name).base, std::move(id), *uid);
   });
-  return ids;
 }
 
-KnownIds read_old_ids(int maildir_fd, UidScheme scheme) {
-  if (scheme == UidScheme::dovecot) return parse_dovecot_uidlist(read_list(maildir_fd, "dovecot-uidlist"));
-  if (scheme == UidScheme::courier) return parse_courier_sizelist(read_list(maildir_fd, "courierpop3dsizelist"));
-  return {};
+void adopt_old_ids(int maildir_fd, UidScheme scheme, Listing& listing) {
+  if (scheme != UidScheme::dovecot && scheme != UidScheme::courier) return;
+  std::string text = read_list(maildir_fd, scheme == UidScheme::dovecot ? "dovecot-uidlist" : "courierpop3dsizelist");
+  if (text.empty() || listing.size() == 0) return;
+  // The listing's entries by base name, to find each line's message.
+  std::vector<std::uint32_t> by_base(listing.size());
+  for (std::uint32_t i = 0; i < by_base.size(); ++i) by_base[i] = i;
+  auto base_of = [&](std::uint32_t i) { return listing.base(listing[i]); };
+  std::sort(by_base.begin(), by_base.end(), [&](auto a, auto b) { return base_of(a) < base_of(b); });
+  auto adopt = [&](std::string_view base, std::string id, std::uint64_t order) {
+    auto at = std::lower_bound(by_base.begin(), by_base.end(), base,
+                               [&](std::uint32_t i, std::string_view key) { return base_of(i) < key; });
+    if (at != by_base.end() && base_of(*at) == base) listing.set_old_id(listing[*at], id, order);
+  };
+  if (scheme == UidScheme::dovecot) each_dovecot_id(text, adopt);
+  else each_courier_id(text, adopt);
+  // RFC 1939: no two messages share an id. Where a list gives two the
+  // same, the one later in the server's order keeps its own.
+  std::vector<std::uint32_t> known;
+  for (std::uint32_t i = 0; i < listing.size(); ++i)
+    if (!listing.old_id(listing[i]).empty()) known.push_back(i);
+  std::stable_sort(known.begin(), known.end(), [&](auto a, auto b) {
+    return std::pair(listing.old_id(listing[a]), listing[a].old_order) <
+           std::pair(listing.old_id(listing[b]), listing[b].old_order);
+  });
+  for (std::size_t k = 1; k < known.size(); ++k)
+    if (listing.old_id(listing[known[k]]) == listing.old_id(listing[known[k - 1]]))
+      listing.set_old_id(listing[known[k]], {}, 0);
+  listing.order_by_old_ids();
 }
 
 }  // namespace popd::mailbox::maildir

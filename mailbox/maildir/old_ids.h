@@ -6,26 +6,23 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
+#include <functional>
 #include <string>
 #include <string_view>
 
+#include "mailbox/maildir/listing.h"
 #include "mailbox/uids.h"
 
 namespace popd::mailbox::maildir {
 
-struct KnownId {
-  std::string id;
-  std::uint64_t order = 0;  // the server's order (Dovecot's UID)
-};
+// Gives the messages of `listing` the ids the scheme's list names them by
+// (an id two messages would share, only the first), and puts those first,
+// in that server's order. Nothing where there is no list.
+void adopt_old_ids(int maildir_fd, UidScheme scheme, Listing& listing);
 
-// By base name. Empty where there is no list, or it cannot be read.
-using KnownIds = std::map<std::string, KnownId, std::less<>>;
-
-KnownIds read_old_ids(int maildir_fd, UidScheme scheme);
-
-// The lists' lines, for tests.
-KnownIds parse_dovecot_uidlist(std::string_view text);
-KnownIds parse_courier_sizelist(std::string_view text);
+// Each (base name, id, the server's order) a list's text names.
+using IdSink = std::function<void(std::string_view base, std::string id, std::uint64_t order)>;
+void each_dovecot_id(std::string_view text, const IdSink& sink);
+void each_courier_id(std::string_view text, const IdSink& sink);
 
 }  // namespace popd::mailbox::maildir

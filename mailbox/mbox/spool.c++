@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "sys/file.h"
+#include "mailbox/format.h"
 #include "mailbox/mbox/commit.h"
 #include "params.h"
 
@@ -37,7 +38,7 @@ Spool::Opened Spool::open(const std::string& path, const Files& files, UidScheme
     result.text = std::move(text);
     return std::move(result);
   };
-  if (scheme == UidScheme::courier) return refuse(Outcome::temporary, "The courier --uidl-scheme is for Maildirs");
+  if (!scheme_fits(Format::mbox, scheme)) return refuse(Outcome::temporary, "The courier --uidl-scheme is for Maildirs");
   std::unique_ptr<Spool> spool(new Spool);
   spool->journal_ = files.journal;
   spool->index_ = files.index;

@@ -190,8 +190,10 @@ def test_links_and_strangers_are_left_out(env):
     os.symlink("/etc/passwd", f"{box.path}/cur/1700000099.link.host:2,S")
     with open(f"{box.path}/new/.hidden", "w") as f:
         f.write("not mail\n")
+    with open(f"{box.path}/new/1700000098.odd\ncur 1700000001.x", "w") as f:  # a name no journal line can hold
+        f.write("Subject: odd\n\nodd\n")
     out = box.run(login() + "STAT\r\nRETR 1\r\nRETR 2\r\nQUIT\r\n")
-    check("+OK 1 " in out and "root:" not in out, out)
+    check("+OK 1 " in out and "root:" not in out and "odd" not in out, out)
     if IS_ROOT:
         os.chown(box.path, BOB_UID, BOB_UID)
         out = box.run(login() + "STAT\r\nQUIT\r\n")
@@ -249,6 +251,13 @@ def test_quota_file_follows_deletions(env):
     check(out.endswith("(2 messages deleted)\r\n"), out)
     size = len(MESSAGES[0]) + len(MESSAGES[2])
     check_equal(open(f"{box.path}/maildirsize").read(), f"1000000S,1000C\n300 3\n-{size} -2\n", "maildirsize")
+    # A FIFO there (no reader) must not hold QUIT, nor the Maildir's lock after it.
+    os.unlink(f"{box.path}/maildirsize")
+    os.mkfifo(f"{box.path}/maildirsize")
+    box.own(f"{box.path}/maildirsize")
+    out = box.run(login() + "DELE 1\r\nQUIT\r\n", timeout=20)
+    check(out.endswith("(1 messages deleted)\r\n"), out)
+    check("+OK 0 " in box.run(login() + "STAT\r\nQUIT\r\n", timeout=20), "the Maildir after a FIFO maildirsize")
 
 
 def run_with_faults(env, script, **faults):

@@ -13,6 +13,7 @@
 #include "mailbox/maildir/listing.h"
 #include "mailbox/maildir/message.h"
 #include "mailbox/maildir/old_ids.h"
+#include <map>
 #include "mailbox/maildir/sizes.h"
 #include "sys/fd.h"
 #include "tests/unit/files.h"
@@ -216,8 +217,25 @@ TEST_CASE("the sizes file: used only for names it knows, and only when whole") {
   CHECK(sizes.count() == 0);
 }
 
+namespace {
+
+struct Named {
+  std::string id;
+  std::uint64_t order;
+};
+
+std::map<std::string, Named> ids_of(void (*each)(std::string_view, const IdSink&), std::string_view text) {
+  std::map<std::string, Named> ids;
+  each(text, [&](std::string_view base, std::string id, std::uint64_t order) {
+    ids[std::string(base)] = {std::move(id), order};
+  });
+  return ids;
+}
+
+}  // namespace
+
 TEST_CASE("other servers' ids: dovecot-uidlist and courierpop3dsizelist") {
-  KnownIds dovecot = parse_dovecot_uidlist(
+  auto dovecot = ids_of(each_dovecot_id,
       "3 V1700000000 N4 G0123456789abcdef0123456789abcdef\n"
       "1 :1699999990.M1P1.host,S=10,W=12\n"
       "2 W12 P0000abcd :1699999991.M2P1.host:2,S\n"
@@ -227,11 +245,11 @@ TEST_CASE("other servers' ids: dovecot-uidlist and courierpop3dsizelist") {
   CHECK(dovecot.at("1699999990.M1P1.host,S=10,W=12").id == "000000016553f100");
   CHECK(dovecot.at("1699999991.M2P1.host").id == "0000abcd");  // the POP3 UIDL it saved
   CHECK(dovecot.at("1699999992.M3P1.host").order == 3);
-  KnownIds old = parse_dovecot_uidlist("1 1700000000 3\n7 1699999990.M1P1.host:2,\n");
+  auto old = ids_of(each_dovecot_id, "1 1700000000 3\n7 1699999990.M1P1.host:2,\n");
   CHECK(old.at("1699999990.M1P1.host").id == "000000076553f100");
-  CHECK(parse_dovecot_uidlist("4 V1 N2\n1 :a\n").empty());
+  CHECK(ids_of(each_dovecot_id, "4 V1 N2\n1 :a\n").empty());
 
-  KnownIds courier = parse_courier_sizelist(
+  auto courier = ids_of(each_courier_id,
       "/3 4 1796628238\n"
       "1700000001.M1P1.host:2, 21 1:1796628238:0\n"
       "1700000002.M2P1.host:2,S 22 2:1796628238:0\n"
@@ -240,5 +258,26 @@ TEST_CASE("other servers' ids: dovecot-uidlist and courierpop3dsizelist") {
   REQUIRE(courier.size() == 3);
   CHECK(courier.at("1700000001.M1P1.host").id == "UID1-1796628238");
   CHECK(courier.at("old.host").id == "UID3");
-  CHECK(parse_courier_sizelist("/1 2 3\na 1 1:1\n").empty());
+  CHECK(ids_of(each_courier_id, "/1 2 3\na 1 1:1\n").empty());
+}
+
+TEST_CASE("ids from a list: only for messages there, first in its order, none shared") {
+  Box box;
+  box.add("cur/1.a.host:2,");
+  box.add("cur/2.b.host:2,");
+  box.add("cur/3.c.host:2,");
+  box.add("cur/4.d.host:2,");
+  write_file(box.path + "/dovecot-uidlist",
+             "3 V1 N9\n5 :3.c.host\n6 :1.a.host:2,S\n7 P0000abcd :2.b.host\n8 P0000abcd :4.d.host\n9 :9.gone\n");
+  Listing listing;
+  std::string skipped;
+  REQUIRE(scan(box.fd.get(), listing, skipped));
+  adopt_old_ids(box.fd.get(), popd::mailbox::UidScheme::dovecot, listing);
+  REQUIRE(listing.size() == 4);
+  std::vector<std::string> ids;
+  for (std::size_t i = 0; i < listing.size(); ++i)
+    ids.push_back(std::string(listing.base(listing[i])) + "=" + std::string(listing.old_id(listing[i])));
+  // 4.d shares 2.b's saved id: it keeps its own (none from the list), after the others.
+  CHECK(ids == std::vector<std::string>{"3.c.host=0000000500000001", "1.a.host=0000000600000001",
+                                        "2.b.host=0000abcd", "4.d.host="});
 }
