@@ -119,13 +119,15 @@ unit:
 	$(BUILD)/unit-tests $(UNIT)
 
 # Side by side with Dovecot and popa3d (bench/run.py; as root): SIZE=small,
-# medium (10,000 messages, ~200 MB) or large (100,000, ~1.1 GB). Not in CI.
+# medium (10,000 messages, ~200 MB) or large (100,000, ~1.1 GB); with
+# FORMAT=maildir the same messages as a Maildir, against Dovecot. Not in CI.
 SIZE ?= medium
 RUNS ?= 5
+FORMAT ?= mbox
 bench: deps
 	@tests/install-deps bench
 	$(MAKE) popd
-	/usr/bin/python3 bench/run.py --size $(SIZE) --runs $(RUNS)
+	/usr/bin/python3 bench/run.py --size $(SIZE) --runs $(RUNS) --format $(FORMAT)
 
 demo: deps
 	$(MAKE) popd

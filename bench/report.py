@@ -21,9 +21,10 @@ def mib(n):
     return f"{n / 2**20:,.1f}"
 
 
-def io_tables(box, names, results, scenarios):
+def io_tables(box, names, results, scenarios, maildir):
     """Bytes of the spool a cold login brought into the page cache, and
-    bytes a deletion wrote to the disk, of each server."""
+    bytes a deletion wrote to the disk, of each server (an mbox's: a
+    Maildir's deletions move nothing)."""
     out = []
     cold = [s for s in scenarios if s.cold and s.name in results]
     if cold:
@@ -35,7 +36,7 @@ def io_tables(box, names, results, scenarios):
             rows = results[scenario.name]
             out.append(f"| {scenario.name} | " + " | ".join(
                 mib(statistics.median(r[3]["read"] for r in rows[n])) if rows.get(n) else "n/a" for n in names) + " |")
-    deleting = [s for s in scenarios if s.deleted(box.count) and s.name in results]
+    deleting = [s for s in scenarios if s.deleted(box.count) and s.name in results and not maildir]
     if deleting:
         out += ["", "Deleting rows: bytes that reached the disk (the device's count of sectors written; synced before "
                     "and after the session, the machine otherwise idle), MiB, median, against the bytes the deletion "
@@ -77,10 +78,12 @@ def targets(paired, scenarios):
 
 def report(args, box, servers, missing, results, floors, paired, scenarios, pam_peak_kib):
     names = [s.name for s in servers]
-    out = [f"# popd benchmark: {args.size} mailbox", "",
+    table = args.size + ("-maildir" if args.format == "maildir" else "")
+    out = [f"# popd benchmark: {args.size} mailbox" + (", as a Maildir" if args.format == "maildir" else ""), "",
            f"{box.count:,} messages, {box.size / 1e6:,.0f} MB; {args.runs} runs per server and scenario "
            f"({3 * args.runs} for login + STAT and UIDL, which cost little), alternating; wall time in ms as median (min–max), measured by the client from connect to the "
-           f"server's close after QUIT. Command: `make bench SIZE={args.size}`. Machine: "
+           f"server's close after QUIT. Command: `make bench SIZE={args.size}"
+           f"{' FORMAT=maildir' if args.format == 'maildir' else ''}`. Machine: "
            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; popd at {revision()}.", ""]
     for name, why in missing.items():
         out.append(f"**{name}: missing** ({why})")
@@ -116,7 +119,7 @@ def report(args, box, servers, missing, results, floors, paired, scenarios, pam_
         out.append(f"| {scenario} | " + " | ".join(cells) + " |")
     out += ["", "Floors:", "", "| floor | ms |", "|---|---|"]
     out += [f"| {name} | {summary(times)} |" for name, times in floors.items()]
-    out += io_tables(box, names, results, scenarios)
+    out += io_tables(box, names, results, scenarios, args.format == "maildir")
     out += targets(paired, scenarios)
     if pam_peak_kib:
         out += ["", f"PAM alone (pamtester, the same service and account) peaks at {max(pam_peak_kib) / 1024:.1f} MiB: "
@@ -128,7 +131,7 @@ def report(args, box, servers, missing, results, floors, paired, scenarios, pam_
         out += ["", f"popd's session process (the one that holds the mailbox) peaked at {session_rss / 1024:.1f} MiB: "
                     f"{session_rss * 1024 / box.count:,.0f} bytes per message of the mailbox, all costs included."]
     os.makedirs(f"{HERE}/results", exist_ok=True)
-    path = f"{HERE}/results/{args.size}.md"
+    path = f"{HERE}/results/{table}.md"
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
     print("\n".join(out))

@@ -38,6 +38,7 @@ from support import wait_until_listening as wait_listening_bound  # noqa: E402  
 
 WORK = "/var/tmp/popd-bench"
 PASSWORD = "bench-Pw-1"
+MAILDIR = False  # --format maildir: each server serves ~/Maildir, made of the same messages
 
 
 def account(name, system=False):
@@ -73,7 +74,7 @@ class Server:
     def __init__(self, name):
         self.name = name
         self.user = account(f"bench-{name}")
-        self.spool = f"/var/mail/{self.user.pw_name}"
+        self.spool = f"{self.user.pw_dir}/Maildir" if MAILDIR else f"/var/mail/{self.user.pw_name}"
         self.processes = []
         self.rusage = f"{WORK}/{name}.rusage"
         self.state_dirs = [self.user.pw_dir]  # where the server keeps what it knows of the mailbox
@@ -96,7 +97,14 @@ class Server:
                 os.close(fd)
 
     def restore(self, pristine):
-        """The pristine mailbox, in place (the inode stays, as after delivery)."""
+        """The pristine mailbox, in place (the inode stays, as after delivery);
+        a Maildir copied anew, as the user's."""
+        if MAILDIR:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            sh("cp", "-a", maildir_of(pristine), self.spool)
+            sh("chown", "-R", f"{self.user.pw_uid}:{self.user.pw_gid}", self.spool)
+            os.sync()
+            return
         with open(pristine, "rb") as src, open(self.spool, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
             dst.flush()
@@ -195,14 +203,17 @@ class Popd(Server):
         cert, key = certificate()
         binary = f"{TOP}/popd"
         self.port, self.tls_port = free_port(), free_port()
-        self.inetd(self.port, [binary])
-        self.inetd(self.tls_port, [binary, "--tls-cert", cert, "--tls-key", key, "--tls-implicit"])
+        self.inetd(self.port, [binary] + (["--mailbox", "%h/Maildir/"] if MAILDIR else []))
+        self.inetd(self.tls_port, [binary, "--tls-cert", cert, "--tls-key", key, "--tls-implicit"] +
+                   (["--mailbox", "%h/Maildir/"] if MAILDIR else []))
 
 
 class Popa3d(Server):
     process_names = ("popa3d",)
 
     def __init__(self):
+        if MAILDIR:
+            raise RuntimeError("popa3d serves mbox spools only")
         root = f"{WORK}/popa3d-root"
         if not os.path.exists(f"{root}/usr/sbin/popa3d"):
             os.makedirs(WORK, exist_ok=True)
@@ -248,7 +259,7 @@ passdb {{
 userdb {{
   driver = passwd
 }}
-mail_location = mbox:{base}/mail/%u:INBOX=/var/mail/%u:INDEX={base}/index/%u
+mail_location = {"maildir:~/Maildir" if MAILDIR else "mbox:" + base + "/mail/%u:INBOX=/var/mail/%u"}:INDEX={base}/index/%u
 mail_privileged_group = mail
 pop3_uidl_format = %08Xu%08Xv
 service pop3-login {{
@@ -353,6 +364,7 @@ PLAIN_CEILING = "client ceiling, plain (sendfile of the RETR bytes)"
 TLS_CEILING = "client ceiling, TLS"
 COPY_FLOOR = "cp + fsync"
 COPY_TENTH_FLOOR = "cp + fsync of what stays after DELE of the first 10 %"
+REMOVE_FLOOR = "rm of every message file + sync"
 
 
 def all_of(verb, suffix=""):
@@ -361,6 +373,16 @@ def all_of(verb, suffix=""):
 
 def scenarios():
     retr, top = all_of("RETR"), all_of("TOP", " 0")
+    if MAILDIR:
+        return [
+            Scenario("login + STAT", LOGIN_STAT, check="stat", rounds=3),
+            Scenario("UIDL", lambda n: "UIDL\r\n", check="uidl", floor=LOGIN_STAT_FLOOR, limit=1.1, rounds=3),
+            Scenario("RETR every message, pipelined", retr, check="retr", floor=PLAIN_CEILING, limit=1.5),
+            Scenario("TOP n 0 of every message", top, check="top"),
+            Scenario("DELE 1 + QUIT", lambda n: "DELE 1\r\n", deleted=lambda n: {1}),
+            Scenario("DELE all + QUIT", all_of("DELE"), deleted=lambda n: set(range(1, n + 1)), floor=REMOVE_FLOOR,
+                     limit=1.2),
+        ]
     return [
         Scenario("login + STAT", LOGIN_STAT, check="stat", rounds=3),
         Scenario(COLD_LOGIN_STAT, LOGIN_STAT, check="stat", rounds=3, cold=True),
@@ -416,6 +438,11 @@ def verify(scenario, server, box, data, deleted):
     if deleted:
         if not data.rstrip(b"\r\n").split(b"\r\n")[-1].startswith(b"+OK"):
             raise AssertionError(f"{server.name}: QUIT failed: {data[-200:]!r}")
+        if MAILDIR:
+            left = sum(len(os.listdir(f"{server.spool}/{folder}")) for folder in ("new", "cur"))
+            if left != box.count - len(deleted):
+                raise AssertionError(f"{server.name}: {left} messages left, expected {box.count - len(deleted)}")
+            return
         left = open(server.spool, "rb").read()
         if server.name == "popd" and left != box.without(deleted):
             raise AssertionError("popd: the spool after QUIT is not the original less the deleted messages")
@@ -475,7 +502,8 @@ def timed_run(scenario, server, box):
     client.session(server.port, (login(server) + "STAT\r\nQUIT\r\n").encode())  # warm cache and index
     # The whole spool in the page cache: a login with a valid index reads
     # little of it, and this machine's kernel pages out what idles (DAMON).
-    read_file(server.spool)
+    if not MAILDIR:
+        read_file(server.spool)
     if scenario.replace:
         replace_with_new_mail(server, box)
     server.usage()
@@ -531,6 +559,39 @@ def copy_and_fsync(path, start=0):
         dst.flush()
         os.fsync(dst.fileno())
     os.unlink(copy)
+
+
+def maildir_of(pristine):
+    """The Maildir made of the messages of the mbox at `pristine`, once:
+    one file per message, as Postfix's local delivers (no ,S= or ,W=)."""
+    path = pristine[:-len(".mbox")] + ".maildir"
+    if not os.path.exists(f"{path}/.done"):
+        shutil.rmtree(path, ignore_errors=True)
+        for folder in ("cur", "new", "tmp"):
+            os.makedirs(f"{path}/{folder}")
+        for i, record in enumerate(Mailbox(pristine).records):
+            content = record[record.index(b"\n") + 1:]
+            if content.endswith(b"\n\n"):
+                content = content[:-1]  # the empty line before the next "From " separates
+            with open(f"{path}/cur/{1700000000 + i}.M{i}P1.bench:2,S", "wb") as f:
+                f.write(content)
+        open(f"{path}/.done", "w").close()
+    return path
+
+
+def remove_and_sync(pristine):
+    """rm of a copy of the Maildir's files, then sync: the floor of DELE all."""
+    copy = "/var/mail/.bench-maildir"  # the Maildirs' file system
+    shutil.rmtree(copy, ignore_errors=True)
+    sh("cp", "-a", maildir_of(pristine), copy)
+    os.sync()
+    start = time.perf_counter()
+    for name in os.listdir(f"{copy}/cur"):
+        os.unlink(f"{copy}/cur/{name}")
+    os.sync()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(copy, ignore_errors=True)
+    return elapsed
 
 
 def pam_alone():
@@ -593,7 +654,10 @@ def main():
     parser.add_argument("--size", default="medium", choices=("small", "medium", "large"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="")
+    parser.add_argument("--format", default="mbox", choices=("mbox", "maildir"))
     args = parser.parse_args()
+    global MAILDIR
+    MAILDIR = args.format == "maildir"
     if os.geteuid() != 0:
         sys.exit("bench/run.py: run as root (it starts the servers as root, as they are deployed)")
     os.makedirs(WORK, exist_ok=True)
@@ -624,6 +688,7 @@ def main():
         TLS_CEILING: lambda: ceiling(pristine, retr_bytes, True, 1)[0],
         COPY_FLOOR: lambda: time_it(lambda: copy_and_fsync(pristine), 1)[0],
         COPY_TENTH_FLOOR: lambda: time_it(lambda: copy_and_fsync(pristine, tenth), 1)[0],
+        REMOVE_FLOOR: lambda: remove_and_sync(pristine),
     }
 
     results = {}  # scenario -> server -> [(seconds, cpu, {role: peak RSS KiB})]
@@ -655,6 +720,10 @@ def main():
                                                                           args.runs),
         "PAM alone (pamtester popd USER authenticate acct_mgmt)": time_it(pam_alone, args.runs),
     }
+    if MAILDIR:
+        floors = {REMOVE_FLOOR: [remove_and_sync(pristine) for _ in range(args.runs)],
+                  "PAM alone (pamtester popd USER authenticate acct_mgmt)": floors[
+                      "PAM alone (pamtester popd USER authenticate acct_mgmt)"]}
     floors["client ceiling, plain (sendfile of the RETR bytes)"] = ceiling(pristine, retr_bytes, False, args.runs)
     floors["client ceiling, TLS"] = ceiling(pristine, retr_bytes, True, args.runs)
     report(args, box, servers, missing, results, floors, paired, scenarios(), PAM_PEAK_KIB)
