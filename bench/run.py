@@ -497,7 +497,7 @@ def timed_run(scenario, server, box):
     if deleted or scenario.replace:
         server.restore(box.path)
     port = server.tls_port if scenario.tls else server.port
-    if scenario.cold:
+    if scenario.cold or deleted:  # a deletion, too, comes long after the delivery
         settled(server.spool)
     client.session(server.port, (login(server) + "STAT\r\nQUIT\r\n").encode())  # warm cache and index
     # The whole spool in the page cache: a login with a valid index reads
