@@ -23,20 +23,29 @@ namespace {
 // one line per message ("cur NAME").
 constexpr std::string_view magic = "popd-maildir-deletions-1\n";
 
-std::string encode(std::uint64_t inode, const std::vector<Doomed>& doomed) {
-  std::string body = "maildir " + std::to_string(inode) + "\n";
-  for (const Doomed& d : doomed) body += std::string(folder_name(d.folder)) + " " + d.name + "\n";
-  return checked_text(magic, body);
+// Written durably before the first unlink.
+bool write_journal(const std::string& journal, std::uint64_t inode, const Listing& listing,
+                   const std::vector<bool>& doomed, std::string& error) {
+  CheckedFile file(journal, magic);
+  file.add("maildir " + std::to_string(inode) + "\n");
+  for (std::size_t i = 0; i < listing.size(); ++i) {
+    if (!doomed[i]) continue;
+    file.add(folder_name(listing[i].folder));
+    file.add(" ");
+    file.add(listing.name(listing[i]));
+    file.add("\n");
+  }
+  return file.finish(true, error);
 }
 
-// nullopt: not a journal of this kind, or damaged.
-std::optional<std::pair<std::uint64_t, std::vector<Doomed>>> decode(std::string_view text) {
+// The Maildir's inode, and the messages into `doomed`; nullopt if `text`
+// is not a journal of this kind, or damaged.
+std::optional<std::uint64_t> decode(std::string_view text, Listing& doomed) {
   auto body = checked_body(text, magic);
   if (!body || !body->starts_with("maildir ")) return std::nullopt;
   std::string_view first = body->substr(8, body->find('\n') - 8);
   std::uint64_t inode = 0;
   if (std::from_chars(first.data(), first.data() + first.size(), inode).ec != std::errc()) return std::nullopt;
-  std::vector<Doomed> doomed;
   for (std::string_view rest = body->substr(body->find('\n') + 1); !rest.empty();) {
     std::string_view line = rest.substr(0, rest.find('\n'));
     rest.remove_prefix(line.size() + 1);
@@ -44,9 +53,9 @@ std::optional<std::pair<std::uint64_t, std::vector<Doomed>>> decode(std::string_
     std::string_view name = line.substr(4);
     // A name in its folder, never a path: a forged journal cannot reach outside the Maildir.
     if (name.empty() || name[0] == '.' || name.find('/') != std::string_view::npos) return std::nullopt;
-    doomed.push_back({line[0] == 'n' ? Folder::new_mail : Folder::current, std::string(line.substr(4))});
+    doomed.add(line[0] == 'n' ? Folder::new_mail : Folder::current, name);
   }
-  return std::pair{inode, std::move(doomed)};
+  return inode;
 }
 
 bool fail(std::string& error, const std::string& what) {
@@ -128,14 +137,17 @@ bool chase_renamed(int maildir_fd, std::vector<std::string> pending, Removed& re
 
 // Unlinks every doomed message, under its new name if it was renamed;
 // then syncs the directories, updates the quota and removes the journal.
-bool apply(int maildir_fd, const std::vector<Doomed>& doomed, const std::string& journal, std::string& error) {
+bool apply(int maildir_fd, const Listing& listing, const std::vector<bool>& doomed, const std::string& journal,
+           std::string& error) {
   Removed removed;
   std::vector<std::string> renamed;  // base names
-  for (const Doomed& d : doomed) {
-    switch (unlink_one(maildir_fd, d.folder, d.name, removed)) {
+  for (std::size_t i = 0; i < listing.size(); ++i) {
+    if (!doomed[i]) continue;
+    std::string_view name = listing.name(listing[i]);
+    switch (unlink_one(maildir_fd, listing[i].folder, name, removed)) {
       case Unlinked::now: break;
-      case Unlinked::absent: renamed.emplace_back(parse_name(d.name).base); break;
-      case Unlinked::failed: error = "cannot delete " + d.name + ": " + sys::error_text(errno); return false;
+      case Unlinked::absent: renamed.emplace_back(listing.base(listing[i])); break;
+      case Unlinked::failed: error = "cannot delete " + std::string(name) + ": " + sys::error_text(errno); return false;
     }
   }
   if (!chase_renamed(maildir_fd, std::move(renamed), removed, error)) return false;
@@ -153,28 +165,17 @@ std::uint64_t inode_of(int fd) {
 
 }  // namespace
 
-bool delete_messages(int maildir_fd, const std::vector<Doomed>& doomed, const std::string& journal,
-                     std::string& error) {
-  if (doomed.empty()) return true;
+bool delete_messages(int maildir_fd, const Listing& listing, const std::vector<bool>& doomed,
+                     const std::string& journal, std::string& error) {
   std::string why;
   if (!sys::only_owner_changes_directory_of(journal, ::geteuid(), ::getegid(), why)) {
     error = "the recovery journal's directory can be changed by others: " + why;
     return false;
   }
-  std::string temporary = journal + ".new";
-  ::unlink(temporary.c_str());
-  sys::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd) return fail(error, "cannot create recovery journal " + temporary);
-  if (!sys::write_all(fd.get(), encode(inode_of(maildir_fd), doomed)) || ::fdatasync(fd.get()) != 0 ||
-      ::rename(temporary.c_str(), journal.c_str()) != 0) {
-    int cause = errno;
-    ::unlink(temporary.c_str());
-    errno = cause;
-    return fail(error, "cannot write recovery journal " + journal);
-  }
+  if (!write_journal(journal, inode_of(maildir_fd), listing, doomed, error)) return false;
   // From here the deletions go through: now, or at the next session.
   if (!sys::sync_directory_of(journal)) fail(error, "cannot sync the directory of " + journal);
-  else if (apply(maildir_fd, doomed, journal, error)) return true;
+  else if (apply(maildir_fd, listing, doomed, journal, error)) return true;
   error = "deletions may have taken effect, but not all were confirmed (" + error +
           "); the next session completes them";
   return false;
@@ -192,15 +193,16 @@ Recovered complete_deletions(int maildir_fd, const std::string& journal) {
   std::string text(static_cast<std::size_t>(own.st.st_size), '\0');
   if (!sys::pread_all(own.fd.get(), text.data(), text.size(), 0))
     return {false, "cannot read recovery journal " + journal + ": " + sys::error_text(errno)};
-  auto decoded = decode(text);
-  if (!decoded)
+  Listing doomed;
+  auto inode = decode(text, doomed);
+  if (!inode)
     return {false, "recovery journal " + journal + " is not a Maildir's or is damaged; see popd(8), RECOVERY"};
-  if (decoded->first != inode_of(maildir_fd))
+  if (*inode != inode_of(maildir_fd))
     return {false, "recovery journal " + journal + " is for another Maildir; see popd(8), RECOVERY"};
   std::string error;
-  if (!apply(maildir_fd, decoded->second, journal, error)) return {false, "completing deletions: " + error};
-  return {true, "completed the deletions of an interrupted session (" + std::to_string(decoded->second.size()) +
-                    " messages)"};
+  if (!apply(maildir_fd, doomed, std::vector<bool>(doomed.size(), true), journal, error))
+    return {false, "completing deletions: " + error};
+  return {true, "completed the deletions of an interrupted session (" + std::to_string(doomed.size()) + " messages)"};
 }
 
 }  // namespace popd::mailbox::maildir

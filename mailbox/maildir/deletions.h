@@ -14,15 +14,11 @@
 
 namespace popd::mailbox::maildir {
 
-struct Doomed {
-  Folder folder;
-  std::string name;
-};
-
-// false: `error` says why; the journal, if it was made, completes the
-// deletions at the next session.
-bool delete_messages(int maildir_fd, const std::vector<Doomed>& doomed, const std::string& journal,
-                     std::string& error);
+// Deletes the messages of `listing` marked in `doomed`. false: `error`
+// says why; the journal, if it was made, completes the deletions at the
+// next session.
+bool delete_messages(int maildir_fd, const Listing& listing, const std::vector<bool>& doomed,
+                     const std::string& journal, std::string& error);
 
 struct Recovered {
   bool ok = true;       // false: the Maildir must not be used now (`note` says why)

@@ -30,8 +30,9 @@ struct Entry {
   Folder folder = Folder::new_mail;
   bool sized = false;      // `size` is known: from ,W= or counted
   std::uint64_t size = 0;  // with CRLF line ends, as RETR sends it
-  std::uint64_t delivered = 0;
-  std::uint64_t old_order = 0;  // that server's order (Dovecot's UID)
+  // What the listing is sorted by: the delivery time from the name, or
+  // once an old id is set, that server's order (Dovecot's UID).
+  std::uint64_t order = 0;
 };
 
 // The listing of one scan: names kept in one buffer, entries in order of

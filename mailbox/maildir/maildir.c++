@@ -229,12 +229,9 @@ bool Maildir::send(std::size_t index, std::optional<std::uint64_t> body_lines, p
 }
 
 bool Maildir::commit(const std::vector<bool>& deleted, std::string& error) {
-  std::vector<Doomed> doomed;
-  for (std::size_t i = 0; i < deleted.size(); ++i)
-    if (deleted[i]) doomed.push_back({listing_[i].folder, std::string(listing_.name(listing_[i]))});
-  if (doomed.empty()) return true;
+  if (std::find(deleted.begin(), deleted.end(), true) == deleted.end()) return true;
   open_fd_.reset();
-  if (!delete_messages(maildir_fd_.get(), doomed, journal_, error)) return false;
+  if (!delete_messages(maildir_fd_.get(), listing_, deleted, journal_, error)) return false;
   listing_.remove(deleted);
   sizes_changed_ = true;
   return true;

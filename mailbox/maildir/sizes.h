@@ -9,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "mailbox/maildir/listing.h"
@@ -21,16 +20,20 @@ class Sizes {
   // Reads the file at `path`; none, or one that fails its checks, is empty.
   void load(const std::string& path);
   std::optional<std::uint64_t> find(std::string_view base) const;
-  std::size_t count() const { return sizes_.size(); }
+  std::size_t count() const { return lines_.size(); }
 
   // Writes the counted sizes of `listing` (those not from ,W=) to `path`,
   // by a new file renamed into place.
   static bool save(const std::string& path, const Listing& listing, std::string& error);
 
  private:
+  // The line's base name and size.
+  std::pair<std::string_view, std::uint64_t> line(std::uint32_t at) const;
+
   std::string text_;
-  // By base name (into text_): a sorted vector, a third of a hash table's memory.
-  std::vector<std::pair<std::string_view, std::uint64_t>> sizes_;
+  // Where each line starts in text_, in order of base name: 4 bytes a
+  // message, where pairs of a name and a size took 24.
+  std::vector<std::uint32_t> lines_;
   mutable std::size_t next_ = 0;  // where find() looks first
 };
 

@@ -157,15 +157,20 @@ TEST_CASE("deletions: all of them, under new names, those gone count; the journa
   box.add("cur/4.d.host:2,");
   REQUIRE(::rename((box.path + "/cur/2.b.host:2,S").c_str(), (box.path + "/cur/2.b.host:2,RS").c_str()) == 0);
   std::string error;
-  CHECK(delete_messages(box.fd.get(),
-                        {{Folder::new_mail, "1.a.host"}, {Folder::current, "2.b.host:2,S"}, {Folder::current, "9.gone:2,"}},
-                        journal, error));
+  Listing listing;
+  listing.add(Folder::new_mail, "1.a.host");
+  listing.add(Folder::current, "2.b.host:2,S");
+  listing.add(Folder::current, "3.c.host:2,");
+  listing.add(Folder::current, "9.gone:2,");
+  CHECK(delete_messages(box.fd.get(), listing, {true, true, false, true}, journal, error));
   CHECK(error.empty());
   CHECK(box.listed() == std::vector<std::string>{"cur/3.c.host:2,", "cur/4.d.host:2,"});
   CHECK(!exists(journal));
 
   auto journal_for = [&](std::uint64_t inode, const std::string& lines) {
-    write_file(journal, checked_text("popd-maildir-deletions-1\n", "maildir " + std::to_string(inode) + "\n" + lines));
+    CheckedFile file(journal, "popd-maildir-deletions-1\n");
+    file.add("maildir " + std::to_string(inode) + "\n" + lines);
+    REQUIRE(file.finish(false, error));
   };
   struct stat st;
   REQUIRE(::fstat(box.fd.get(), &st) == 0);
@@ -215,6 +220,43 @@ TEST_CASE("the sizes file: used only for names it knows, and only when whole") {
   write_file(path, text);
   sizes.load(path);
   CHECK(sizes.count() == 0);
+}
+
+TEST_CASE("the sizes file: many names, found whatever order they are asked in") {
+  TempDir dir;
+  Listing listing;
+  for (int i = 999; i >= 0; --i) listing.add(Folder::current, std::to_string(1700000000 + i) + ".M" + std::to_string(i) + ".host:2,");
+  for (std::size_t i = 0; i < listing.size(); ++i) listing[i].size = 1000 + i;
+  std::string path = dir.path + "/sizes", error;
+  REQUIRE(Sizes::save(path, listing, error));
+  Sizes sizes;
+  sizes.load(path);
+  REQUIRE(sizes.count() == 1000);
+  for (std::size_t step : {1u, 7u, 999u})
+    for (std::size_t k = 0, i = 0; k < listing.size(); ++k, i = (i + step) % listing.size())
+      CHECK(sizes.find(listing.base(listing[i])) == listing[i].size);
+  CHECK(!sizes.find("1700000000.M0.hos"));
+  CHECK(!sizes.find("1700000000.M0.host0"));
+  CHECK(!sizes.find(""));
+
+  SUBCASE("written out of order by another hand: still found") {
+    CheckedFile file(path, "popd-maildir-sizes-1\n");
+    file.add("3 c\n1 a\n2 b\n");
+    REQUIRE(file.finish(false, error));
+    sizes.load(path);
+    CHECK(sizes.find("a") == 1u);
+    CHECK(sizes.find("c") == 3u);
+    CHECK(sizes.find("b") == 2u);
+  }
+  SUBCASE("a last line without its end, or a line without a size: not used") {
+    for (const char* body : {"1 a\n2 b", "1 a\nb\n", "x a\n"}) {
+      CheckedFile file(path, "popd-maildir-sizes-1\n");
+      file.add(body);
+      REQUIRE(file.finish(false, error));
+      sizes.load(path);
+      CHECK(sizes.count() == 0);
+    }
+  }
 }
 
 namespace {
