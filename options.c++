@@ -1,6 +1,9 @@
 #include "options.h"
 
+#include <algorithm>
 #include <charconv>
+#include <iterator>
+#include <utility>
 #include <string_view>
 
 #include "io/proxy.h"
@@ -44,6 +47,8 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
                          would, reading MAILBOX only, and exit
   --shared-spool         other hosts lock the spool too: a dotlock is stale
                          only by age (found by itself on NFS, SMB, FUSE, ...)
+  --maildir-mark-seen    at QUIT, move what RETR sent to cur/ with the S
+                         flag (Maildir; off by default: nothing is changed)
   --pam-service NAME     PAM service name (default popd)
   --first-valid-uid UID  accounts with a smaller uid may not log in (default
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
@@ -109,6 +114,11 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--login-timeout", nullptr},
                            {"--failure-delay", nullptr}};
 
+  const std::pair<std::string_view, bool Options::*> flags[] = {
+      {"--tls-implicit", &Options::tls_implicit},   {"--require-tls", &Options::require_tls},
+      {"--proxy-protocol", &Options::proxy_protocol}, {"--shared-spool", &Options::shared_spool},
+      {"--maildir-mark-seen", &Options::maildir_mark_seen}};
+
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::string_view name = arg, value;
@@ -120,13 +130,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     }
     if (name == "--help") return Exit{0, usage()};
     if (name == "--version") return Exit{0, std::string(version) + "\n"};
-    if (name == "--tls-implicit" || name == "--require-tls" || name == "--proxy-protocol" ||
-        name == "--shared-spool") {
+    if (auto flag = std::find_if(std::begin(flags), std::end(flags), [&](auto& f) { return f.first == name; });
+        flag != std::end(flags)) {
       if (has_value) return bad(std::string(name) + " takes no value");
-      (name == "--tls-implicit"     ? options.tls_implicit
-       : name == "--require-tls"    ? options.require_tls
-       : name == "--proxy-protocol" ? options.proxy_protocol
-                                    : options.shared_spool) = true;
+      options.*(flag->second) = true;
       continue;
     }
     const Valued* option = nullptr;

@@ -44,6 +44,9 @@ struct Options {
   // Other hosts lock the spool too (NFS and the like, also found by
   // statfs): a dotlock is stale only by age (mailbox/lock.h).
   bool shared_spool = false;
+  // Maildir: at QUIT, the messages RETR sent move to cur/ with the S
+  // (seen) flag, as Dovecot does, for users who also read the Maildir.
+  bool maildir_mark_seen = false;
   std::string proxy_from = "127.0.0.1,::1";
 
   bool tls_configured() const { return !tls.certificate.empty(); }

@@ -420,7 +420,7 @@ void Engine::quit() {
   for (std::size_t i = 0; i < deleted_.size(); ++i)
     if (!deleted_[i]) ++stats_.kept_messages, stats_.kept_bytes += maildrop_->size(i);
   std::string error;
-  if (marked > 0 && !maildrop_->commit(deleted_, error)) {
+  if (!maildrop_->commit(deleted_, error)) {
     err("[SYS/TEMP] Deletions not committed: " + error);
     stats_.commit_failed = true;
     stats_.kept_messages = stats_.kept_bytes = 0;  // stats() counts them all

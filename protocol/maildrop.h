@@ -58,7 +58,8 @@ class Maildrop {
   // the reply is broken and the session must end.
   virtual bool send(std::size_t index, std::optional<std::uint64_t> body_lines,
                     MessageSink& sink) = 0;
-  // Removes the messages marked true, durably; then the maildrop holds
+  // QUIT's UPDATE state, called whether or not any message is marked:
+  // removes the messages marked true, durably; then the maildrop holds
   // only the others (numbered anew). On failure `error` says why: nothing
   // changed, or the deletions may have taken effect and the next session
   // completes them.

@@ -293,7 +293,7 @@ Login SystemLogin::open_mailbox() {
   // The one place a mailbox format is chosen.
   mailbox::StateFiles files{expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)};
   if (mailbox::format_at(options_.mailbox_format, mailbox_) == mailbox::Format::maildir) {
-    auto opened = mailbox::maildir::Maildir::open(mailbox_, files, options_.uidl_scheme);
+    auto opened = mailbox::maildir::Maildir::open(mailbox_, files, {options_.uidl_scheme, options_.maildir_mark_seen});
     return finish_open(opened.outcome, opened.text, opened.notes, std::move(opened.maildir));
   }
   auto opened = mailbox::Spool::open(mailbox_, files, options_.uidl_scheme,

@@ -14,6 +14,7 @@
 #include "mailbox/maildir/deletions.h"
 #include "mailbox/maildir/message.h"
 #include "mailbox/maildir/old_ids.h"
+#include "mailbox/maildir/seen.h"
 #include "mailbox/maildir/sizes.h"
 #include "mailbox/format.h"
 #include "mailbox/lock.h"
@@ -70,14 +71,14 @@ bool list_uids(const std::string& path, UidScheme scheme, std::string& out, std:
   return true;
 }
 
-Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, UidScheme scheme) {
+Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, Settings settings) {
   Opened result;
   auto refuse = [&](Outcome outcome, std::string text) {
     result.outcome = outcome;
     result.text = std::move(text);
     return std::move(result);
   };
-  if (!scheme_fits(Format::maildir, scheme))
+  if (!scheme_fits(Format::maildir, settings.scheme))
     return refuse(Outcome::temporary, "This --uidl-scheme is for mbox spools, not Maildirs");
   std::unique_ptr<Maildir> maildir(new Maildir());
   maildir->journal_ = files.journal;
@@ -106,8 +107,9 @@ Maildir::Opened Maildir::open(const std::string& path, const StateFiles& files, 
     return refuse(Outcome::temporary, "Cannot list Maildir: " + sys::error_text(errno));
   if (!skipped.empty())
     result.notes += (result.notes.empty() ? "" : "; ") + std::string("not a message file, left out: ") + skipped;
-  adopt_old_ids(fd, scheme, maildir->listing_);
+  adopt_old_ids(fd, settings.scheme, maildir->listing_);
   maildir->count_sizes(result.notes);
+  if (settings.mark_seen) maildir->retrieved_.resize(maildir->listing_.size());
   result.outcome = Outcome::accepted;
   result.maildir = std::move(maildir);
   return result;
@@ -225,15 +227,25 @@ bool Maildir::verify(std::size_t index) {
 bool Maildir::send(std::size_t index, std::optional<std::uint64_t> body_lines, protocol::MessageSink& sink) {
   if (!open_fd_ || open_index_ != index) open_fd_ = open_message(index);
   sys::UniqueFd fd = std::move(open_fd_);
-  return fd && send_message(fd.get(), body_lines, sink);
+  bool sent = fd && send_message(fd.get(), body_lines, sink);
+  if (sent && !body_lines && index < retrieved_.size()) retrieved_[index] = true;
+  return sent;
 }
 
 bool Maildir::commit(const std::vector<bool>& deleted, std::string& error) {
-  if (std::find(deleted.begin(), deleted.end(), true) == deleted.end()) return true;
   open_fd_.reset();
-  if (!delete_messages(maildir_fd_.get(), listing_, deleted, journal_, error)) return false;
-  listing_.remove(deleted);
-  sizes_changed_ = true;
+  bool deleting = std::find(deleted.begin(), deleted.end(), true) != deleted.end();
+  if (deleting && !delete_messages(maildir_fd_.get(), listing_, deleted, journal_, error)) return false;
+  if (!retrieved_.empty()) {
+    for (std::size_t i = 0; i < deleted.size(); ++i)
+      if (deleted[i]) retrieved_[i] = false;
+    mark_seen(maildir_fd_.get(), listing_, retrieved_);
+    retrieved_.clear();  // the numbers change now
+  }
+  if (deleting) {
+    listing_.remove(deleted);
+    sizes_changed_ = true;
+  }
   return true;
 }
 

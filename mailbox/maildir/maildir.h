@@ -16,6 +16,11 @@
 
 namespace popd::mailbox::maildir {
 
+struct Settings {
+  UidScheme scheme = UidScheme::popd;
+  bool mark_seen = false;  // --maildir-mark-seen (seen.h)
+};
+
 class Maildir final : public Store {
  public:
   struct Opened {
@@ -27,7 +32,7 @@ class Maildir final : public Store {
   // Locks (one session per Maildir: flock on its directory, which
   // deliveries never take), completes an interrupted commit, and lists the
   // Maildir at `path` for the calling user. None there: an empty maildrop.
-  static Opened open(const std::string& path, const StateFiles& files, UidScheme scheme = UidScheme::popd);
+  static Opened open(const std::string& path, const StateFiles& files, Settings settings = {});
 
   std::size_t count() const override { return listing_.size(); }
   std::uint64_t size(std::size_t index) const override { return listing_[index].size; }
@@ -52,7 +57,8 @@ class Maildir final : public Store {
   Listing listing_;
   std::string journal_, sizes_path_;
   bool sizes_changed_ = false;  // the sizes file on disk lacks or has more than listing_'s
-  std::size_t open_index_ = 0;  // what verify() opened, for send()
+  std::vector<bool> retrieved_;  // by RETR, for --maildir-mark-seen; empty without it
+  std::size_t open_index_ = 0;   // what verify() opened, for send()
   sys::UniqueFd open_fd_;
 };
 

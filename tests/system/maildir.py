@@ -159,6 +159,34 @@ def test_a_read_only_session_changes_nothing(env):
                 first.split("+OK scan listing follows\r\n")[1].split(".\r\n")[0], "LIST from the sizes file")
 
 
+def test_mark_seen(env):
+    """--maildir-mark-seen: at QUIT, what RETR sent moves to cur/ with the
+    S flag among its flags in order; what TOP sent, what was deleted and
+    what is seen already stay as they are; the ids and the order do not
+    change; a session that ends without QUIT renames nothing."""
+    box = Maildir(env)
+    names = [box.deliver(MESSAGES[0]), box.deliver(MESSAGES[1], folder="cur", flags="FT"),
+             box.deliver(MESSAGES[2], folder="cur", flags="RS"), box.deliver(MESSAGES[3]),
+             box.deliver(MESSAGES[4])]
+    ids = box.run(login() + "UIDL\r\nQUIT\r\n", ["--maildir-mark-seen"])
+    before = box.snapshot()
+    dropped = box.run(login() + "RETR 1\r\nRETR 2\r\n", ["--maildir-mark-seen"])
+    check("+OK" in dropped and "signing off" not in dropped, dropped)
+    check_equal(box.snapshot(), before, "the Maildir after a session without QUIT")
+    out = box.run(login() + "RETR 1\r\nRETR 2\r\nRETR 3\r\nTOP 4 0\r\nRETR 5\r\nDELE 5\r\nQUIT\r\n",
+                  ["--maildir-mark-seen"])
+    check(out.endswith("(1 messages deleted)\r\n"), out)
+    base = [n.split(":")[0] for n in names]
+    check_equal(box.names(), {f"cur/{base[0]}:2,S", f"cur/{base[1]}:2,FST", f"cur/{base[2]}:2,RS",
+                              f"new/{base[3]}"}, "the Maildir after RETR and QUIT")
+    again = box.run(login() + "UIDL\r\nQUIT\r\n", ["--maildir-mark-seen"])
+    check_equal(replies(again)[0][1], "".join(replies(ids)[0][1].splitlines(True)[:4]), "UIDL after marking")
+    # Without the option, RETR changes nothing.
+    plain_before = box.snapshot()
+    box.run(login() + "RETR 4\r\nQUIT\r\n")
+    check_equal(box.snapshot(), plain_before, "the Maildir after RETR without --maildir-mark-seen")
+
+
 def test_choosing_the_format(env):
     """maildir: and a trailing / name a Maildir; without either, a directory
     with cur/, new/ and tmp/ is one; mbox: insists on a spool; a Maildir

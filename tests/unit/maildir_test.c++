@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mailbox/maildir/checked_text.h"
+#include "mailbox/maildir/seen.h"
 #include "mailbox/maildir/deletions.h"
 #include "mailbox/maildir/listing.h"
 #include "mailbox/maildir/message.h"
@@ -198,6 +199,18 @@ TEST_CASE("deletions: all of them, under new names, those gone count; the journa
     CHECK(exists(journal));
     CHECK(box.listed().size() == 2);
   }
+}
+
+TEST_CASE("a message read gets the S flag among its flags, in order, in cur/") {
+  CHECK(seen_name(Folder::new_mail, "1.a.host") == "1.a.host:2,S");
+  CHECK(seen_name(Folder::new_mail, "1.a.host:2,S") == "1.a.host:2,S");  // moved only
+  CHECK(seen_name(Folder::current, "1.a.host:2,") == "1.a.host:2,S");
+  CHECK(seen_name(Folder::current, "1.a.host:2,FT") == "1.a.host:2,FST");
+  CHECK(seen_name(Folder::current, "1.a.host:2,ab") == "1.a.host:2,Sab");  // lower-case: experimental flags, after
+  CHECK(seen_name(Folder::current, "1.a.host:2,T") == "1.a.host:2,ST");
+  CHECK(!seen_name(Folder::current, "1.a.host:2,RS"));
+  CHECK(!seen_name(Folder::current, "1.a.host:1,xyz"));  // another kind of info: left alone
+  CHECK(!seen_name(Folder::new_mail, "1.a.host:1,"));
 }
 
 TEST_CASE("the sizes file: used only for names it knows, and only when whole") {
