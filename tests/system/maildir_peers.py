@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Maildir beside the real programs that share it: the delivery agents that
-fill it (procmail, maildrop, Dovecot's LDA) and the servers popd replaces
-(Dovecot, Courier), whose unique-ids popd must list. As root only (the
-peers switch to the user); Debian's packages, Courier's and maildrop's
-unpacked (not installed: they would bring an MTA along).
+"""Maildir beside the real programs that share it: the delivery agents
+that fill it (procmail, maildrop, Dovecot's LDA, Postfix's local) and the
+servers popd replaces (Dovecot, Courier), whose unique-ids popd must list.
+As root only (the peers switch to the user). Debian's packages: Postfix
+installed (each test runs an instance of its own), Courier's and
+maildrop's unpacked (installed, they would bring another MTA along).
 
 Usage: tests/system/maildir_peers.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
@@ -268,6 +269,119 @@ def test_delivery_agents(env):
     check_equal(sorted(sizes), sorted(listed_size(open(f"{box.path}/{n}", "rb").read()) for n in names), "LIST sizes")
     for agent in agents:
         check(any(b"via " + agent.encode() in s for s in stored), f"nothing delivered by {agent}")
+
+
+class Postfix:
+    """A Postfix instance of the test's own (its main.cf, queue and log in
+    the test's directory; no network service, no chroot), whose local(8)
+    delivers to ~/Maildir/ of a system account made for the test with
+    alice's uid and home: local looks the recipient up in the real
+    passwd file, popd in nss_wrapper's."""
+    USER = "popd-test-postfix"
+
+    def __init__(self, env):
+        self.config = env.dir + "/postfix"
+        base = env.dir + "/postfix-state"
+        os.makedirs(self.config)
+        os.makedirs(f"{base}/queue")
+        os.makedirs(f"{base}/data")
+        shutil.chown(f"{base}/data", "postfix")
+        with open(f"{self.config}/main.cf", "w") as f:
+            f.write(f"""compatibility_level = 3.6
+queue_directory = {base}/queue
+data_directory = {base}/data
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+myhostname = popd-test.localdomain
+mydestination = localhost, $myhostname
+inet_interfaces = loopback-only
+master_service_disable = inet
+alias_maps =
+alias_database =
+biff = no
+home_mailbox = Maildir/
+mailbox_command =
+""")
+        # Debian's services, none chrooted (a chroot would need copies of
+        # /etc files in the queue directory).
+        with open("/etc/postfix/master.cf") as src, open(f"{self.config}/master.cf", "w") as dst:
+            for line in src:
+                fields = line.split()
+                if len(fields) >= 8 and not line[0].isspace() and not line.startswith("#"):
+                    fields[4] = "n"
+                    line = " ".join(fields) + "\n"
+                dst.write(line)
+        self.remove_account()
+        sh("groupadd", "--non-unique", "--gid", str(ALICE_GID), self.USER)
+        sh("useradd", "--no-create-home", "--non-unique", "--uid", str(ALICE_UID), "--gid", str(ALICE_GID),
+           "--home-dir", env.dir + "/home/alice", "--shell", "/usr/sbin/nologin", self.USER)
+        self.log = f"{base}/maillog"
+        started = subprocess.run(["postfix", "-c", self.config, "start"], capture_output=True)
+        check(started.returncode == 0, f"postfix start: {self.log_tail()}")  # it tells only a terminal or its log
+
+    def log_tail(self):
+        return open(self.log).read()[-2000:] if os.path.exists(self.log) else "(no log)"
+
+    def send(self, message):
+        """Through Postfix's sendmail, as a user's mail program would."""
+        p = subprocess.run(["/usr/sbin/sendmail", "-i", "-f", "sender@example.org", f"{self.USER}@localhost"],
+                           input=message, capture_output=True, env=dict(os.environ, MAIL_CONFIG=self.config),
+                           timeout=60)
+        check(p.returncode == 0, f"sendmail: {p.returncode} {p.stderr!r}")
+
+    def wait_delivered(self, box, count):
+        deadline = time.time() + 60
+        while len(box.names()) < count and time.time() < deadline:
+            time.sleep(0.05)
+        check_equal(len(box.names()), count, f"messages Postfix delivered; its log:\n{self.log_tail()}")
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", self.config, "abort"], capture_output=True)
+        self.remove_account()
+
+    def remove_account(self):
+        subprocess.run(["userdel", self.USER], capture_output=True)
+        subprocess.run(["groupdel", self.USER], capture_output=True)
+
+
+def test_postfix_local_delivery(env):
+    """Postfix's local(8) with home_mailbox = Maildir/, mail sent through
+    its sendmail: popd serves each file byte for byte; a delivery during a
+    session does not wait for it and shows at the next login."""
+    if not IS_ROOT or not shutil.which("postfix"):
+        return skip("needs root and Postfix")
+    open_to_peers(env)
+    postfix = Postfix(env)
+    try:
+        box = Maildir(env)
+        for i, m in enumerate(WHOLE_LINES):
+            postfix.send(b"Subject: via postfix %d\n" % i + m)
+        postfix.wait_delivered(box, len(WHOLE_LINES))
+        names = sorted(box.names())
+        out = box.run(login() + "LIST\r\n" + "".join(f"RETR {i}\r\n" for i in range(1, len(names) + 1)))
+        got = replies(out)
+        check_equal(sorted(body.encode("latin-1") for _, body in got[1:]),
+                    sorted(wire(open(f"{box.path}/{n}", "rb").read()) for n in names), "served against stored")
+        check_equal(sorted(int(line.split()[1]) for line in got[0][1].split("\r\n")[:-1]),
+                    sorted(listed_size(open(f"{box.path}/{n}", "rb").read()) for n in names), "LIST sizes")
+        check(all(b"Delivered-To: " + Postfix.USER.encode() in s.encode("latin-1") for _, s in got[1:]),
+              "a message that local(8) did not deliver")
+        # A session holds the Maildir while Postfix delivers one more.
+        session = subprocess.Popen(env.command(["--mailbox", "%h/Maildir/"]), stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, env=dict(os.environ, **env.variables()))
+        session.stdin.write((login() + "STAT\r\n").encode())
+        session.stdin.flush()
+        while b"+OK " + str(len(names)).encode() not in session.stdout.readline():
+            pass
+        postfix.send(b"Subject: during a session\n\nhello\n")
+        postfix.wait_delivered(box, len(names) + 1)
+        out = session.communicate("".join(f"DELE {i}\r\n" for i in range(1, len(names) + 1)).encode() +
+                                  b"QUIT\r\n", timeout=30)[0].decode()
+        check(out.endswith(f"({len(names)} messages deleted)\r\n"), out)
+        out = box.run(login() + "STAT\r\nRETR 1\r\nQUIT\r\n")
+        check("+OK 1 " in out and "Subject: during a session" in out, out)
+    finally:
+        postfix.stop()
 
 
 def test_deliveries_racing_sessions(env):
