@@ -12,7 +12,7 @@ CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor \
             -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE -iquote . -iquote $(BUILD)/generated
 LDFLAGS  += -pie -Wl,-z,relro,-z,now
-LIBS     = -lpam -llockfile -lssl -lcrypto -lxxhash
+LIBS     = -lpam -llockfile -lssl -lcrypto -lxxhash -lcrypt -largon2
 
 ifeq ($(SANITIZE),1)
 BUILD     = build/sanitize

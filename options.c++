@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <iterator>
 #include <utility>
@@ -75,6 +76,11 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
                          (HAProxy, version 1 or 2) that names the client
   --proxy-from LIST      addresses and networks that may send one, comma-
                          separated (default 127.0.0.1,::1)
+  --hash-password        read a password (from the terminal, asked twice,
+                         or one line of standard input) and print it as a
+                         passwd-file entry's password field, then exit
+  --scheme NAME          its scheme: CRYPT (default: yescrypt), SHA512-CRYPT,
+                         SHA256-CRYPT, BLF-CRYPT, ARGON2I or ARGON2ID
   --help                 show this help and exit
   --version              show the version and exit
 )";
@@ -93,7 +99,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     std::string_view name;
     std::string* target;
   };
-  std::string scheme;
+  std::string scheme, password_scheme;
   const Valued valued[] = {{"--mailbox", &options.mailbox},
                            {"--uidl-scheme", &scheme},
                            {"--uidvalidity", &options.uidvalidity},
@@ -108,6 +114,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--privsep-user", &options.privsep_user},
                            {"--privsep-dir", &options.privsep_dir},
                            {"--proxy-from", &options.proxy_from},
+                           {"--scheme", &password_scheme},
                            {"--timeout", nullptr},
                            {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
@@ -117,7 +124,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   const std::pair<std::string_view, bool Options::*> flags[] = {
       {"--tls-implicit", &Options::tls_implicit},   {"--require-tls", &Options::require_tls},
       {"--proxy-protocol", &Options::proxy_protocol}, {"--shared-spool", &Options::shared_spool},
-      {"--maildir-mark-seen", &Options::maildir_mark_seen}};
+      {"--maildir-mark-seen", &Options::maildir_mark_seen}, {"--hash-password", &Options::hash_password}};
 
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -175,6 +182,15 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       if (!parse_seconds(value, 0, seconds)) return bad("--failure-delay needs a number of seconds from 0 to 86400");
       options.failure_delay = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
     }
+  }
+  if (!password_scheme.empty()) {
+    if (!options.hash_password) return bad("--scheme goes with --hash-password");
+    std::transform(password_scheme.begin(), password_scheme.end(), password_scheme.begin(),
+                   [](unsigned char c) { return std::toupper(c); });
+    const std::string_view made[] = {"CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2I", "ARGON2ID"};
+    if (std::find(std::begin(made), std::end(made), password_scheme) == std::end(made))
+      return bad("--scheme is CRYPT (yescrypt), SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2I or ARGON2ID");
+    options.password_scheme = password_scheme;
   }
   options.mailbox_format = mailbox::take_format(options.mailbox);
   if (options.mailbox.empty()) return bad("--mailbox needs a path after its format");

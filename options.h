@@ -47,6 +47,9 @@ struct Options {
   // Maildir: at QUIT, the messages RETR sent move to cur/ with the S
   // (seen) flag, as Dovecot does, for users who also read the Maildir.
   bool maildir_mark_seen = false;
+  // popd --hash-password [--scheme S]: print a passwd-file password field.
+  bool hash_password = false;
+  std::string password_scheme = "CRYPT";
   std::string proxy_from = "127.0.0.1,::1";
 
   bool tls_configured() const { return !tls.certificate.empty(); }

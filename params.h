@@ -221,6 +221,9 @@ inline constexpr std::size_t max_uid_length = 70;
 // Never pass a user name longer than this to PAM or syslog; real names are
 // far shorter and a long one is an attack or a mistake.
 inline constexpr std::size_t max_user_name = 128;
+// popd --hash-password takes no longer password than a login can send:
+// AUTH PLAIN's line of max_sasl_line octets of base64 carries 1,536.
+inline constexpr std::size_t max_password = max_sasl_line / 4 * 3;
 
 // Anonymous mappings at least this large are placed on a 2 MiB boundary
 // and advised for transparent huge pages (sys/huge_pages.h). In popd only
@@ -231,5 +234,13 @@ inline constexpr std::size_t max_user_name = 128;
 // are left alone: a huge page is only worth it when it is filled.
 inline constexpr std::size_t huge_mapping_min = 8 << 20;
 inline constexpr std::size_t huge_page = 2 << 20;
+
+// Argon2 as popd --hash-password makes it: as Dovecot 2.3's doveadm pw
+// makes ARGON2ID (3 passes over 64 MiB). An Argon2 hash in a passwd-file
+// that asks for more than 1 GiB is refused: the monitor, as root, would
+// pay that at every login.
+inline constexpr std::uint32_t argon2_passes = 3;
+inline constexpr std::uint32_t argon2_kib = 64 * 1024;
+inline constexpr std::uint64_t max_argon2_kib = 1024 * 1024;
 
 }  // namespace popd::params

@@ -18,6 +18,7 @@
 #include "params.h"
 #include "server/client.h"
 #include "server/descriptors.h"
+#include "server/hash_password.h"
 #include "server/log.h"
 #include "server/login.h"
 #include "server/monitor.h"
@@ -76,6 +77,7 @@ int list_uids(const Options& options) {
 }
 
 int serve(const Options& options) {
+  if (options.hash_password) return hash_password_command(options.password_scheme);
   if (!options.list_uids.empty()) return list_uids(options);
   settle_standard_descriptors();
   // Once, on the socket every process of the connection shares.

@@ -24,6 +24,7 @@ fi
 /usr/bin/python3 "$here/index.py" "$popd"
 /usr/bin/python3 "$here/maildir.py" "$popd" "$shim"
 /usr/bin/python3 "$here/maildir_peers.py" "$popd"
+/usr/bin/python3 "$here/virtual.py" "$popd"
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/recovery.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"

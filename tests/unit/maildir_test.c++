@@ -5,16 +5,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "mailbox/maildir/checked_text.h"
-#include "mailbox/maildir/seen.h"
 #include "mailbox/maildir/deletions.h"
 #include "mailbox/maildir/listing.h"
 #include "mailbox/maildir/message.h"
 #include "mailbox/maildir/old_ids.h"
-#include <map>
+#include "mailbox/maildir/seen.h"
 #include "mailbox/maildir/sizes.h"
 #include "sys/fd.h"
 #include "tests/unit/files.h"
