@@ -4,7 +4,6 @@
 #include <cctype>
 #include <charconv>
 #include <iterator>
-#include <utility>
 #include <string_view>
 
 #include "io/proxy.h"
@@ -49,7 +48,7 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --shared-spool         other hosts lock the spool too: a dotlock is stale
                          only by age (found by itself on NFS, SMB, FUSE, ...)
   --maildir-mark-seen    at QUIT, move what RETR sent to cur/ with the S
-                         flag (Maildir; off by default: nothing is changed)
+                         flag (Maildir; off by default)
   --pam-service NAME     PAM service name (default popd)
   --first-valid-uid UID  accounts with a smaller uid may not log in (default
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
@@ -121,10 +120,16 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--login-timeout", nullptr},
                            {"--failure-delay", nullptr}};
 
-  const std::pair<std::string_view, bool Options::*> flags[] = {
-      {"--tls-implicit", &Options::tls_implicit},   {"--require-tls", &Options::require_tls},
-      {"--proxy-protocol", &Options::proxy_protocol}, {"--shared-spool", &Options::shared_spool},
-      {"--maildir-mark-seen", &Options::maildir_mark_seen}, {"--hash-password", &Options::hash_password}};
+  struct Flag {
+    std::string_view name;
+    bool* target;
+  };
+  const Flag flags[] = {{"--tls-implicit", &options.tls_implicit},
+                        {"--require-tls", &options.require_tls},
+                        {"--proxy-protocol", &options.proxy_protocol},
+                        {"--shared-spool", &options.shared_spool},
+                        {"--maildir-mark-seen", &options.maildir_mark_seen},
+                        {"--hash-password", &options.hash_password}};
 
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -137,10 +142,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     }
     if (name == "--help") return Exit{0, usage()};
     if (name == "--version") return Exit{0, std::string(version) + "\n"};
-    if (auto flag = std::find_if(std::begin(flags), std::end(flags), [&](auto& f) { return f.first == name; });
+    if (auto flag = std::find_if(std::begin(flags), std::end(flags), [&](const Flag& f) { return f.name == name; });
         flag != std::end(flags)) {
       if (has_value) return bad(std::string(name) + " takes no value");
-      options.*(flag->second) = true;
+      *flag->target = true;
       continue;
     }
     const Valued* option = nullptr;

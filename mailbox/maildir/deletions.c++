@@ -11,7 +11,7 @@
 #include <optional>
 #include <string_view>
 
-#include "mailbox/maildir/checked_text.h"
+#include "mailbox/maildir/checked_file.h"
 #include "params.h"
 #include "sys/fd.h"
 #include "sys/file.h"
@@ -19,7 +19,7 @@
 namespace popd::mailbox::maildir {
 namespace {
 
-// A text file, the user's own (checked_text.h): the Maildir's inode, then
+// A text file, the user's own (checked_file.h): the Maildir's inode, then
 // one line per message ("cur NAME").
 constexpr std::string_view magic = "popd-maildir-deletions-1\n";
 
@@ -35,12 +35,14 @@ bool write_journal(const std::string& journal, std::uint64_t inode, const Listin
     file.add(listing.name(listing[i]));
     file.add("\n");
   }
-  return file.finish(true, error);
+  if (file.finish(true, error)) return true;
+  error = "recovery journal: " + error;
+  return false;
 }
 
-// The Maildir's inode, and the messages into `doomed`; nullopt if `text`
-// is not a journal of this kind, or damaged.
-std::optional<std::uint64_t> decode(std::string_view text, Listing& doomed) {
+// The Maildir's inode, and the messages into `journaled`; nullopt if
+// `text` is not a journal of this kind, or damaged.
+std::optional<std::uint64_t> decode(std::string_view text, Listing& journaled) {
   auto body = checked_body(text, magic);
   if (!body || !body->starts_with("maildir ")) return std::nullopt;
   std::string_view first = body->substr(8, body->find('\n') - 8);
@@ -53,7 +55,7 @@ std::optional<std::uint64_t> decode(std::string_view text, Listing& doomed) {
     std::string_view name = line.substr(4);
     // A name in its folder, never a path: a forged journal cannot reach outside the Maildir.
     if (name.empty() || name[0] == '.' || name.find('/') != std::string_view::npos) return std::nullopt;
-    doomed.add(line[0] == 'n' ? Folder::new_mail : Folder::current, name);
+    journaled.add(line[0] == 'n' ? Folder::new_mail : Folder::current, name);
   }
   return inode;
 }
@@ -193,16 +195,17 @@ Recovered complete_deletions(int maildir_fd, const std::string& journal) {
   std::string text(static_cast<std::size_t>(own.st.st_size), '\0');
   if (!sys::pread_all(own.fd.get(), text.data(), text.size(), 0))
     return {false, "cannot read recovery journal " + journal + ": " + sys::error_text(errno)};
-  Listing doomed;
-  auto inode = decode(text, doomed);
+  Listing journaled;
+  auto inode = decode(text, journaled);
   if (!inode)
     return {false, "recovery journal " + journal + " is not a Maildir's or is damaged; see popd(8), RECOVERY"};
   if (*inode != inode_of(maildir_fd))
     return {false, "recovery journal " + journal + " is for another Maildir; see popd(8), RECOVERY"};
   std::string error;
-  if (!apply(maildir_fd, doomed, std::vector<bool>(doomed.size(), true), journal, error))
+  if (!apply(maildir_fd, journaled, std::vector<bool>(journaled.size(), true), journal, error))
     return {false, "completing deletions: " + error};
-  return {true, "completed the deletions of an interrupted session (" + std::to_string(doomed.size()) + " messages)"};
+  return {true,
+          "completed the deletions of an interrupted session (" + std::to_string(journaled.size()) + " messages)"};
 }
 
 }  // namespace popd::mailbox::maildir

@@ -119,7 +119,7 @@ void Listing::add(Folder folder, std::string_view name) {
   entry.name_length = static_cast<std::uint32_t>(name.size());
   entry.base_length = static_cast<std::uint32_t>(parsed.base.size());
   entry.folder = folder;
-  entry.order = parsed.delivered;
+  entry.sort_key = parsed.delivered;
   entry.sized = parsed.wire_size.has_value();
   entry.size = parsed.wire_size.value_or(0);
   names_ += name;
@@ -127,9 +127,10 @@ void Listing::add(Folder folder, std::string_view name) {
 }
 
 void Listing::expect(std::size_t name_bytes) {
-  // A directory takes at least 16 bytes a name (ext4: 8 and the name), so
-  // the entries never move, which would hold them twice for a moment; room
-  // never used is never touched, and costs no memory.
+  // A directory takes at least 16 bytes a name on local file systems
+  // (ext4: 8 and the name), so the entries of one folder do not move while
+  // it is listed (a move holds them twice for a moment); room never used
+  // is never touched, and costs no memory.
   names_.reserve(names_.size() + name_bytes);
   entries_.reserve(entries_.size() + name_bytes / 16);
 }
@@ -148,14 +149,14 @@ void Listing::rename(Entry& entry, Folder folder, std::string_view name) {
 void Listing::set_old_id(Entry& entry, std::string_view id, std::uint64_t order) {
   entry.old_id_at = static_cast<std::uint32_t>(names_.size());
   entry.old_id_length = static_cast<std::uint32_t>(id.size());
-  entry.order = order;
+  entry.sort_key = order;
   names_ += id;
 }
 
 void Listing::order_by_old_ids() {
   std::stable_sort(entries_.begin(), entries_.end(), [](const Entry& a, const Entry& b) {
     if ((a.old_id_length > 0) != (b.old_id_length > 0)) return a.old_id_length > 0;
-    return a.old_id_length > 0 && a.order < b.order;
+    return a.old_id_length > 0 && a.sort_key < b.sort_key;
   });
 }
 
@@ -168,7 +169,7 @@ void Listing::remove(const std::vector<bool>& removed) {
 
 void Listing::finish() {
   auto order = [&](const Entry& a, const Entry& b) {
-    if (a.order != b.order) return a.order < b.order;
+    if (a.sort_key != b.sort_key) return a.sort_key < b.sort_key;
     if (base(a) != base(b)) return base(a) < base(b);
     return a.folder == Folder::current && b.folder != Folder::current;  // cur/'s first: the one kept
   };

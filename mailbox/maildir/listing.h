@@ -30,9 +30,10 @@ struct Entry {
   Folder folder = Folder::new_mail;
   bool sized = false;      // `size` is known: from ,W= or counted
   std::uint64_t size = 0;  // with CRLF line ends, as RETR sends it
-  // What the listing is sorted by: the delivery time from the name, or
-  // once an old id is set, that server's order (Dovecot's UID).
-  std::uint64_t order = 0;
+  // What finish() sorts by: the delivery time from the name; then, once
+  // set_old_id() gave the entry another server's id, that server's order
+  // (Dovecot's UID), which order_by_old_ids() sorts by.
+  std::uint64_t sort_key = 0;
 };
 
 // The listing of one scan: names kept in one buffer, entries in order of

@@ -239,7 +239,7 @@ bool Maildir::commit(const std::vector<bool>& deleted, std::string& error) {
   if (!retrieved_.empty()) {
     for (std::size_t i = 0; i < deleted.size(); ++i)
       if (deleted[i]) retrieved_[i] = false;
-    mark_seen(maildir_fd_.get(), listing_, retrieved_);
+    mark_seen(maildir_fd_.get(), listing_, retrieved_);  // after the deletions, and only if they were done
     retrieved_.clear();  // the numbers change now
   }
   if (deleting) {

@@ -1,7 +1,7 @@
 // A user's Maildir, opened, locked and listed for one session: the
 // Maildrop the protocol engine works on. The maildrop is the messages of
 // new/ and cur/ (not Maildir++ subfolders). A session that deletes nothing
-// writes nothing into the Maildir; what popd keeps (the sizes it counted,
+// writes nothing into the Maildir (unless --maildir-mark-seen, seen.h); what popd keeps (the sizes it counted,
 // the journal of QUIT's deletions) lives in the --index and --journal
 // files, as for an mbox spool. See popd.8, MAILDIR.
 #pragma once

@@ -145,8 +145,8 @@ void adopt_old_ids(int maildir_fd, UidScheme scheme, Listing& listing) {
   for (std::uint32_t i = 0; i < listing.size(); ++i)
     if (!listing.old_id(listing[i]).empty()) known.push_back(i);
   std::stable_sort(known.begin(), known.end(), [&](auto a, auto b) {
-    return std::pair(listing.old_id(listing[a]), listing[a].order) <
-           std::pair(listing.old_id(listing[b]), listing[b].order);
+    return std::pair(listing.old_id(listing[a]), listing[a].sort_key) <
+           std::pair(listing.old_id(listing[b]), listing[b].sort_key);
   });
   for (std::size_t k = 1; k < known.size(); ++k)
     if (listing.old_id(listing[known[k]]) == listing.old_id(listing[known[k - 1]]))

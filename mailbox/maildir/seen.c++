@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 namespace popd::mailbox::maildir {
 
@@ -20,22 +22,21 @@ std::optional<std::string> seen_name(Folder folder, std::string_view name) {
   return std::string(name.substr(0, colon)) + ":2," + flags;
 }
 
-std::size_t mark_seen(int maildir_fd, Listing& listing, const std::vector<bool>& read) {
-  std::size_t renamed = 0;
+void mark_seen(int maildir_fd, const Listing& listing, const std::vector<bool>& read) {
   for (std::size_t i = 0; i < listing.size() && i < read.size(); ++i) {
     if (!read[i]) continue;
-    Entry& entry = listing[i];
+    const Entry& entry = listing[i];
     auto name = seen_name(entry.folder, listing.name(entry));
     if (!name) continue;
     std::string from = std::string(folder_name(entry.folder)) + "/" + std::string(listing.name(entry));
     std::string to = "cur/" + *name;
     // Never over another file: one of that name is the same message,
     // renamed by a reader meanwhile.
-    if (::renameat2(maildir_fd, from.c_str(), maildir_fd, to.c_str(), RENAME_NOREPLACE) != 0) continue;
-    listing.rename(entry, Folder::current, *name);
-    ++renamed;
+    if (::renameat2(maildir_fd, from.c_str(), maildir_fd, to.c_str(), RENAME_NOREPLACE) == 0 || errno != EINVAL)
+      continue;
+    // Left in both folders if the unlink fails: a listing keeps cur/'s.
+    if (::linkat(maildir_fd, from.c_str(), maildir_fd, to.c_str(), 0) == 0) ::unlinkat(maildir_fd, from.c_str(), 0);
   }
-  return renamed;
 }
 
 }  // namespace popd::mailbox::maildir

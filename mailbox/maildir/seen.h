@@ -2,7 +2,8 @@
 // the S (seen) flag, as Dovecot does, so that a mail reader of the same
 // Maildir shows them read. A flag is not mail: a message renamed
 // meanwhile, or one whose new name is taken, keeps the name it has, and
-// no rename is synced.
+// no rename is synced. On NFS, which has no RENAME_NOREPLACE, a link and
+// an unlink do it, the way Maildir readers move messages there.
 #pragma once
 
 #include <optional>
@@ -19,7 +20,8 @@ namespace popd::mailbox::maildir {
 // there already, or its name has flags of another kind (":1,").
 std::optional<std::string> seen_name(Folder folder, std::string_view name);
 
-// Renames each message of `listing` marked in `read`; returns how many.
-std::size_t mark_seen(int maildir_fd, Listing& listing, const std::vector<bool>& read);
+// Renames each message of `listing` marked in `read`. The listing keeps
+// the old names: what follows QUIT (the sizes file) uses base names only.
+void mark_seen(int maildir_fd, const Listing& listing, const std::vector<bool>& read);
 
 }  // namespace popd::mailbox::maildir

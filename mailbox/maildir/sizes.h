@@ -20,20 +20,20 @@ class Sizes {
   // Reads the file at `path`; none, or one that fails its checks, is empty.
   void load(const std::string& path);
   std::optional<std::uint64_t> find(std::string_view base) const;
-  std::size_t count() const { return lines_.size(); }
+  std::size_t count() const { return line_starts_.size(); }
 
   // Writes the counted sizes of `listing` (those not from ,W=) to `path`,
   // by a new file renamed into place.
   static bool save(const std::string& path, const Listing& listing, std::string& error);
 
  private:
-  // The line's base name and size.
-  std::pair<std::string_view, std::uint64_t> line(std::uint32_t at) const;
+  // The base name and size of the line that starts at `offset` in text_.
+  std::pair<std::string_view, std::uint64_t> entry_at(std::uint32_t offset) const;
 
   std::string text_;
-  // Where each line starts in text_, in order of base name: 4 bytes a
-  // message, where pairs of a name and a size took 24.
-  std::vector<std::uint32_t> lines_;
+  // Where each line starts in text_, in order of base name: 32 bits do,
+  // as text_ holds at most params::maildir_list_limit bytes.
+  std::vector<std::uint32_t> line_starts_;
   mutable std::size_t next_ = 0;  // where find() looks first
 };
 

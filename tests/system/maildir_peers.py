@@ -3,8 +3,8 @@
 that fill it (procmail, maildrop, Dovecot's LDA, Postfix's local) and the
 servers popd replaces (Dovecot, Courier), whose unique-ids popd must list.
 As root only (the peers switch to the user). Debian's packages: Postfix
-installed (each test runs an instance of its own), Courier's and
-maildrop's unpacked (installed, they would bring another MTA along).
+installed (each test runs an instance of its own); Courier's and
+maildrop's unpacked, not installed: they would bring another MTA along.
 
 Usage: tests/system/maildir_peers.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
@@ -317,6 +317,8 @@ mailbox_command =
            "--home-dir", env.dir + "/home/alice", "--shell", "/usr/sbin/nologin", self.USER)
         self.log = f"{base}/maillog"
         started = subprocess.run(["postfix", "-c", self.config, "start"], capture_output=True)
+        if started.returncode != 0:
+            self.stop()  # no account left behind
         check(started.returncode == 0, f"postfix start: {self.log_tail()}")  # it tells only a terminal or its log
 
     def log_tail(self):
@@ -371,8 +373,8 @@ def test_postfix_local_delivery(env):
                                    stdout=subprocess.PIPE, env=dict(os.environ, **env.variables()))
         session.stdin.write((login() + "STAT\r\n").encode())
         session.stdin.flush()
-        while b"+OK " + str(len(names)).encode() not in session.stdout.readline():
-            pass
+        while b"+OK " + str(len(names)).encode() not in (line := session.stdout.readline()):
+            check(line != b"", "popd ended before STAT's answer")
         postfix.send(b"Subject: during a session\n\nhello\n")
         postfix.wait_delivered(box, len(names) + 1)
         out = session.communicate("".join(f"DELE {i}\r\n" for i in range(1, len(names) + 1)).encode() +

@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
-#include "mailbox/maildir/checked_text.h"
+#include "mailbox/maildir/checked_file.h"
 #include "mailbox/maildir/deletions.h"
 #include "mailbox/maildir/listing.h"
 #include "mailbox/maildir/message.h"
@@ -211,6 +213,28 @@ TEST_CASE("a message read gets the S flag among its flags, in order, in cur/") {
   CHECK(!seen_name(Folder::current, "1.a.host:2,RS"));
   CHECK(!seen_name(Folder::current, "1.a.host:1,xyz"));  // another kind of info: left alone
   CHECK(!seen_name(Folder::new_mail, "1.a.host:1,"));
+}
+
+TEST_CASE("marking seen: renamed meanwhile, or the new name taken: left as it is") {
+  Box box;
+  box.add("new/1.a.host");
+  box.add("new/2.b.host");
+  box.add("new/3.c.host");
+  box.add("cur/4.d.host:2,");
+  Listing listing;
+  std::string skipped;
+  REQUIRE(scan(box.fd.get(), listing, skipped));
+  REQUIRE(::rename((box.path + "/new/2.b.host").c_str(), (box.path + "/cur/2.b.host:2,F").c_str()) == 0);
+  write_file(box.path + "/cur/3.c.host:2,S", "another file\n");
+  mark_seen(box.fd.get(), listing, {true, true, true, true});
+  std::vector<std::string> files;
+  for (const char* folder : {"cur", "new"})
+    for (const auto& file : std::filesystem::directory_iterator(box.path + "/" + folder))
+      files.push_back(std::string(folder) + "/" + file.path().filename().string());
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{"cur/1.a.host:2,S", "cur/2.b.host:2,F", "cur/3.c.host:2,S",
+                                          "cur/4.d.host:2,S", "new/3.c.host"});
+  CHECK(read_file(box.path + "/cur/3.c.host:2,S") == "another file\n");
 }
 
 TEST_CASE("the sizes file: used only for names it knows, and only when whole") {

@@ -1,7 +1,7 @@
-// The text files popd writes whole for a Maildir (the journal of QUIT's
-// deletions, the sizes file): a first line that names the kind, the body,
-// and a last line "end HEX" with an XXH3-64 of all before it, so that a
-// torn or stale write is found.
+// The text files popd keeps for a Maildir (the journal of QUIT's
+// deletions, the sizes file), each replaced as a whole: a first line that
+// names the kind, the body, and a last line "end HEX" with an XXH3-64 of
+// all before it, so that a torn or stale write is found.
 #pragma once
 
 #include <memory>

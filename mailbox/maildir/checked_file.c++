@@ -1,4 +1,4 @@
-#include "mailbox/maildir/checked_text.h"
+#include "mailbox/maildir/checked_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -64,7 +64,9 @@ std::optional<std::string_view> checked_body(std::string_view text, std::string_
   std::size_t body_end = text.size() - end_line_size;
   if (text.substr(body_end) != end_line(XXH3_64bits(text.data(), body_end))) return std::nullopt;
   std::string_view body = text.substr(magic.size(), body_end - magic.size());
-  if (!body.empty() && body.back() != '\n') return std::nullopt;  // whole lines, each ended
+  // Whole lines, each ended: the readers' line loops step over each '\n'
+  // and would step past the end of a last line without one.
+  if (!body.empty() && body.back() != '\n') return std::nullopt;
   return body;
 }
 
