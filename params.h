@@ -242,5 +242,8 @@ inline constexpr std::size_t huge_page = 2 << 20;
 inline constexpr std::uint32_t argon2_passes = 3;
 inline constexpr std::uint32_t argon2_kib = 64 * 1024;
 inline constexpr std::uint64_t max_argon2_kib = 1024 * 1024;
+// A passwd-file larger than this is refused: it is read whole for every
+// login, and 64 MiB holds about half a million entries.
+inline constexpr std::uint64_t max_passwd_file = 64 << 20;
 
 }  // namespace popd::params
