@@ -131,6 +131,7 @@ void Listing::expect(std::size_t name_bytes) {
   // (ext4: 8 and the name), so the entries of one folder do not move while
   // it is listed (a move holds them twice for a moment); room never used
   // is never touched, and costs no memory.
+  name_bytes = std::min<std::size_t>(name_bytes, params::maildir_list_limit);  // a file system's size may lie
   names_.reserve(names_.size() + name_bytes);
   entries_.reserve(entries_.size() + name_bytes / 16);
 }

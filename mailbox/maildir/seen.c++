@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+
+#include "sys/fd.h"
 
 namespace popd::mailbox::maildir {
 
@@ -23,19 +26,29 @@ std::optional<std::string> seen_name(Folder folder, std::string_view name) {
 }
 
 void mark_seen(int maildir_fd, const Listing& listing, const std::vector<bool>& read) {
+  // The folders as they are now, never through a symbolic link: a Maildir
+  // others may change must not let them redirect the user's mail.
+  sys::UniqueFd folders[2];
+  for (Folder folder : {Folder::new_mail, Folder::current})
+    folders[static_cast<int>(folder)].reset(
+        ::openat(maildir_fd, folder_name(folder), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  int cur = folders[static_cast<int>(Folder::current)].get();
   for (std::size_t i = 0; i < listing.size() && i < read.size(); ++i) {
     if (!read[i]) continue;
     const Entry& entry = listing[i];
     auto name = seen_name(entry.folder, listing.name(entry));
-    if (!name) continue;
-    std::string from = std::string(folder_name(entry.folder)) + "/" + std::string(listing.name(entry));
-    std::string to = "cur/" + *name;
+    int from_fd = folders[static_cast<int>(entry.folder)].get();
+    std::string from(listing.name(entry));
+    struct stat st;
+    // A second name is a reader's move (link, then unlink) under way: left to it.
+    if (!name || from_fd < 0 || cur < 0 || ::fstatat(from_fd, from.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        st.st_nlink != 1)
+      continue;
     // Never over another file: one of that name is the same message,
     // renamed by a reader meanwhile.
-    if (::renameat2(maildir_fd, from.c_str(), maildir_fd, to.c_str(), RENAME_NOREPLACE) == 0 || errno != EINVAL)
-      continue;
+    if (::renameat2(from_fd, from.c_str(), cur, name->c_str(), RENAME_NOREPLACE) == 0 || errno != EINVAL) continue;
     // Left in both folders if the unlink fails: a listing keeps cur/'s.
-    if (::linkat(maildir_fd, from.c_str(), maildir_fd, to.c_str(), 0) == 0) ::unlinkat(maildir_fd, from.c_str(), 0);
+    if (::linkat(from_fd, from.c_str(), cur, name->c_str(), 0) == 0) ::unlinkat(from_fd, from.c_str(), 0);
   }
 }
 
