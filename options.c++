@@ -50,6 +50,13 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --maildir-mark-seen    at QUIT, move what RETR sent to cur/ with the S
                          flag (Maildir; off by default)
   --pam-service NAME     PAM service name (default popd)
+  --userdb passwd-file:PATH
+                         virtual users from Dovecot's passwd-file at PATH
+                         (%d: the domain of user@domain) instead of PAM
+  --mail-user NAME       the account whose uid and gid serve entries that
+                         have none (say vmail)
+  --home TEMPLATE        the home of entries that have none (%u, %n, %d)
+  --allow-weak-schemes   accept PLAIN, SHA, SSHA, MD5 and DES crypt entries
   --first-valid-uid UID  accounts with a smaller uid may not log in (default
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
@@ -93,12 +100,13 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
 std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
   Options options;
   auto bad = [](std::string message) { return Exit{2, "popd: " + message + "\n" + usage()}; };
-  std::string* const paths[] = {&options.mailbox, &options.journal, &options.index, &options.uidvalidity};
+  std::string* const paths[] = {&options.mailbox, &options.journal, &options.index, &options.uidvalidity,
+                                &options.home_template};
   struct Valued {
     std::string_view name;
     std::string* target;
   };
-  std::string scheme, password_scheme;
+  std::string scheme, password_scheme, userdb;
   const Valued valued[] = {{"--mailbox", &options.mailbox},
                            {"--uidl-scheme", &scheme},
                            {"--uidvalidity", &options.uidvalidity},
@@ -114,6 +122,9 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--privsep-dir", &options.privsep_dir},
                            {"--proxy-from", &options.proxy_from},
                            {"--scheme", &password_scheme},
+                           {"--userdb", &userdb},
+                           {"--mail-user", &options.mail_user},
+                           {"--home", &options.home_template},
                            {"--timeout", nullptr},
                            {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
@@ -129,7 +140,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                         {"--proxy-protocol", &options.proxy_protocol},
                         {"--shared-spool", &options.shared_spool},
                         {"--maildir-mark-seen", &options.maildir_mark_seen},
-                        {"--hash-password", &options.hash_password}};
+                        {"--hash-password", &options.hash_password},
+                        {"--allow-weak-schemes", &options.allow_weak_schemes}};
 
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -163,7 +175,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       // a literal path, the same one for every user.
       for (std::string* path : paths)
         if (option->target == path && !valid_path_template(value))
-          return bad("bad path template for " + std::string(name) + ": only %u, %h and %% may follow %");
+          return bad("bad path template for " + std::string(name) + ": only %u, %n, %d, %h and %% may follow %");
       continue;
     }
     if (name == "--first-valid-uid") {
@@ -197,6 +209,14 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       return bad("--scheme is CRYPT (yescrypt), SHA512-CRYPT, SHA256-CRYPT, BLF-CRYPT, ARGON2I or ARGON2ID");
     options.password_scheme = password_scheme;
   }
+  if (!userdb.empty() && userdb != "pam") {
+    if (!userdb.starts_with("passwd-file:") || userdb.size() == 12 || userdb[12] != '/')
+      return bad("--userdb is pam or passwd-file:/ABSOLUTE/PATH");
+    options.passwd_file = userdb.substr(12);
+  }
+  if (options.passwd_file.empty() && (!options.mail_user.empty() || !options.home_template.empty() ||
+                                      options.allow_weak_schemes))
+    return bad("--mail-user, --home and --allow-weak-schemes go with --userdb passwd-file:PATH");
   options.mailbox_format = mailbox::take_format(options.mailbox);
   if (options.mailbox.empty()) return bad("--mailbox needs a path after its format");
   if (!scheme.empty()) {
@@ -225,8 +245,11 @@ std::string expand_path(std::string_view path_template, std::string_view user, s
       path += c;
       continue;
     }
+    std::size_t at = user.find('@');
     switch (path_template[++i]) {
       case 'u': path += user; break;
+      case 'n': path += user.substr(0, at); break;
+      case 'd': path += at == std::string_view::npos ? std::string_view() : user.substr(at + 1); break;
       case 'h': path += home; break;
       default: path += path_template[i]; break;  // "%%"
     }
@@ -239,7 +262,7 @@ bool valid_path_template(std::string_view path_template) {
     if (path_template[i] != '%') continue;
     if (i + 1 == path_template.size()) return false;
     char next = path_template[++i];
-    if (next != 'u' && next != 'h' && next != '%') return false;
+    if (std::string_view("unhd%").find(next) == std::string_view::npos) return false;
   }
   return !path_template.empty();
 }

@@ -24,6 +24,12 @@ struct Options {
   // popd --list-uids MAILBOX: print the unique-ids and exit.
   std::string list_uids;
   std::string pam_service = "popd";
+  // --userdb passwd-file:PATH: virtual users from Dovecot's passwd-file
+  // (auth/passwd_file.h) instead of PAM; PATH may hold %d, the domain.
+  std::string passwd_file;
+  std::string mail_user;      // the account of entries without uid and gid
+  std::string home_template;  // the home of entries without one (%u, %n, %d)
+  bool allow_weak_schemes = false;
   // Accounts with a smaller uid (system accounts) may not log in; root
   // never may. Unset: UID_MIN of /etc/login.defs (auth/account.h).
   std::optional<uid_t> first_valid_uid;
@@ -66,6 +72,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv);
 std::string usage();
 
 // Expands %u (user name), %h (home directory) and %% in a path template.
+// %u the user, %n the name before '@', %d the domain after it (empty if
+// none), %h the home, %% a '%'.
 std::string expand_path(std::string_view path_template, std::string_view user, std::string_view home);
 // true if the template has only the sequences expand_path knows.
 bool valid_path_template(std::string_view path_template);

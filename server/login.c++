@@ -14,6 +14,7 @@
 
 #include "auth/pam.h"
 #include "auth/privileges.h"
+#include "auth/virtual_user.h"
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "params.h"
@@ -184,35 +185,79 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   ::_exit(session_status);
 }
 
+// A virtual user's account: the entry's uid and gid, or --mail-user's;
+// the entry's home, or --home's. nullopt: `why` says what is missing.
+std::optional<Account> virtual_account(const Options& options, const auth::PasswdEntry& entry, std::string& why) {
+  std::optional<Account> mail_user;
+  if (!options.mail_user.empty() && !(mail_user = Account::named(options.mail_user))) {
+    why = "no --mail-user account " + options.mail_user;
+    return std::nullopt;
+  }
+  Account account{entry.user, 0, 0, entry.home};
+  if (entry.uid && entry.gid) {
+    account.uid = *entry.uid;
+    account.gid = *entry.gid;
+  } else if (mail_user && !entry.uid && !entry.gid) {
+    account.uid = mail_user->uid;
+    account.gid = mail_user->gid;
+  } else {
+    why = "the entry has no uid and gid, and there is no --mail-user";
+    return std::nullopt;
+  }
+  if (account.home.empty()) account.home = expand_path(options.home_template, entry.user, "");
+  if (account.home.empty() || account.home[0] != '/') {
+    why = "the entry has no home, and there is no --home";
+    return std::nullopt;
+  }
+  return account;
+}
+
 }  // namespace
 
 SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_view password) {
   // PAM's own delay is taken over (see PamTransaction).
   auto began = std::chrono::steady_clock::now();
   std::string user(user_name);
-  auto pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
   auto fail = [&](Outcome outcome, std::string text, const char* why) {
-    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_local(peer_), why);
+    syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_local(peer_),
+           printable(why).c_str());
     std::this_thread::sleep_until(began + options_.failure_delay);
     return Started{Role::refused, Login{outcome, std::move(text)}};
   };
   auto cannot = [] { return Started{Role::refused, cannot_start()}; };
 
-  int status = pam->authenticate(password);
-  if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
-      status == PAM_CRED_INSUFFICIENT)
-    return fail(Outcome::rejected, "", pam->error().c_str());
-  if (status != PAM_SUCCESS)
-    return fail(Outcome::temporary, "Authentication is unavailable, try again later", pam->error().c_str());
-  // An expired or locked account gets the words of a wrong password: the
-  // reply must not tell a guesser that the password was right.
-  status = pam->check_account();
-  if (status != PAM_SUCCESS) return fail(Outcome::rejected, "", pam->error().c_str());
-
-  // Copied now: PAM modules that run later may look up other users.
-  std::string mapped = pam->user();
-  auto account = auth::Account::named(mapped.empty() ? user : mapped);
-  if (!account) return fail(Outcome::forbidden, "No such system account", "no passwd entry");
+  std::unique_ptr<auth::PamTransaction> pam;
+  std::optional<Account> account;
+  if (!options_.passwd_file.empty()) {
+    // Never a path from a name that could leave its directory.
+    if (!auth::valid_virtual_name(user)) return fail(Outcome::rejected, "", "not a virtual user's name");
+    auto checked = auth::check_virtual_user(expand_path(options_.passwd_file, user, ""), user, password,
+                                            options_.allow_weak_schemes);
+    for (const std::string& warning : checked.warnings) syslog(LOG_WARNING, "passwd-file: %s", printable(warning).c_str());
+    using Result = auth::VirtualLogin::Result;
+    if (checked.result == Result::unavailable)
+      return fail(Outcome::temporary, "Authentication is unavailable, try again later", checked.why.c_str());
+    if (checked.result == Result::rejected) return fail(Outcome::rejected, "", checked.why.c_str());
+    std::string why;
+    if (!(account = virtual_account(options_, checked.entry, why)))
+      return fail(Outcome::temporary, "Authentication is unavailable, try again later", why.c_str());
+  } else {
+    pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
+    int status = pam->authenticate(password);
+    if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
+        status == PAM_CRED_INSUFFICIENT)
+      return fail(Outcome::rejected, "", pam->error().c_str());
+    if (status != PAM_SUCCESS)
+      return fail(Outcome::temporary, "Authentication is unavailable, try again later", pam->error().c_str());
+    // An expired or locked account gets the words of a wrong password: the
+    // reply must not tell a guesser that the password was right.
+    status = pam->check_account();
+    if (status != PAM_SUCCESS) return fail(Outcome::rejected, "", pam->error().c_str());
+    // Copied now: PAM modules that run later may look up other users.
+    std::string mapped = pam->user();
+    account = auth::Account::named(mapped.empty() ? user : mapped);
+    if (!account) return fail(Outcome::forbidden, "No such system account", "no passwd entry");
+  }
   // Before any session step: root and system accounts never get one, and
   // the reply is again a wrong password's.
   if (account->uid == 0) return fail(Outcome::rejected, "", "uid 0 may not log in");
@@ -225,11 +270,11 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
     syslog(LOG_ERR, "login: user=%s: %s", escaped(user).c_str(), error.c_str());
     return cannot();
   }
-  if (pam->open_session() != PAM_SUCCESS) {
+  if (pam && pam->open_session() != PAM_SUCCESS) {
     syslog(LOG_ERR, "login: user=%s: PAM session: %s", escaped(user).c_str(), pam->error().c_str());
     return cannot();
   }
-  if (Account::named(account->name) != account) {
+  if (pam && Account::named(account->name) != account) {
     syslog(LOG_ERR, "login: user=%s: the account changed during the PAM session", escaped(user).c_str());
     return cannot();
   }
@@ -256,7 +301,7 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
     return {Role::supervisor, {}};
   }
   sys::logged_in();  // --max-session from here, not --login-timeout
-  pam->abandon();
+  if (pam) pam->abandon();
   lock_channel_ = std::move(session_end);
   return {Role::session, {}};
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Virtual users (issue 33): the password fields of a passwd-file as
-Dovecot reads them. popd --hash-password makes fields Dovecot's own
-checker (doveadm pw -t) accepts, and refuses what it should.
+"""Virtual users (issue 33): logins from a passwd-file as Dovecot reads
+it, their mail in mbox files and Maildirs under one mail account or the
+entry's own uid; the file's trust rules; and popd --hash-password, whose
+fields Dovecot's own checker (doveadm pw -t) accepts.
 
 Usage: tests/system/virtual.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
@@ -13,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
 from support import ONLY, run_tests  # noqa: E402
+from deploy import skip  # noqa: E402
 
 PASSWORD = "pa$$ wörd"
 SCHEMES = ("CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2I", "ARGON2ID")
@@ -50,6 +52,132 @@ def test_hash_password_refuses(env):
         check(made.stderr.startswith(b"popd: "), made.stderr)
     alone = subprocess.run([POPD, "--scheme", "SHA512-CRYPT"], capture_output=True, timeout=30)
     check_equal(alone.returncode, 2, "--scheme without --hash-password")
+
+
+class Users:
+    """A passwd-file in a root-owned directory, and the vmail tree: each
+    virtual user's home under {env.dir}/vmail/DOMAIN/NAME, alice's (the
+    --mail-user) unless the entry gives bob's uid."""
+
+    def __init__(self, env, lines):
+        self.env, self.dir = env, env.dir + "/etc"
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.path = self.dir + "/users"
+        self.write(lines)
+        self.vmail = env.dir + "/vmail"
+
+    def write(self, lines, mode=0o640):
+        with open(self.path, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.chmod(self.path, mode)
+
+    def home(self, user, uid=ALICE_UID):
+        name, domain = user.split("@")
+        path = f"{self.vmail}/{domain}/{name}"
+        os.makedirs(path, exist_ok=True)
+        for p in (self.vmail, f"{self.vmail}/{domain}"):
+            os.chmod(p, 0o755)
+        os.chown(path, uid, uid)
+        return path
+
+    def args(self, *more):
+        return ["--userdb", "passwd-file:" + self.path, "--mail-user", "alice", "--home", self.vmail + "/%d/%n",
+                "--mailbox", "%h/mbox", *more]
+
+    def session(self, user, password, script="STAT\r\nQUIT\r\n", args=()):
+        return self.env.run(f"USER {user}\r\nPASS {password}\r\n" + script, args=self.args(*args))[0]
+
+
+def field(scheme, password):
+    return hash_password("--scheme", scheme, text=password + "\n").stdout.decode().strip()
+
+
+def test_virtual_users_read_their_mail(env):
+    """ann (no uid: --mail-user's) has an mbox, bob (his own uid) a
+    Maildir; each reads their own mail; a wrong password, an unknown user
+    and a name that could leave its directory get -ERR [AUTH]."""
+    if not IS_ROOT:
+        return skip("needs root")
+    users = Users(env, [f"ann@example.org:{field('SHA512-CRYPT', 'ann pw')}",
+                        f"bob@example.org:{field('ARGON2ID', 'bob pw')}:{BOB_UID}:{BOB_UID}::{env.dir}/vmail/example.org/bob",
+                        "# a comment", ""])
+    ann = users.home("ann@example.org")
+    with open(ann + "/mbox", "w") as f:
+        f.write("".join(make_mbox(3)[1]))
+    os.chown(ann + "/mbox", ALICE_UID, ALICE_GID)
+    bob = users.home("bob@example.org", BOB_UID)
+    for folder in ("cur", "new", "tmp"):
+        os.makedirs(f"{bob}/Maildir/{folder}")
+    for path in (f"{bob}/Maildir", *(f"{bob}/Maildir/{f}" for f in ("cur", "new", "tmp"))):
+        os.chown(path, BOB_UID, BOB_UID)
+    with open(f"{bob}/Maildir/new/1700000000.M1P1.host", "wb") as f:
+        f.write(b"Subject: for bob\n\nhello bob\n")
+    os.chown(f"{bob}/Maildir/new/1700000000.M1P1.host", BOB_UID, BOB_UID)
+
+    out = users.session("ann@example.org", "ann pw", "STAT\r\nRETR 1\r\nQUIT\r\n")
+    check("+OK 3 " in out and "signing off" in out, out)
+    out = users.session("bob@example.org", "bob pw", "STAT\r\nRETR 1\r\nQUIT\r\n",
+                        args=("--mailbox", "maildir:%h/Maildir"))
+    check("+OK 1 " in out and "hello bob" in out, out)
+    for user, password in (("ann@example.org", "bob pw"), ("nobody@example.org", "ann pw"),
+                           ("../ann@example.org", "ann pw"), ("ann@example.org/..", "ann pw"), ("ann", "ann pw")):
+        out = users.session(user, password)
+        check("-ERR [AUTH]" in out and "+OK 3" not in out, f"{user}: {out}")
+
+
+def test_the_file_must_be_roots_alone(env):
+    """A file others can write, a missing file, a malformed entry, an entry
+    without uid or home, an entry with uid 0: -ERR and a log line, never a
+    session (and never one as root)."""
+    if not IS_ROOT:
+        return skip("needs root")
+    good = field("SHA512-CRYPT", "pw")
+    users = Users(env, [f"ann@example.org:{good}", "bad@example.org", f"root@example.org:{good}:0:0::/root",
+                        f"sys@example.org:{good}:5:5::/tmp"])
+    users.home("ann@example.org")
+    check("+OK 0 0" in users.session("ann@example.org", "pw"), "ann's login")
+    check("-ERR [SYS/TEMP]" in users.session("bad@example.org", "pw"), "a malformed entry")
+    for user in ("root@example.org", "sys@example.org"):
+        out = users.session(user, "pw")
+        check("-ERR [AUTH]" in out and "+OK 0" not in out, f"{user}: {out}")
+    users.write([f"ann@example.org:{good}"], mode=0o646)
+    check("-ERR [SYS/TEMP]" in users.session("ann@example.org", "pw"), "a file others can write")
+    os.unlink(users.path)
+    check("-ERR [SYS/TEMP]" in users.session("ann@example.org", "pw"), "a missing file")
+    users.write([f"ann@example.org:{good}"])
+    out = env.run("USER ann@example.org\r\nPASS pw\r\nQUIT\r\n",
+                  args=["--userdb", "passwd-file:" + users.path, "--mailbox", "%h/mbox"])[0]
+    check("-ERR [SYS/TEMP]" in out, f"no uid and no --mail-user: {out}")
+
+
+def test_weak_schemes_only_when_allowed(env):
+    if not IS_ROOT:
+        return skip("needs root")
+    users = Users(env, ["ann@example.org:{PLAIN}pw", "bob@example.org:{SSHA}QPrGVAKRRYQ/IoRrg04toZg59FFfoovO"])
+    users.home("ann@example.org")
+    users.home("bob@example.org")
+    check("-ERR [AUTH]" in users.session("ann@example.org", "pw"), "PLAIN without --allow-weak-schemes")
+    check("+OK 0 0" in users.session("ann@example.org", "pw", args=("--allow-weak-schemes",)), "PLAIN allowed")
+    check("+OK 0 0" in users.session("bob@example.org", "pa$$ word", args=("--allow-weak-schemes",)), "SSHA allowed")
+
+
+def test_one_file_per_domain(env):
+    """PATH with %d: the file of the login's domain; a name without one
+    matches no file."""
+    if not IS_ROOT:
+        return skip("needs root")
+    users = Users(env, [])
+    for domain, password in (("one.example", "pw1"), ("two.example", "pw2")):
+        with open(f"{users.dir}/{domain}", "w") as f:
+            f.write(f"ann@{domain}:{field('SHA256-CRYPT', password)}\n")
+        os.chmod(f"{users.dir}/{domain}", 0o600)
+        users.home(f"ann@{domain}")
+    users.path = users.dir + "/%d"
+    check("+OK 0 0" in users.session("ann@one.example", "pw1"), "one.example")
+    check("+OK 0 0" in users.session("ann@two.example", "pw2"), "two.example")
+    check("-ERR [AUTH]" in users.session("ann@two.example", "pw1"), "another domain's password")
+    check("-ERR" in users.session("ann", "pw1"), "no domain")
 
 
 if __name__ == "__main__":

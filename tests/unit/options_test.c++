@@ -1,7 +1,8 @@
 // The command line (options.h): popd's public contract. Each refusal names
-// what is wrong; path templates know %u, %h and %% only.
+// what is wrong; path templates know %u, %n, %d, %h and %% only.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <string>
 #include <variant>
 #include <vector>
@@ -61,6 +62,26 @@ TEST_CASE("options: path templates") {
   CHECK(valid_path_template("/var/mail/%u"));
   CHECK(valid_path_template("%h/%%"));
   CHECK_FALSE(valid_path_template(""));
-  CHECK_FALSE(valid_path_template("%d/x"));
+  CHECK(valid_path_template("/var/vmail/%d/%n"));
+  CHECK_FALSE(valid_path_template("%x/y"));
   CHECK_FALSE(valid_path_template("x%"));
+  // Virtual users: %n the name before '@', %d the domain after it.
+  CHECK(expand_path("/v/%d/%n/%u", "ann@example.org", "") == "/v/example.org/ann/ann@example.org");
+  CHECK(expand_path("/v/%d/%n", "ann", "") == "/v//ann");
+}
+
+TEST_CASE("options: virtual users") {
+  auto parsed = parse_options(5, std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/popd/%d",
+                                                           "--mail-user", "vmail"}.data());
+  REQUIRE(std::holds_alternative<Options>(parsed));
+  CHECK(std::get<Options>(parsed).passwd_file == "/etc/popd/%d");
+  CHECK(std::get<Options>(parsed).mail_user == "vmail");
+  for (auto args : {std::array<const char*, 3>{"popd", "--userdb", "passwd-file:relative"},
+                    std::array<const char*, 3>{"popd", "--userdb", "ldap"},
+                    std::array<const char*, 3>{"popd", "--mail-user", "vmail"},
+                    std::array<const char*, 3>{"popd", "--home", "/v/%d/%n"}}) {
+    CAPTURE(std::string(args[1]));
+    CHECK(std::holds_alternative<Exit>(parse_options(3, args.data())));
+  }
+  CHECK(std::holds_alternative<Options>(parse_options(3, std::array<const char*, 3>{"popd", "--userdb", "pam"}.data())));
 }
