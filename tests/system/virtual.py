@@ -7,9 +7,12 @@ fields Dovecot's own checker (doveadm pw -t) accepts.
 Usage: tests/system/virtual.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import os
+import poplib
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
@@ -178,6 +181,159 @@ def test_one_file_per_domain(env):
     check("+OK 0 0" in users.session("ann@two.example", "pw2"), "two.example")
     check("-ERR [AUTH]" in users.session("ann@two.example", "pw1"), "another domain's password")
     check("-ERR" in users.session("ann", "pw1"), "no domain")
+
+
+def test_unknown_users_cost_what_known_ones_do(env):
+    """With no failure delay to hide it, a wrong password for a known user
+    and any password for an unknown one are answered within 50 ms of each
+    other (medians of 10), with Argon2id hashes that take far longer than
+    that to check."""
+    if not IS_ROOT:
+        return skip("needs root")
+    users = Users(env, [f"user{i}@example.org:{field('ARGON2ID', 'pw')}" for i in range(5)])
+
+    def median_ms(user):
+        times = []
+        for _ in range(10):
+            start = time.perf_counter()
+            out = users.session(user, "wrong", args=("--failure-delay", "0"))
+            times.append((time.perf_counter() - start) * 1000)
+            check("-ERR [AUTH]" in out, out)
+        return sorted(times)[5]
+
+    known, unknown = median_ms("user1@example.org"), median_ms("nobody@example.org")
+    check(abs(known - unknown) < 50, f"known {known:.0f} ms, unknown {unknown:.0f} ms")
+    print(f"     wrong password: known user {known:.0f} ms, unknown user {unknown:.0f} ms (medians of 10)")
+
+
+DOVECOT = """protocols = pop3
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_username_format = %u
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = {users}
+}}
+userdb {{
+  driver = passwd-file
+  args = {users}
+}}
+mail_location = maildir:~/Maildir
+first_valid_uid = 1000
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+class POP3From(poplib.POP3):
+    """From an address of its own: Dovecot's penalty for failed logins
+    grows per client address, to 15 s."""
+    source = 0
+
+    def _create_socket(self, timeout):
+        POP3From.source += 1
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(f"127.0.{POP3From.source // 250}.{POP3From.source % 250 + 2}", 0))
+
+
+def pop_login(port, user, password):
+    """'+' if the server let the user in, '-' if not."""
+    pop = POP3From("127.0.0.1", port, timeout=30)
+    try:
+        pop.user(user)
+        pop.pass_(password)
+        pop.quit()
+        return "+"
+    except poplib.error_proto:
+        return "-"
+
+
+def test_one_file_two_servers(env):
+    """The same passwd-file, Dovecot's passdb and userdb and popd's
+    --userdb: every entry, in every scheme both know (made by doveadm pw,
+    openssl passwd, mkpasswd and popd --hash-password), accepted with its
+    password and refused with another by both alike; unknown users, a
+    wrong domain and one file per domain too. Weak schemes, which popd
+    takes only with --allow-weak-schemes, are compared with it."""
+    if not IS_ROOT or not shutil.which("doveadm"):
+        return skip("needs root and Dovecot")
+    home = env.dir + "/home/alice"
+    os.chmod(env.dir, 0o755)
+    os.chmod(env.dir + "/home", 0o755)
+    for folder in ("", "/cur", "/new", "/tmp"):
+        os.makedirs(home + "/Maildir" + folder, exist_ok=True)
+        os.chown(home + "/Maildir" + folder, ALICE_UID, ALICE_GID)
+    tail = f":{ALICE_UID}:{ALICE_GID}::{home}"
+    made = {}
+    for scheme in ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "CRYPT", "ARGON2I", "ARGON2ID", "PLAIN", "SSHA",
+                   "SHA256", "PLAIN-MD5", "MD5-CRYPT"):
+        made["doveadm-" + scheme.lower()] = subprocess.run(["doveadm", "pw", "-s", scheme, "-p", "pw " + scheme],
+                                                           capture_output=True, text=True).stdout.strip()
+    made["openssl-6"] = subprocess.run(["openssl", "passwd", "-6", "pw openssl"], capture_output=True,
+                                       text=True).stdout.strip()
+    if shutil.which("mkpasswd"):
+        made["mkpasswd-yescrypt"] = subprocess.run(["mkpasswd", "-m", "yescrypt", "pw mkpasswd"], capture_output=True,
+                                                   text=True).stdout.strip()
+    for scheme in SCHEMES:
+        made["popd-" + scheme.lower()] = field(scheme, "pw popd " + scheme)
+    passwords = {name: "pw " + name.split("-", 1)[1].upper() if name.startswith("doveadm") else
+                 "pw openssl" if name.startswith("openssl") else "pw mkpasswd" if name.startswith("mkpasswd") else
+                 "pw popd " + name.split("-", 1)[1].upper() for name in made}
+    etc = env.dir + "/etc"
+    os.makedirs(etc)
+    os.chmod(etc, 0o755)
+    users = f"{etc}/users"
+    with open(users, "w") as f:
+        f.write("# one entry per kind of hash\n")
+        for name, value in made.items():
+            f.write(f"{name}@example.org:{value}{tail}\n")
+    for domain in ("one.example", "two.example"):
+        with open(f"{etc}/{domain}", "w") as f:
+            f.write(f"ann@{domain}:{field('SHA512-CRYPT', 'pw ' + domain)}{tail}\n")
+    for path in (users, f"{etc}/one.example", f"{etc}/two.example"):
+        shutil.chown(path, "root", "dovecot")
+        os.chmod(path, 0o640)
+
+    results = {}
+    for file_arg, cases in (
+            (users, [(f"{name}@example.org", password) for name, password in passwords.items()] +
+             [(f"{name}@example.org", "wrong") for name in passwords] +
+             [("nobody@example.org", "pw"), ("openssl-6@example.net", "pw openssl"), ("openssl-6", "pw openssl")]),
+            (etc + "/%d", [("ann@one.example", "pw one.example"), ("ann@two.example", "pw two.example"),
+                           ("ann@two.example", "pw one.example"), ("ann@three.example", "pw"), ("ann", "pw")])):
+        work = env.dir + "/dovecot-" + str(len(results))
+        os.makedirs(work + "/run")
+        os.chmod(work, 0o755)
+        port = free_port()
+        with open(work + "/dovecot.conf", "w") as f:
+            f.write(DOVECOT.format(d=work, port=port, users=file_arg))
+        server = subprocess.Popen(["dovecot", "-F", "-c", work + "/dovecot.conf"])
+        try:
+            wait_listening(port)
+            for user, password in cases:
+                popd = env.run(f"USER {user}\r\nPASS {password}\r\nQUIT\r\n",
+                               args=["--userdb", "passwd-file:" + file_arg, "--mailbox", "%h/Maildir/",
+                                     "--allow-weak-schemes"])[0]
+                answers = popd.split("\r\n")  # the greeting, USER's answer, PASS's
+                results[(user, password)] = (pop_login(port, user, password), answers[2][:1])
+        finally:
+            server.terminate()
+            server.wait()
+    differ = {case: got for case, got in results.items() if got[0] != got[1]}
+    check_equal(differ, {}, "logins Dovecot and popd judged differently (dovecot, popd)")
+    accepted = sum(1 for got in results.values() if got[0] == "+")
+    check(accepted == len(passwords) + 2, f"{accepted} accepted: {results}")
+    print(f"     {len(results)} logins, {accepted} accepted: Dovecot and popd alike, "
+          f"{len(made)} kinds of hash ({', '.join(made)})")
 
 
 if __name__ == "__main__":
