@@ -7,6 +7,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -229,6 +230,8 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
   std::unique_ptr<auth::PamTransaction> pam;
   std::optional<Account> account;
   if (!options_.passwd_file.empty()) {
+    // In lower case, as Dovecot looks names up by default (%Lu).
+    for (char& c : user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     // Never a path from a name that could leave its directory.
     if (!auth::valid_virtual_name(user)) return fail(Outcome::rejected, "", "not a virtual user's name");
     auto checked = auth::check_virtual_user(expand_path(options_.passwd_file, user, ""), user, password,
