@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <map>
 
@@ -44,6 +45,7 @@ std::optional<std::string> read_trusted(const std::string& path, PasswdLookup& l
   sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
   struct stat st;
   if (!fd || ::fstat(fd.get(), &st) != 0) {
+    lookup.missing = errno == ENOENT;
     lookup.error = path + ": " + sys::error_text(errno);
     return std::nullopt;
   }
@@ -110,9 +112,8 @@ PasswdLookup find_user(const std::string& path, std::string_view user) {
       auto& [count, field] = costs[cost_of(entry->password)];
       if (count++ == 0) field = entry->password;
     }
-    if (name != user || lookup.result != PasswdLookup::Result::unknown) continue;
+    if (name != user || lookup.result != PasswdLookup::Result::unknown || !lookup.error.empty()) continue;
     if (!entry) {
-      lookup.result = PasswdLookup::Result::failed;
       lookup.error = path + ":" + std::to_string(number) + ": malformed entry";
       continue;
     }

@@ -27,12 +27,13 @@ struct PasswdEntry {
 struct PasswdLookup {
   enum class Result {
     found,    // `entry` is the user's
-    unknown,  // no entry of that name
-    failed,   // the file cannot be trusted or read, or the user's line is malformed: `error` says why
+    unknown,  // no entry of that name, or a malformed one (`error` says so): a client learns nothing from it
+    failed,   // the file cannot be trusted or read: `error` says why
   };
   Result result = Result::unknown;
   PasswdEntry entry;
   std::string error;
+  bool missing = false;  // failed because there is no such file
   std::vector<std::string> warnings;  // for syslog: a file others can read, ...
   // A password field of the file in its most common scheme and cost: an
   // unknown user's password is checked against it, so that an unknown

@@ -12,10 +12,10 @@ namespace popd::auth {
 
 bool running_as_root() { return ::geteuid() == 0; }
 
-bool set_user_groups(const Account& user, std::string& error) {
+bool set_user_groups(const Account& user, bool system, std::string& error) {
   if (!running_as_root()) return true;
-  if (::initgroups(user.name.c_str(), user.gid) == 0) return true;
-  error = "initgroups: " + sys::error_text(errno);
+  if (system ? ::initgroups(user.name.c_str(), user.gid) == 0 : ::setgroups(1, &user.gid) == 0) return true;
+  error = "cannot set the groups: " + sys::error_text(errno);
   return false;
 }
 

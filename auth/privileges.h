@@ -11,9 +11,10 @@ namespace popd::auth {
 
 bool running_as_root();
 
-// As root: the user's supplementary groups (before PAM's setcred, which may
-// add to them).
-bool set_user_groups(const Account& user, std::string& error);
+// As root: the user's supplementary groups from the group database
+// (before PAM's setcred, which may add to them); or, for an account that
+// is not a system user's (`system` false), none but its gid.
+bool set_user_groups(const Account& user, bool system, std::string& error);
 
 // As root: switches group and user ids to the user's and checks that root
 // cannot be regained. Not root: checks that the process already is the user.

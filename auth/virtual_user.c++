@@ -19,20 +19,36 @@ bool valid_virtual_name(std::string_view user) {
   return true;
 }
 
-VirtualLogin check_virtual_user(const std::string& path, std::string_view user, std::string_view password,
-                                bool allow_weak) {
+namespace {
+
+// For a domain that has no file: SHA-512 crypt of "x", as cheap as the
+// cheapest strong hash a file is likely to hold.
+constexpr std::string_view fixed_dummy =
+    "{SHA512-CRYPT}$6$popddummysalt$wMVbG1xpF.LgFQZTbm3CnAG//5jmcs4TQ005jklUM8Doj8jmlWmKiIyoIz95B0PhU6tCwLXH8M2xjiUs2T6vH/";
+
+}  // namespace
+
+VirtualLogin check_virtual_user(const std::string& path, bool per_domain, std::string_view user,
+                                std::string_view password, bool allow_weak) {
   VirtualLogin login;
   PasswdLookup lookup = find_user(path, user);
   login.warnings = std::move(lookup.warnings);
+  auto dummy = [&] {
+    check_password(lookup.dummy_password.empty() ? fixed_dummy : std::string_view(lookup.dummy_password), password,
+                   true);
+  };
   using Found = PasswdLookup::Result;
   if (lookup.result != Found::found) {
-    if (!lookup.dummy_password.empty()) check_password(lookup.dummy_password, password, true);
-    login.result = lookup.result == Found::unknown ? VirtualLogin::Result::rejected : VirtualLogin::Result::unavailable;
-    login.why = lookup.result == Found::unknown ? "unknown user" : lookup.error;
+    dummy();
+    bool unknown = lookup.result == Found::unknown || (per_domain && lookup.missing);
+    login.result = unknown ? VirtualLogin::Result::rejected : VirtualLogin::Result::unavailable;
+    login.why = lookup.result == Found::unknown && lookup.error.empty() ? "unknown user" : lookup.error;
     return login;
   }
   std::string where = path + ":" + std::to_string(lookup.entry.line);
-  switch (check_password(lookup.entry.password, password, allow_weak)) {
+  Check check = check_password(lookup.entry.password, password, allow_weak);
+  if (check == Check::weak || check == Check::unsupported) dummy();  // no hash was computed
+  switch (check) {
     case Check::match:
       login.result = VirtualLogin::Result::accepted;
       login.entry = std::move(lookup.entry);

@@ -28,9 +28,12 @@ struct VirtualLogin {
 // part that is empty or starts with '.'.
 bool valid_virtual_name(std::string_view user);
 
-// `path` is the passwd-file (%d expanded). An unknown user's password is
-// checked against the file's most common kind of hash all the same.
-VirtualLogin check_virtual_user(const std::string& path, std::string_view user, std::string_view password,
-                                bool allow_weak);
+// `path` is the passwd-file (%d expanded; `per_domain` if it was there,
+// so that a missing file is a domain not served). Whatever the client's
+// name and password, a refusal reads the same ([AUTH]) and costs about
+// the same: a password not checked against the user's entry is checked
+// against the file's most common kind of hash (or a fixed one).
+VirtualLogin check_virtual_user(const std::string& path, bool per_domain, std::string_view user,
+                                std::string_view password, bool allow_weak);
 
 }  // namespace popd::auth

@@ -234,7 +234,9 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
     for (char& c : user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     // Never a path from a name that could leave its directory.
     if (!auth::valid_virtual_name(user)) return fail(Outcome::rejected, "", "not a virtual user's name");
-    auto checked = auth::check_virtual_user(expand_path(options_.passwd_file, user, ""), user, password,
+    bool per_domain = options_.passwd_file.find("%d") != std::string::npos;
+    if (per_domain && user.find('@') == std::string::npos) return fail(Outcome::rejected, "", "no domain in the name");
+    auto checked = auth::check_virtual_user(expand_path(options_.passwd_file, user, ""), per_domain, user, password,
                                             options_.allow_weak_schemes);
     for (const std::string& warning : checked.warnings) syslog(LOG_WARNING, "passwd-file: %s", printable(warning).c_str());
     using Result = auth::VirtualLogin::Result;
@@ -264,12 +266,15 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
   // Before any session step: root and system accounts never get one, and
   // the reply is again a wrong password's.
   if (account->uid == 0) return fail(Outcome::rejected, "", "uid 0 may not log in");
+  if (!pam && account->gid == 0) return fail(Outcome::rejected, "", "gid 0 may not serve a virtual user");
   if (account->uid < first_valid_uid_) return fail(Outcome::rejected, "", "uid below --first-valid-uid");
   if (!auth::running_as_root() && account->uid != ::getuid())
     return fail(Outcome::forbidden, "This server serves only the user it runs as", "not the invoking user");
 
   std::string error;
-  if (!auth::set_user_groups(*account, error)) {
+  // A virtual user's name is not a system account's: /etc/group's
+  // memberships of that name are not its.
+  if (!auth::set_user_groups(*account, pam != nullptr, error)) {
     syslog(LOG_ERR, "login: user=%s: %s", escaped(user).c_str(), error.c_str());
     return cannot();
   }

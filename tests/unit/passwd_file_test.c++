@@ -74,10 +74,11 @@ TEST_CASE("a passwd-file: found, unknown, malformed, and only a file root alone 
   CHECK(find_user(path, "zed").result == PasswdLookup::Result::unknown);
   CHECK(find_user(path, "Ann").result == PasswdLookup::Result::unknown);
   CHECK(find_user(path, "").result == PasswdLookup::Result::unknown);
+  // A malformed entry: to the client an unknown user; the log has why.
   PasswdLookup dan = find_user(path, "dan");
-  CHECK(dan.result == PasswdLookup::Result::failed);
+  CHECK(dan.result == PasswdLookup::Result::unknown);
   CHECK(dan.error == path + ":6: malformed entry");
-  CHECK(find_user(path, "eve").result == PasswdLookup::Result::failed);
+  CHECK(find_user(path, "eve").result == PasswdLookup::Result::unknown);
 
   SUBCASE("others may read: a warning") {
     REQUIRE(::chmod(path.c_str(), 0644) == 0);
@@ -103,6 +104,7 @@ TEST_CASE("a passwd-file: found, unknown, malformed, and only a file root alone 
   SUBCASE("missing: failed, with the reason") {
     PasswdLookup missing = find_user(dir.path + "/none", "bob");
     CHECK(missing.result == PasswdLookup::Result::failed);
+    CHECK(missing.missing);
     CHECK(missing.error.find("No such file") != std::string::npos);
   }
 }
