@@ -63,9 +63,9 @@ def private_file(path, text):
 
 # --- Python poplib ------------------------------------------------------------
 
-def poplib_round_trip(pop, messages):
-    pop.user("alice")
-    pop.pass_("secret")
+def poplib_round_trip(pop, messages, user="alice", password="secret"):
+    pop.user(user)
+    pop.pass_(password)
     _, uids, _ = pop.uidl()
     check_equal(len(set(u.split()[1] for u in uids)), len(messages), "distinct UIDL")
     for i, m in enumerate(messages, 1):
@@ -175,32 +175,35 @@ def saved(directory):
     return [open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))]
 
 
+def fetchmail(home, port, cert, options, user="alice", password="secret"):
+    """What fetchmail 6.4 downloads, each message without its Received
+    header. It insists on TLS and checks the certificate: STLS, with the
+    test's self-signed certificate `cert` as the one it trusts."""
+    out = home + "/out"
+    os.makedirs(out, exist_ok=True)
+    save = private_file(home + "/save.py", SAVE)
+    rc = private_file(home + "/rc", f'poll 127.0.0.1 with proto POP3 and port {port} and uidl:\n'
+                                    f'  user "{user}" there with password "{password}" is "root" here\n'
+                                    f'  options no rewrite sslcertck sslcertfile {cert} '
+                                    f'sslcommonname localhost {options}\n'
+                                    f'  mda "/usr/bin/python3 {save} {out}"\n')
+    p = subprocess.run(["fetchmail", "-f", rc, "--nodetach", "--nosyslog", "-s", "-i", home + "/ids",
+                        "--pidfile", home + "/pid"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HOME=home))
+    check(p.returncode in (0, 1), f"fetchmail: {p.returncode} {p.stdout[-800:]} {p.stderr[-800:]}")
+    got = [strip_trace(m, "fetchmail") for m in saved(out)]
+    shutil.rmtree(out)
+    return got
+
+
 def test_fetchmail_stls_keep_uidl_and_delete(env):
     messages, _ = mailbox(env)
     home = env.dir + "/fetchmail"
-    out = home + "/out"
-    os.makedirs(out)
-    save = private_file(home + "/save.py", SAVE)
-
-    # fetchmail 6.4 insists on TLS and checks the certificate: STLS, with
-    # the test's self-signed certificate as the one it trusts.
+    os.makedirs(home)
     tls = tls_files(env)
-    cert = tls[1]
 
     def fetch(port, options):
-        rc = private_file(home + "/rc", f'poll 127.0.0.1 with proto POP3 and port {port} and uidl:\n'
-                                        f'  user "alice" there with password "secret" is "root" here\n'
-                                        f'  options no rewrite sslcertck sslcertfile {cert} '
-                                        f'sslcommonname localhost {options}\n'
-                                        f'  mda "/usr/bin/python3 {save} {out}"\n')
-        p = subprocess.run(["fetchmail", "-f", rc, "--nodetach", "--nosyslog", "-s", "-i", home + "/ids",
-                            "--pidfile", home + "/pid"], capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, HOME=home))
-        check(p.returncode in (0, 1), f"fetchmail: {p.returncode} {p.stdout[-800:]} {p.stderr[-800:]}")
-        got = [strip_trace(m, "fetchmail") for m in saved(out)]
-        shutil.rmtree(out)
-        os.mkdir(out)
-        return got
+        return fetchmail(home, port, tls[1], options)
 
     with SocketServer(env, tls) as server:
         got = fetch(server.port, "keep")

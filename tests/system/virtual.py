@@ -129,6 +129,80 @@ def test_virtual_users_read_their_mail(env):
         check("-ERR [AUTH]" in out and "+OK 3" not in out, f"{user}: {out}")
 
 
+def test_real_clients_over_a_socket(env):
+    """poplib and fetchmail, through systemd-socket-activate with STLS, as
+    two virtual users stored under --mail-user: ann's mail in an mbox
+    file, carl's in a Maildir, both at --mailbox %h/mail (popd takes the
+    format from what is there). Each downloads byte for byte, keeps mail
+    and then gets only what is new, and deletes; the store shows it."""
+    if not IS_ROOT:
+        return skip("needs root")
+    from clients import fetchmail, lf_form, poplib_round_trip
+    from security import client_context, tls_files
+    users = Users(env, [f"ann@example.org:{field('SHA512-CRYPT', 'ann pw')}",
+                        f"carl@example.org:{field('ARGON2ID', 'carl pw')}"])
+    ann_messages, ann_records = make_mbox(6, seed=33)
+    ann = users.home("ann@example.org") + "/mail"
+    with open(ann, "w") as f:
+        f.write("".join(ann_records))
+    os.chown(ann, ALICE_UID, ALICE_GID)
+    carl = users.home("carl@example.org") + "/mail"
+    carl_messages = [m.replace("Status: RO\n", "") for m in make_mbox(5, seed=34)[0]]
+    for folder in ("", "/cur", "/new", "/tmp"):
+        os.makedirs(carl + folder, exist_ok=True)
+        os.chown(carl + folder, ALICE_UID, ALICE_GID)
+
+    def deliver_to_carl(i, message):
+        path = f"{carl}/new/{1700000000 + i}.M{i}P1.host"
+        with open(path, "w") as f:
+            f.write(message)
+        os.chown(path, ALICE_UID, ALICE_GID)
+
+    for i, m in enumerate(carl_messages):
+        deliver_to_carl(i, m)
+    tls = tls_files(env)
+    home = env.dir + "/fetchmail"
+    with SocketServer(env, tls + users.args("--mailbox", "%h/mail")) as server:
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=30)
+        poplib_round_trip(pop, ann_messages, "ann@example.org", "ann pw")
+        pop.dele(1)
+        check(pop.quit().startswith(b"+OK"), "ann's QUIT")
+        check_equal(open(ann).read(), "".join(ann_records[1:]), "ann's mbox after DELE 1")
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=30)
+        pop.stls(client_context())
+        poplib_round_trip(pop, carl_messages, "carl@example.org", "carl pw")
+        pop.dele(2)
+        check(pop.quit().startswith(b"+OK"), "carl's QUIT")
+        check_equal(sorted(os.listdir(carl + "/new")) + os.listdir(carl + "/cur"),
+                    [f"{1700000000 + i}.M{i}P1.host" for i in (0, 2, 3, 4)], "carl's Maildir after DELE 2")
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=30)
+        pop.user("carl@example.org")
+        try:
+            pop.pass_("ann pw")
+            raise AssertionError("carl got in with ann's password")
+        except poplib.error_proto as e:
+            check(b"[AUTH]" in e.args[0], e.args[0])
+
+        def fetch(user, password, options):
+            return fetchmail(home + "/" + user, server.port, tls[1], options, user, password)
+
+        os.makedirs(home)
+        check_equal(fetch("ann@example.org", "ann pw", "keep"), [lf_form(m).encode() for m in ann_messages[1:]],
+                    "fetchmail, ann, keep")
+        check_equal(fetch("ann@example.org", "ann pw", "keep"), [], "fetchmail, ann: nothing new")
+        new = make_mbox(8, seed=35)
+        with open(ann, "a") as f:
+            f.write(new[1][7])
+        check_equal(fetch("ann@example.org", "ann pw", "keep"), [lf_form(new[0][7]).encode()],
+                    "fetchmail, ann: the new message")
+        deliver_to_carl(9, "Subject: new for carl\n\nhello\n")
+        got = fetch("carl@example.org", "carl pw", "fetchall nokeep")
+        check_equal(got, [lf_form(m).encode() for m in carl_messages[:1] + carl_messages[2:]] +
+                    [b"Subject: new for carl\n\nhello\n"], "fetchmail, carl, fetchall nokeep")
+    check_equal(os.listdir(carl + "/new") + os.listdir(carl + "/cur"), [], "carl's Maildir after fetchmail")
+    check_equal(open(ann).read().count("\nSubject: message "), 6, "ann's mail kept")
+
+
 def test_the_file_must_be_roots_alone(env):
     """A file others can write, a missing file, a malformed entry, an entry
     without uid or home, an entry with uid 0: -ERR and a log line, never a
