@@ -236,12 +236,22 @@ inline constexpr std::size_t huge_mapping_min = 8 << 20;
 inline constexpr std::size_t huge_page = 2 << 20;
 
 // Argon2 as popd --hash-password makes it: as Dovecot 2.3's doveadm pw
-// makes ARGON2ID (3 passes over 64 MiB). An Argon2 hash in a passwd-file
-// that asks for more than 1 GiB is refused: the monitor, as root, would
-// pay that at every login.
+// makes ARGON2ID (3 passes over 64 MiB).
 inline constexpr std::uint32_t argon2_passes = 3;
 inline constexpr std::uint32_t argon2_kib = 64 * 1024;
-inline constexpr std::uint64_t max_argon2_kib = 1024 * 1024;
+// A passwd-file hash that asks for more than these is refused: the
+// monitor, as root, pays it at every login of that user, so a hash of
+// absurd cost would hold up logins. Each bound is a few seconds of one
+// core here (yescrypt over 1 GiB: 3.9 s; bcrypt cost 16: 3.4 s; SHA-512
+// crypt, 10 million rounds: 2.2 s), far above what anyone writes: the
+// defaults are 16-64 MiB, bcrypt cost 5-12 and 5,000-656,000 rounds.
+// Memory-hard hashes (Argon2, yescrypt, scrypt): memory, times passes
+// and lanes for their work, and lanes, each a thread of the monitor.
+inline constexpr std::uint64_t max_hash_memory = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t max_hash_work = std::uint64_t{4} << 30;
+inline constexpr std::uint64_t max_hash_lanes = 16;
+inline constexpr std::uint64_t max_bcrypt_cost = 16;
+inline constexpr std::uint64_t max_sha_crypt_rounds = 10'000'000;
 // A passwd-file larger than this is refused: it is read whole for every
 // login, and 64 MiB holds about half a million entries.
 inline constexpr std::uint64_t max_passwd_file = 64 << 20;

@@ -42,6 +42,88 @@ bool equal(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// The digits of crypt(3) strings' numbers: "./0-9A-Za-z"; -1 for others.
+int itoa64_value(char c) {
+  if (c >= '.' && c <= '9') return c - '.';
+  if (c >= 'A' && c <= 'Z') return c - 'A' + 12;
+  if (c >= 'a' && c <= 'z') return c - 'a' + 38;
+  return -1;
+}
+
+// A number of yescrypt's parameters, taken from the front of `text`:
+// its first digit says how many follow (digits 0-47 stand alone, 48-55
+// take one more, ...), and `min` is added, as libxcrypt encodes them.
+std::optional<std::uint64_t> take_yescrypt_number(std::string_view& text, std::uint64_t min) {
+  if (text.empty() || itoa64_value(text[0]) < 0) return std::nullopt;
+  std::uint64_t first = static_cast<std::uint64_t>(itoa64_value(text[0])), start = 0, end = 47, value = min;
+  unsigned more = 0;
+  while (first > end) {
+    value += (end + 1 - start) << (6 * more);
+    start = end + 1;
+    end = start + (62 - end) / 2;
+    ++more;
+  }
+  if (text.size() < 1 + more) return std::nullopt;
+  value += (first - start) << (6 * more);
+  for (unsigned i = 1; i <= more; ++i) {
+    if (itoa64_value(text[i]) < 0) return std::nullopt;
+    value += static_cast<std::uint64_t>(itoa64_value(text[i])) << (6 * (more - i));
+  }
+  text.remove_prefix(1 + more);
+  return value;
+}
+
+// Whether yescrypt's parameters ("$y$j9T$..."; "$gy$" alike) stay within
+// the memory-hard bounds: 128 r 2^N bytes, worked p (t + 1) times.
+bool affordable_yescrypt(std::string_view params) {
+  auto flavor = take_yescrypt_number(params, 0), n_log2 = take_yescrypt_number(params, 1),
+       r = take_yescrypt_number(params, 1);
+  if (!flavor || !n_log2 || !r || *n_log2 > 30 || *r > params::max_hash_memory / 128) return false;
+  std::uint64_t p = 1, t = 0, memory = 128 * *r << *n_log2;
+  if (!params.empty() && params[0] != '$') {
+    auto have = take_yescrypt_number(params, 1);
+    std::optional<std::uint64_t> taken;
+    if (!have || *have > 15) return false;
+    if (*have & 1 && !(taken = take_yescrypt_number(params, 2))) return false;
+    if (*have & 1) p = *taken;
+    if (*have & 2 && !(taken = take_yescrypt_number(params, 1))) return false;
+    if (*have & 2) t = *taken;
+  }
+  return memory <= params::max_hash_memory && p <= params::max_hash_lanes && t < params::max_hash_work / (memory * p);
+}
+
+// Whether a crypt(3) string's cost stays within params.h's bounds: the
+// monitor checks it, as root, at every login of its user. Methods whose
+// cost is fixed pass; those popd does not know here are left to libxcrypt.
+bool affordable_crypt(std::string_view hash) {
+  auto number = [](std::string_view digits) {
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    return ec == std::errc() ? value : UINT64_MAX;
+  };
+  if (hash.size() > 4 && hash.starts_with("$2") && hash[3] == '$')  // bcrypt: "$2b$12$"
+    return number(hash.substr(4, 2)) <= params::max_bcrypt_cost;
+  if (hash.starts_with("$5$rounds=") || hash.starts_with("$6$rounds="))
+    return number(hash.substr(10, hash.find('$', 10) - 10)) <= params::max_sha_crypt_rounds;
+  if (hash.starts_with("$y$")) return affordable_yescrypt(hash.substr(3));
+  if (hash.starts_with("$gy$")) return affordable_yescrypt(hash.substr(4));
+  if (hash.starts_with("$7$")) {  // scrypt: N's log2 in one digit, then r and p in five each
+    if (hash.size() < 14) return false;
+    std::uint64_t r = 0, p = 0;
+    for (int i = 0; i < 5; ++i) {
+      if (itoa64_value(hash[4 + i]) < 0 || itoa64_value(hash[9 + i]) < 0) return false;
+      r |= static_cast<std::uint64_t>(itoa64_value(hash[4 + i])) << (6 * i);
+      p |= static_cast<std::uint64_t>(itoa64_value(hash[9 + i])) << (6 * i);
+    }
+    int n_log2 = itoa64_value(hash[3]);
+    if (n_log2 < 1 || n_log2 > 30 || r == 0 || r > params::max_hash_memory / 128) return false;
+    std::uint64_t memory = 128 * r << n_log2;
+    return memory <= params::max_hash_memory && p >= 1 && p <= params::max_hash_lanes &&
+           memory * p <= params::max_hash_work;
+  }
+  return true;
+}
+
 // crypt(3) strings: DES, MD5, SHA-256, SHA-512, bcrypt, yescrypt, ... as
 // libxcrypt knows them. Its legacy methods are weak here, but for SHA-256
 // crypt: Debian's libxcrypt counts it legacy, yet it is SHA-512 crypt's
@@ -51,6 +133,7 @@ Check check_crypt(std::string_view hash, std::string_view password, bool allow_w
   int strength = crypt_checksalt(setting.c_str());
   if (strength != CRYPT_SALT_OK && strength != CRYPT_SALT_METHOD_LEGACY) return Check::unsupported;
   if (strength == CRYPT_SALT_METHOD_LEGACY && !hash.starts_with("$5$") && !allow_weak) return Check::weak;
+  if (!affordable_crypt(hash)) return Check::too_costly;
   auto data = std::make_unique<crypt_data>();
   std::string phrase(password);
   const char* out = crypt_rn(phrase.c_str(), setting.c_str(), data.get(), sizeof *data);
@@ -64,14 +147,21 @@ Check check_crypt(std::string_view hash, std::string_view password, bool allow_w
 }
 
 // "$argon2id$v=19$m=65536,t=3,p=1$SALT$HASH", as Dovecot (libsodium)
-// writes it. The memory it asks for is bounded: the monitor pays it.
+// writes it. The memory, passes and lanes it asks for are bounded: the
+// monitor pays them.
 Check check_argon2(std::string_view encoded, std::string_view password, argon2_type type) {
-  std::size_t m = encoded.find("$m=");
-  std::uint64_t kib = 0;
-  if (m == std::string_view::npos ||
-      std::from_chars(encoded.data() + m + 3, encoded.data() + encoded.size(), kib).ec != std::errc() ||
-      kib > params::max_argon2_kib)
-    return Check::unsupported;
+  std::size_t at = encoded.find("$m=");
+  if (at == std::string_view::npos) return Check::unsupported;
+  const char* end = encoded.data() + encoded.size();
+  std::uint64_t kib = 0, passes = 0, lanes = 0;
+  auto [after_m, m_error] = std::from_chars(encoded.data() + at + 3, end, kib);
+  if (m_error != std::errc() || !std::string_view(after_m, end).starts_with(",t=")) return Check::unsupported;
+  auto [after_t, t_error] = std::from_chars(after_m + 3, end, passes);
+  if (t_error != std::errc() || !std::string_view(after_t, end).starts_with(",p=")) return Check::unsupported;
+  if (std::from_chars(after_t + 3, end, lanes).ec != std::errc()) return Check::unsupported;
+  if (kib > params::max_hash_memory / 1024 || lanes > params::max_hash_lanes ||
+      passes > params::max_hash_work / 1024 / std::max<std::uint64_t>(kib, 1))
+    return Check::too_costly;
   std::string text(encoded);
   switch (argon2_verify(text.c_str(), password.data(), password.size(), type)) {
     case ARGON2_OK: return Check::match;

@@ -17,6 +17,7 @@ enum class Check {
   mismatch,
   weak,         // a weak scheme, refused without --allow-weak-schemes
   unsupported,  // a scheme popd does not know, or a field that is not a hash of it
+  too_costly,   // a hash whose cost parameters exceed params.h's bounds
 };
 
 // Compares in constant time; the hash costs what its parameters say.

@@ -47,7 +47,7 @@ VirtualLogin check_virtual_user(const std::string& path, bool per_domain, std::s
   }
   std::string where = path + ":" + std::to_string(lookup.entry.line);
   Check check = check_password(lookup.entry.password, password, allow_weak);
-  if (check == Check::weak || check == Check::unsupported) dummy();  // no hash was computed
+  if (check != Check::match && check != Check::mismatch) dummy();  // no hash was computed
   switch (check) {
     case Check::match:
       login.result = VirtualLogin::Result::accepted;
@@ -60,6 +60,9 @@ VirtualLogin check_virtual_user(const std::string& path, bool per_domain, std::s
       break;
     case Check::unsupported:
       login.why = where + ": not a password hash popd knows (scheme " + scheme_of(lookup.entry.password) + ")";
+      break;
+    case Check::too_costly:
+      login.why = where + ": the hash's cost parameters are unreadable or beyond popd's bounds (params.h)";
       break;
   }
   return login;

@@ -80,11 +80,39 @@ TEST_CASE("what is not a hash popd knows is unsupported, never a match") {
   for (const char* field :
        {"{CRAM-MD5}042cc3734a7c7ac774df4f06d630ba51e51d4cc350963ab48e821b4cf6c960f1", "{NOSUCH}x", "", "{CRYPT}",
         "!", "*", "!$6$q34WEUsg.JpUt0UJ$pNRxG", "$6$", "{SHA}not base64!", "{SHA}JT/jTDtbGafal6JjN7plGhhkLG4",
-        "{PLAIN-MD5}f12dc7fa9e234e95ca9d20e5047af5c", "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$WDJxJoCtUJVBPzXfn27gOA$x",
-        "{ARGON2ID}$argon2id$garbage"}) {
+        "{PLAIN-MD5}f12dc7fa9e234e95ca9d20e5047af5c", "{ARGON2ID}$argon2id$garbage",
+        "{ARGON2ID}$argon2id$v=19$m=65536,p=1$WDJxJoCtUJVBPzXfn27gOA$x"}) {
     CAPTURE(std::string(field));
     CHECK(check_password(field, right, true) == Check::unsupported);
     CHECK(check_password(field, "", true) != Check::match);
+  }
+}
+
+TEST_CASE("a hash whose cost exceeds params.h's bounds is refused before it is computed") {
+  // Each of these would hold the monitor for seconds to hours.
+  for (const char* field : {
+           "$2b$17$abcdefghijklmnopqrstuu5mJ/WuvUNQQy9zj6Gjz7XkX6spYaZGy",      // bcrypt cost 17
+           "$6$rounds=10000001$salt$x", "$5$rounds=99999999999999999999$salt$x",  // SHA crypt rounds
+           "$y$jGT$Ks9ZuxA3LRpLU1h.rF2cQ.$x",                                      // yescrypt over 2 GiB
+           "$y$j9T/r1$Ks9ZuxA3LRpLU1h.rF2cQ.$x",                                   // 16 MiB, t = 500
+           "$y$j9T.E$Ks9ZuxA3LRpLU1h.rF2cQ.$x",                                    // 18 lanes
+           "$7$J6..../....Ks9ZuxA3LRpLU1h.rF2cQ.$x",                               // scrypt, 2 GiB
+           "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$WDJxJoCtUJVBPzXfn27gOA$x",   // 4 GiB
+           "{ARGON2ID}$argon2id$v=19$m=65536,t=100,p=1$WDJxJoCtUJVBPzXfn27gOA$x",   // 6 GiB worked
+           "{ARGON2I}$argon2i$v=19$m=65536,t=3,p=17$WDJxJoCtUJVBPzXfn27gOA$x"}) {  // 17 lanes
+    CAPTURE(std::string(field));
+    CHECK(check_password(field, right, true) == Check::too_costly);
+  }
+}
+
+TEST_CASE("costs within the bounds are computed, with every parameter yescrypt encodes") {
+  // Made by Python's crypt.crypt (libxcrypt) with "pw": t = 40 over 4 MiB,
+  // and p = 7.
+  for (const char* field : {"$y$j7T/b$Ks9ZuxA3LRpLU1h.rF2cQ.$04MEekQ9uYrNU2UwzHTEc68GR/J6patUQzZVhXaxxX0",
+                            "$y$j7T.3$Ks9ZuxA3LRpLU1h.rF2cQ.$RjH9/JvH.loNQRFo2SMTxDONPoIpP2RbFAH0p1aRJA9"}) {
+    CAPTURE(std::string(field));
+    CHECK(check_password(field, "pw", false) == Check::match);
+    CHECK(check_password(field, "pw2", false) == Check::mismatch);
   }
 }
 
