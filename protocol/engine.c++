@@ -211,13 +211,13 @@ void Engine::step() {
   std::size_t raw_length = line.size() + 1;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
 
-  bool sasl = std::exchange(awaiting_sasl_response_, false);
-  if (raw_length > (sasl ? params::max_sasl_line : params::max_command_line))
+  Sasl sasl = std::exchange(sasl_, Sasl::none);
+  if (raw_length > (sasl != Sasl::none ? params::max_sasl_line : params::max_command_line))
     err("Command line too long");
   else if (line.find('\0') != std::string_view::npos)
     err("Command contains a NUL byte");
-  else if (sasl)
-    sasl_response(line);
+  else if (sasl != Sasl::none)
+    sasl_response(sasl, line);
   else
     dispatch(line);
 
@@ -254,7 +254,7 @@ void Engine::capa() {
   ok("Capability list follows");
   // Listed in both states, as RFC 2449 allows; not while --require-tls
   // still refuses them.
-  if (!(features_.require_tls && !features_.tls_active)) out_.write("USER\r\nSASL PLAIN\r\n");
+  if (!(features_.require_tls && !features_.tls_active)) out_.write("USER\r\nSASL PLAIN LOGIN\r\n");
   if (state_ == State::authorization && features_.stls && !features_.tls_active) out_.write("STLS\r\n");
   out_.write(
       "TOP\r\n"
@@ -316,33 +316,46 @@ void Engine::pass_command(std::string_view args) {
   login(user_, args);
 }
 
-// RFC 5034 AUTH: no argument lists the mechanisms; PLAIN with or without
-// an initial response.
+// RFC 5034 AUTH: no argument lists the mechanisms; PLAIN (RFC 4616) and
+// LOGIN, with or without an initial response. LOGIN has no RFC: Outlook
+// and Outlook Express use it, as Microsoft's MS-XLOGIN documents it (a
+// base64 "Username:" and "Password:" challenge, each answered in base64),
+// so it is here, under the rules PLAIN follows.
 void Engine::auth_command(std::string_view args) {
   have_user_ = false;
   std::string_view mechanism = next_word(args);
   std::string_view initial = next_word(args);
   if (mechanism.empty()) {
     ok("Supported mechanisms follow");
-    out_.write("PLAIN\r\n.\r\n");
+    out_.write("PLAIN\r\nLOGIN\r\n.\r\n");
     return;
   }
-  if (upper(mechanism) != "PLAIN") return err("Unsupported authentication mechanism");
-  if (!args.empty()) return err("Syntax: AUTH PLAIN [initial-response]");
-  if (initial.empty()) {
-    out_.write("+ \r\n");
-    awaiting_sasl_response_ = true;
-    return;
-  }
-  sasl_response(initial);
+  std::string name = upper(mechanism);
+  if (name != "PLAIN" && name != "LOGIN") return err("Unsupported authentication mechanism");
+  if (!args.empty()) return err("Syntax: AUTH " + name + " [initial-response]");
+  Sasl step = name == "PLAIN" ? Sasl::plain : Sasl::login_user;
+  if (!initial.empty()) return sasl_response(step, initial);
+  out_.write(step == Sasl::plain ? "+ \r\n" : "+ VXNlcm5hbWU6\r\n");  // "Username:"
+  sasl_ = step;
 }
 
-void Engine::sasl_response(std::string_view line) {
+// A client line in a SASL exchange, at `step`.
+void Engine::sasl_response(Sasl step, std::string_view line) {
   if (line == "*") return err("Authentication cancelled");
   // "=" is an empty response (RFC 5034 section 4).
   auto decoded = line == "=" ? std::optional<std::string>("") : decode_base64(line);
   if (!decoded) return err("Invalid base64 in the SASL response");
-  sasl_plain(*decoded);
+  if (step == Sasl::plain) sasl_plain(*decoded);
+  if (step == Sasl::login_user) {
+    if (!valid_user_name(*decoded)) return err("[AUTH] Invalid user name");
+    user_ = *decoded;
+    sasl_ = Sasl::login_password;
+    out_.write("+ UGFzc3dvcmQ6\r\n");  // "Password:"
+  }
+  if (step == Sasl::login_password) {
+    mechanism_ = "sasl-login";
+    login(user_, *decoded);
+  }
   explicit_bzero(decoded->data(), decoded->size());
 }
 

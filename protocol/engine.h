@@ -14,7 +14,7 @@ namespace popd::protocol {
 
 // What the session has done, for the log line at its end.
 struct SessionStats {
-  std::string auth;  // how the user logged in: "user" (USER/PASS), "sasl-plain"; empty if not
+  std::string auth;  // how the user logged in: "user" (USER/PASS), "sasl-plain", "sasl-login"; empty if not
   std::uint64_t retrieved_messages = 0;
   std::uint64_t retrieved_bytes = 0;
   std::uint64_t top_messages = 0;
@@ -86,7 +86,10 @@ class Engine {
   void user_command(std::string_view args);
   void pass_command(std::string_view args);
   void auth_command(std::string_view args);
-  void sasl_response(std::string_view line);
+  // The SASL exchange a client line answers: none (a command), PLAIN's
+  // response, or LOGIN's user name or password.
+  enum class Sasl { none, plain, login_user, login_password };
+  void sasl_response(Sasl step, std::string_view line);
   void sasl_plain(std::string_view response);
   void stls_command();
   bool plaintext_refused();
@@ -112,7 +115,7 @@ class Engine {
   Output& out_;
   Features features_;
   bool tls_requested_ = false;
-  bool awaiting_sasl_response_ = false;
+  Sasl sasl_ = Sasl::none;
   bool handed_off_ = false;
   State state_ = State::authorization;
   std::string input_;

@@ -134,15 +134,23 @@ std::optional<Header> decode_header(std::string_view header) {
   std::uint32_t length;
   std::memcpy(&length, header.data() + 2, sizeof length);
   if ((mode != Tag::direct && mode != Tag::relay) || length > params::max_handover ||
-      (mechanism != Mechanism::user && mechanism != Mechanism::sasl_plain))
+      (mechanism != Mechanism::user && mechanism != Mechanism::sasl_plain && mechanism != Mechanism::sasl_login))
     return std::nullopt;
   return Header{mode == Tag::direct, mechanism, length};
 }
 
-const char* mechanism_name(Mechanism mechanism) { return mechanism == Mechanism::user ? "user" : "sasl-plain"; }
+const char* mechanism_name(Mechanism mechanism) {
+  switch (mechanism) {
+    case Mechanism::sasl_plain: return "sasl-plain";
+    case Mechanism::sasl_login: return "sasl-login";
+    default: return "user";
+  }
+}
 
 Mechanism mechanism_of(std::string_view name) {
-  return name == "sasl-plain" ? Mechanism::sasl_plain : Mechanism::user;
+  if (name == "sasl-plain") return Mechanism::sasl_plain;
+  if (name == "sasl-login") return Mechanism::sasl_login;
+  return Mechanism::user;
 }
 
 std::string encode_lock_request() { return std::string(1, static_cast<char>(Tag::lock)); }

@@ -45,7 +45,7 @@ enum class Tag : char {
 };
 
 // The login's mechanism, for the session's log line.
-enum class Mechanism : char { user = 'U', sasl_plain = 'P' };
+enum class Mechanism : char { user = 'U', sasl_plain = 'P', sasl_login = 'L' };
 
 // One message, with up to two descriptors (SCM_RIGHTS); false if it did
 // not go whole. Retries EINTR until a termination signal came.

@@ -111,6 +111,11 @@ def test_curl(env):
                 got = subprocess.run(["curl", "-sS", "-u", "alice:secret"] + extra + [f"{url}/{i}"],
                                      capture_output=True, timeout=60).stdout
                 check_equal(got, client_form(messages[i - 1]).encode(), f"curl {url}/{i} {extra}")
+        # AUTH LOGIN, as Outlook logs in, over STLS.
+        got = subprocess.run(["curl", "-sS", "-u", "alice:secret", "--login-options", "AUTH=LOGIN", "--ssl-reqd",
+                              "-k", "-v", f"pop3://127.0.0.1:{plain.port}/1"], capture_output=True, timeout=60)
+        check_equal(got.stdout, client_form(messages[0]).encode(), "curl AUTH=LOGIN")
+        check(b"> AUTH LOGIN" in got.stderr, f"curl did not use AUTH LOGIN: {got.stderr[-1500:]!r}")
         # A wrong password fails as curl reports it: login denied (67).
         p = subprocess.run(["curl", "-sS", "-u", "alice:wrong", f"pop3://127.0.0.1:{plain.port}/1"],
                            capture_output=True, timeout=60)

@@ -201,8 +201,8 @@ def test_auth_plain(env):
     env.write_mailbox("".join(records).encode())
     out, _ = env.run("AUTH\r\nAUTH PLAIN " + plain(b"\0alice\0secret") + "\r\nSTAT\r\nQUIT\r\n")
     lines = out.split("\r\n")
-    check_equal(lines[1:4], ["+OK Supported mechanisms follow", "PLAIN", "."], "AUTH list")
-    check(lines[4].startswith("+OK maildrop has 2 messages"), out)
+    check_equal(lines[1:5], ["+OK Supported mechanisms follow", "PLAIN", "LOGIN", "."], "AUTH list")
+    check(lines[5].startswith("+OK maildrop has 2 messages"), out)
     out, _ = env.run("AUTH PLAIN\r\n" + plain(b"alice\0alice\0secret") + "\r\nSTAT\r\nQUIT\r\n")
     check("+ \r\n+OK maildrop has 2 messages" in out, out)
     out, _ = env.run("AUTH PLAIN\r\n*\r\nAUTH PLAIN " + plain(b"\0alice\0wrong") + "\r\n"
@@ -215,7 +215,7 @@ def test_auth_plain(env):
     check(lines[5].startswith("-ERR [AUTH] Authentication failed; too many failures"), out)
     with SocketServer(env) as server:  # over a socket, with poplib's own AUTH support
         pop = poplib.POP3("127.0.0.1", server.port, timeout=20)
-        check("SASL" in pop.capa() and pop.capa()["SASL"] == ["PLAIN"], "CAPA SASL PLAIN")
+        check("SASL" in pop.capa() and pop.capa()["SASL"] == ["PLAIN", "LOGIN"], "CAPA SASL PLAIN LOGIN")
         pop._shortcmd("AUTH PLAIN " + plain(b"\0alice\0secret"))
         check_equal(pop.stat()[0], 2, "STAT after AUTH PLAIN")
         pop.quit()

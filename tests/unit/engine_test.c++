@@ -482,7 +482,7 @@ std::string b64(std::string_view raw) {
 TEST_CASE("AUTH PLAIN with an initial response, and as a continuation") {
   using namespace std::string_literals;
   Fixture f;
-  CHECK(f.talk("AUTH\r\n") == "+OK Supported mechanisms follow\r\nPLAIN\r\n.\r\n");
+  CHECK(f.talk("AUTH\r\n") == "+OK Supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n");
   CHECK(f.talk("AUTH PLAIN " + b64("\0alice\0secret"s) + "\r\n").starts_with("+OK maildrop has 2"));
 
   Fixture g;
@@ -503,6 +503,42 @@ TEST_CASE("AUTH PLAIN: cancel, bad base64, bad authzid, wrong password, unknown 
   CHECK(f.talk("AUTH PLAIN " + b64("\0alice\0wrong"s) + "\r\n") == "-ERR [AUTH] Authentication failed\r\n");
   // Third failure, shared with USER/PASS: closed.
   CHECK(f.talk("USER alice\r\nPASS nope\r\n").find("too many failures") != std::string::npos);
+  CHECK(f.engine.closed());
+}
+
+TEST_CASE("AUTH LOGIN as Outlook sends it: a name and a password, each answering a base64 prompt") {
+  Fixture f;
+  CHECK(f.talk("CAPA\r\n").find("\r\nSASL PLAIN LOGIN\r\n") != std::string::npos);
+  CHECK(f.talk("auth login\r\n") == "+ VXNlcm5hbWU6\r\n");  // "Username:"
+  CHECK(f.talk(b64("alice") + "\r\n") == "+ UGFzc3dvcmQ6\r\n");  // "Password:"
+  CHECK(f.auth.calls == 0);
+  CHECK(f.talk(b64("secret") + "\r\n").starts_with("+OK maildrop has 2"));
+  CHECK(f.auth.last_password == "secret");
+  f.talk("QUIT\r\n");
+  CHECK(f.engine.stats().auth == "sasl-login");
+
+  Fixture initial;  // the name as the initial response
+  CHECK(initial.talk("AUTH LOGIN " + b64("alice") + "\r\n") == "+ UGFzc3dvcmQ6\r\n");
+  CHECK(initial.talk(b64("secret") + "\r\n").starts_with("+OK maildrop has 2"));
+}
+
+TEST_CASE("AUTH LOGIN: cancel at each prompt, bad base64, a bad name, wrong passwords count as failures") {
+  using namespace std::string_literals;
+  Fixture f;
+  CHECK(f.talk("AUTH LOGIN\r\n*\r\n") == "+ VXNlcm5hbWU6\r\n-ERR Authentication cancelled\r\n");
+  CHECK(f.talk("AUTH LOGIN\r\n" + b64("alice") + "\r\n*\r\n") ==
+        "+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n");
+  CHECK(f.talk("AUTH LOGIN !!!!\r\n") == "-ERR Invalid base64 in the SASL response\r\n");
+  CHECK(f.talk("AUTH LOGIN " + b64("a/b") + "\r\n") == "-ERR [AUTH] Invalid user name\r\n");
+  CHECK(f.talk("AUTH LOGIN " + b64("alice\0x"s) + "\r\n") == "-ERR [AUTH] Invalid user name\r\n");
+  CHECK(f.talk("AUTH LOGIN x y\r\n") == "-ERR Syntax: AUTH LOGIN [initial-response]\r\n");
+  CHECK(f.auth.calls == 0);
+  CHECK(f.talk("NOOP\r\n") == "-ERR Not logged in yet: USER and PASS first\r\n");  // a command again
+  for (int i = 0; i < 2; ++i)
+    CHECK(f.talk("AUTH LOGIN " + b64("alice") + "\r\n" + b64("wrong") + "\r\n") ==
+          "+ UGFzc3dvcmQ6\r\n-ERR [AUTH] Authentication failed\r\n");
+  CHECK(f.talk("AUTH LOGIN " + b64("alice") + "\r\n" + b64("wrong") + "\r\n").find("too many failures") !=
+        std::string::npos);
   CHECK(f.engine.closed());
 }
 
@@ -566,6 +602,7 @@ TEST_CASE("require-tls: no USER, PASS or AUTH before TLS, and CAPA does not offe
   CHECK(talk("USER alice\r\n").starts_with("-ERR [AUTH] TLS is required"));
   CHECK(talk("PASS secret\r\n").starts_with("-ERR [AUTH] TLS is required"));
   CHECK(talk("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n").starts_with("-ERR [AUTH] TLS is required"));
+  CHECK(talk("AUTH LOGIN\r\n").starts_with("-ERR [AUTH] TLS is required"));
   CHECK(auth.calls == 0);
   talk("STLS\r\n");
   engine.take_tls_request();
