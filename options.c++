@@ -49,6 +49,9 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
                          only by age (found by itself on NFS, SMB, FUSE, ...)
   --maildir-mark-seen    at QUIT, move what RETR sent to cur/ with the S
                          flag (Maildir; off by default)
+  --workaround NAMES     for legacy clients, comma-separated (default none):
+                         outlook-no-nuls sends a NUL in a message as 0x80,
+                         oe-ns-eoh ends a header that has no empty line
   --pam-service NAME     PAM service name (default popd)
   --userdb passwd-file:PATH
                          virtual users from Dovecot's passwd-file at PATH
@@ -125,6 +128,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--userdb", &userdb},
                            {"--mail-user", &options.mail_user},
                            {"--home", &options.home_template},
+                           {"--workaround", nullptr},
                            {"--timeout", nullptr},
                            {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
@@ -176,6 +180,19 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       for (std::string* path : paths)
         if (option->target == path && !valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %n, %d, %h and %% may follow %");
+      continue;
+    }
+    if (name == "--workaround") {
+      for (std::string_view rest = value; !rest.empty();) {
+        std::string_view one = rest.substr(0, rest.find(','));
+        rest.remove_prefix(std::min(rest.size(), one.size() + 1));
+        if (one == "outlook-no-nuls")
+          options.outlook_no_nuls = true;
+        else if (one == "oe-ns-eoh")
+          options.oe_ns_eoh = true;
+        else
+          return bad("--workaround takes outlook-no-nuls and oe-ns-eoh, comma-separated");
+      }
       continue;
     }
     if (name == "--first-valid-uid") {

@@ -53,6 +53,10 @@ struct Options {
   // Maildir: at QUIT, the messages RETR sent move to cur/ with the S
   // (seen) flag, as Dovecot does, for users who also read the Maildir.
   bool maildir_mark_seen = false;
+  // --workaround outlook-no-nuls,oe-ns-eoh: what legacy clients need of
+  // the messages sent (protocol::Features).
+  bool outlook_no_nuls = false;
+  bool oe_ns_eoh = false;
   // popd --hash-password [--scheme S]: print a passwd-file password field.
   bool hash_password = false;
   std::string password_scheme = "CRYPT";

@@ -29,11 +29,18 @@ struct SessionStats {
 // leading dash or dot, bounded. Bytes >= 0x80 are allowed for UTF-8 names.
 bool valid_user_name(std::string_view name);
 
-// What the connection offers around the protocol.
+// What the connection offers around the protocol, and how it bends for
+// clients that need it.
 struct Features {
   bool stls = false;         // STLS may be offered (a certificate is configured)
   bool tls_active = false;   // TLS is already up (implicit TLS, or after STLS)
   bool require_tls = false;  // no USER, PASS or AUTH without TLS
+  // --workaround outlook-no-nuls: a NUL in a message is sent as 0x80 (as
+  // Dovecot does), since Outlook ends the message at a NUL.
+  bool outlook_no_nuls = false;
+  // --workaround oe-ns-eoh: a message whose header has no empty line after
+  // it gets one, which Outlook Express and Netscape Mail need.
+  bool oe_ns_eoh = false;
 };
 
 class Engine {
@@ -130,6 +137,7 @@ class Engine {
   std::vector<bool> deleted_;
   SessionStats stats_;
   std::string converted_;  // a RETR body with CRLF and byte-stuffing
+  std::string workaround_scratch_;  // a message's bytes with NULs replaced
 };
 
 }  // namespace popd::protocol

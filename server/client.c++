@@ -54,9 +54,15 @@ std::unique_ptr<io::Connection> open_client(const Options& options, const io::Tl
 }
 
 protocol::Features features(const Options& options, const io::TlsContext* tls, const io::Connection& connection) {
-  return {.stls = tls && !options.tls_implicit,
-          .tls_active = connection.tls_active(),
-          .require_tls = options.require_tls};
+  protocol::Features features = session_features(options);
+  features.stls = tls && !options.tls_implicit;
+  features.tls_active = connection.tls_active();
+  features.require_tls = options.require_tls;
+  return features;
+}
+
+protocol::Features session_features(const Options& options) {
+  return {.outlook_no_nuls = options.outlook_no_nuls, .oe_ns_eoh = options.oe_ns_eoh};
 }
 
 Ending run_engine(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,

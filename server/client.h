@@ -34,6 +34,8 @@ std::unique_ptr<io::Connection> open_client(const Options& options, const io::Tl
                                             const std::string& peer);
 // What the engine offers on that connection before login.
 protocol::Features features(const Options& options, const io::TlsContext* tls, const io::Connection& connection);
+// What it offers after login, in the session process: TLS is the relay's.
+protocol::Features session_features(const Options& options);
 
 // Runs the engine on the connection until the session ends, is handed off,
 // or the client goes; STLS needs `tls`.

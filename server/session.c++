@@ -110,7 +110,7 @@ int run_session_process(SystemLogin& system_login, sys::UniqueFd socket_end, con
     }
     connection.reply_through(std::move(*replies), std::move(received->fds[1]));
   }
-  protocol::Engine engine(system_login, connection);
+  protocol::Engine engine(system_login, connection, session_features(options));
   engine.set_mechanism(handover::mechanism_name(received->mechanism));
   engine.apply_login(login);
   engine.receive(received->pending);

@@ -25,6 +25,7 @@ fi
 /usr/bin/python3 "$here/maildir.py" "$popd" "$shim"
 /usr/bin/python3 "$here/maildir_peers.py" "$popd"
 /usr/bin/python3 "$here/virtual.py" "$popd"
+/usr/bin/python3 "$here/policy.py" "$popd"
 /usr/bin/python3 "$here/crash.py" "$popd" "$shim"
 /usr/bin/python3 "$here/recovery.py" "$popd" "$shim"
 /usr/bin/python3 "$here/security.py" "$popd"

@@ -33,15 +33,20 @@ struct MemoryMaildrop final : Maildrop {
   }
   std::string uid(std::size_t i) const override { return "uid" + std::to_string(i + 1); }
   bool send_blocks = false;  // RETR bodies through MessageSink::lines, as the spool sends them
+  bool send_whole = false;   // RETR: the whole message in one MessageSink::lines
 
   bool verify(std::size_t) override { return !moved; }
   bool send(std::size_t i, std::optional<std::uint64_t> body_lines, MessageSink& sink) override {
     if (fail_send) return false;
     std::string_view rest = messages[i];
+    if (send_whole && !body_lines) {
+      sink.lines(rest);
+      return true;
+    }
     if (send_blocks && !body_lines) {
       auto body = rest.find("\n\n") + 2;
       MemoryMaildrop header;
-      header.messages = {std::string(rest.substr(0, body - 1))};
+      header.messages = {std::string(rest.substr(0, body))};
       header.send(0, std::nullopt, sink);
       sink.lines(rest.substr(body));
       return true;
@@ -52,6 +57,7 @@ struct MemoryMaildrop final : Maildrop {
       auto nl = rest.find('\n');
       std::string_view line = rest.substr(0, nl);
       rest.remove_prefix(nl + 1);
+      if (line.ends_with('\r')) line.remove_suffix(1);  // as the mailboxes do
       if (in_body && body_lines && body++ >= *body_lines) break;
       if (line.empty()) in_body = true;
       sink.text(line);
@@ -100,9 +106,9 @@ struct Fixture {
   MemoryMaildrop drop;
   FakeAuthenticator auth;
   StringOutput out;
-  Engine engine{auth, out};
+  Engine engine;
 
-  Fixture() {
+  explicit Fixture(Features features = {}) : engine(auth, out, features) {
     drop.messages = {"Subject: one\n\nbody 1\n.dot line\n", "Subject: two\n\nline a\nline b\nline c\n"};
     auth.maildrop = &drop;
     engine.greet();
@@ -115,7 +121,7 @@ struct Fixture {
     while (engine.command_waiting()) engine.step();
     return out.text;
   }
-  void login() { REQUIRE(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop has 2") != std::string::npos); }
+  void login() { REQUIRE(talk("USER alice\r\nPASS secret\r\n").find("+OK maildrop has ") != std::string::npos); }
 };
 
 }  // namespace
@@ -540,6 +546,41 @@ TEST_CASE("AUTH LOGIN: cancel at each prompt, bad base64, a bad name, wrong pass
   CHECK(f.talk("AUTH LOGIN " + b64("alice") + "\r\n" + b64("wrong") + "\r\n").find("too many failures") !=
         std::string::npos);
   CHECK(f.engine.closed());
+}
+
+TEST_CASE("--workaround outlook-no-nuls: a NUL goes out as 0x80, by every path a message takes") {
+  using namespace std::string_literals;
+  const std::string message = "Subject: n\0l\n\nbody \0\0\n.x\0\n"s;
+  for (int path = 0; path < 3; ++path) {
+    CAPTURE(path);
+    Fixture off, on(Features{.outlook_no_nuls = true});
+    for (Fixture* f : {&off, &on}) {
+      f->drop.messages = {message};
+      f->drop.send_blocks = path == 1;
+      f->drop.send_whole = path == 2;
+      f->login();
+    }
+    CHECK(off.talk("RETR 1\r\n").ends_with("\r\nSubject: n\0l\r\n\r\nbody \0\0\r\n..x\0\r\n.\r\n"s));
+    CHECK(on.talk("RETR 1\r\n").ends_with("\r\nSubject: n\x80l\r\n\r\nbody \x80\x80\r\n..x\x80\r\n.\r\n"s));
+  }
+}
+
+TEST_CASE("--workaround oe-ns-eoh: a header without its empty line gets one, and only then") {
+  for (bool whole : {false, true}) {
+    CAPTURE(whole);
+    Fixture off, on(Features{.oe_ns_eoh = true});
+    for (Fixture* f : {&off, &on}) {
+      f->drop.messages = {"Subject: only a header\nX-A: b\n", "Subject: s\n\nbody\n", "Subject: s\r\n\r\nbody\r\n"};
+      f->drop.send_whole = whole;
+      f->login();
+    }
+    CHECK(off.talk("RETR 1\r\n").ends_with("\r\nX-A: b\r\n.\r\n"));
+    CHECK(on.talk("RETR 1\r\n").ends_with("\r\nX-A: b\r\n\r\n.\r\n"));
+    CHECK(on.talk("TOP 1 0\r\n").ends_with("\r\nX-A: b\r\n\r\n.\r\n"));
+    CHECK(on.talk("RETR 2\r\n").ends_with("\r\nSubject: s\r\n\r\nbody\r\n.\r\n"));
+    CHECK(on.talk("RETR 3\r\n") == off.talk("RETR 3\r\n"));
+    CHECK(on.talk("TOP 2 0\r\n").ends_with("\r\nSubject: s\r\n\r\n.\r\n"));
+  }
 }
 
 TEST_CASE("a SASL response may be longer than a command line, within its own limit") {
