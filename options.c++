@@ -59,7 +59,8 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --mail-user NAME       the account whose uid and gid serve entries that
                          have none (say vmail)
   --home TEMPLATE        the home of entries that have none (%u, %n, %d)
-  --allow-weak-schemes   accept PLAIN, SHA, SSHA, MD5 and DES crypt entries
+  --allow-weak-schemes   accept entries in weak schemes: PLAIN, SHA and SSHA
+                         (and -256, -512), PLAIN-MD5, MD5 and DES crypt
   --first-valid-uid UID  accounts with a smaller uid may not log in (default
                          UID_MIN of /etc/login.defs, else 1000); uid 0 never
   --timeout SECONDS      idle timeout (default 600, RFC 1939's minimum)
@@ -230,7 +231,13 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     if (!userdb.starts_with("passwd-file:") || userdb.size() == 12 || userdb[12] != '/')
       return bad("--userdb is pam or passwd-file:/ABSOLUTE/PATH");
     options.passwd_file = userdb.substr(12);
+    // %h is not known before the file is read.
+    if (!valid_path_template(options.passwd_file) || options.passwd_file.find("%h") != std::string::npos)
+      return bad("bad path template for --userdb passwd-file: only %u, %n, %d and %% may follow %");
   }
+  if (!options.home_template.empty() &&
+      (options.home_template[0] != '/' || options.home_template.find("%h") != std::string::npos))
+    return bad("--home needs an absolute path; %u, %n and %d may be in it, not %h");
   if (options.passwd_file.empty() && (!options.mail_user.empty() || !options.home_template.empty() ||
                                       options.allow_weak_schemes))
     return bad("--mail-user, --home and --allow-weak-schemes go with --userdb passwd-file:PATH");

@@ -27,10 +27,13 @@ std::optional<std::uint32_t> id_field(std::string_view field, bool& bad) {
 // parameters before the salt ("{SHA512-CRYPT}$6$rounds=5000", "$2y$05",
 // "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1").
 std::string cost_of(std::string_view password) {
-  std::size_t salt = password.rfind('$');
-  if (salt == std::string_view::npos || salt == 0) return std::string(password.substr(0, password.find('}') + 1));
-  std::size_t before = password.rfind('$', salt - 1);
-  return std::string(password.substr(0, before == std::string_view::npos ? salt : before));
+  std::size_t last = password.rfind('$');
+  if (last == std::string_view::npos || last == 0) return std::string(password.substr(0, password.find('}') + 1));
+  // bcrypt's salt and hash are one part: "$2y$05$SALTHASH".
+  std::string_view hash = password.substr(password.find('}') + 1);
+  if (hash.size() > 3 && hash.starts_with("$2") && hash[3] == '$') return std::string(password.substr(0, last));
+  std::size_t before = password.rfind('$', last - 1);
+  return std::string(password.substr(0, before == std::string_view::npos ? last : before));
 }
 
 // The file's text, if root's and writable by root alone (a group other
@@ -39,7 +42,12 @@ std::string cost_of(std::string_view password) {
 std::optional<std::string> read_trusted(const std::string& path, PasswdLookup& lookup) {
   std::string why;
   if (!sys::only_owner_changes_directory_of(path, 0, 0, why)) {
-    lookup.error = path + ": its directory can be changed by others: " + why;
+    // A directory that is not there (a domain without one, with %d in a
+    // directory's name) is as a missing file: an unknown user's answer.
+    struct stat st;
+    std::string directory = path.substr(0, path.rfind('/') + 1);
+    lookup.missing = ::stat(directory.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+    lookup.error = path + (lookup.missing ? ": no such directory" : ": its directory can be changed by others: " + why);
     return std::nullopt;
   }
   sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));

@@ -73,28 +73,63 @@ std::optional<std::uint64_t> take_yescrypt_number(std::string_view& text, std::u
   return value;
 }
 
-// Whether yescrypt's parameters ("$y$j9T$..."; "$gy$" alike) stay within
-// the memory-hard bounds: 128 r 2^N bytes, worked p (t + 1) times.
+// Whether a memory-hard hash stays within params.h's bounds: `memory`
+// bytes, worked through `passes` times in a row, in `lanes` threads.
+bool affordable_memory_hard(std::uint64_t memory, std::uint64_t passes, std::uint64_t lanes) {
+  return memory <= params::max_hash_memory && passes >= 1 && passes <= params::max_hash_passes && lanes >= 1 &&
+         lanes <= params::max_hash_lanes && memory * passes <= params::max_hash_work;
+}
+
+// yescrypt's parameters ("$y$j9T$..."; "$gy$" alike), read as libxcrypt's
+// yescrypt_r reads them (yescrypt-common.c): flavor, log2 N, r, then
+// optionally which of p, t, g and NROM follow. 128 r N bytes, worked
+// t + 1 times; in the scrypt and WORM flavors (below YESCRYPT_RW, 2) p
+// times more, while YESCRYPT_RW splits N among its p threads. libxcrypt
+// refuses g and NROM itself.
 bool affordable_yescrypt(std::string_view params) {
   auto flavor = take_yescrypt_number(params, 0), n_log2 = take_yescrypt_number(params, 1),
        r = take_yescrypt_number(params, 1);
   if (!flavor || !n_log2 || !r || *n_log2 > 30 || *r > params::max_hash_memory / 128) return false;
-  std::uint64_t p = 1, t = 0, memory = 128 * *r << *n_log2;
+  std::uint64_t p = 1, t = 0;
   if (!params.empty() && params[0] != '$') {
     auto have = take_yescrypt_number(params, 1);
-    std::optional<std::uint64_t> taken;
     if (!have || *have > 15) return false;
-    if (*have & 1 && !(taken = take_yescrypt_number(params, 2))) return false;
-    if (*have & 1) p = *taken;
-    if (*have & 2 && !(taken = take_yescrypt_number(params, 1))) return false;
-    if (*have & 2) t = *taken;
+    if (*have & 1) {
+      auto taken = take_yescrypt_number(params, 2);
+      if (!taken || *taken > params::max_hash_lanes) return false;
+      p = *taken;
+    }
+    if (*have & 2) {
+      auto taken = take_yescrypt_number(params, 1);
+      if (!taken || *taken >= params::max_hash_passes) return false;
+      t = *taken;
+    }
   }
-  return memory <= params::max_hash_memory && p <= params::max_hash_lanes && t < params::max_hash_work / (memory * p);
+  std::uint64_t memory = 128 * *r << *n_log2;
+  return affordable_memory_hard(memory, (t + 1) * (*flavor < 2 ? p : 1), p);
+}
+
+// scrypt, "$7$": log2 N in one digit, then r and p in five each, least
+// significant first. 128 r N bytes, worked p times.
+bool affordable_scrypt(std::string_view params) {
+  if (params.size() < 11) return false;
+  std::uint64_t r = 0, p = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (itoa64_value(params[1 + i]) < 0 || itoa64_value(params[6 + i]) < 0) return false;
+    r |= static_cast<std::uint64_t>(itoa64_value(params[1 + i])) << (6 * i);
+    p |= static_cast<std::uint64_t>(itoa64_value(params[6 + i])) << (6 * i);
+  }
+  int n_log2 = itoa64_value(params[0]);
+  if (n_log2 < 1 || n_log2 > 30 || r == 0 || r > params::max_hash_memory / 128) return false;
+  return affordable_memory_hard(128 * r << n_log2, p, p);
 }
 
 // Whether a crypt(3) string's cost stays within params.h's bounds: the
 // monitor checks it, as root, at every login of its user. Methods whose
-// cost is fixed pass; those popd does not know here are left to libxcrypt.
+// cost is fixed pass, and those whose cost popd reads here within the
+// bounds; any other (NetBSD's $sha1$ and Sun's $md5 with their rounds,
+// methods of later libxcrypts) is refused rather than left to cost what
+// it says.
 bool affordable_crypt(std::string_view hash) {
   auto number = [](std::string_view digits) {
     std::uint64_t value = 0;
@@ -107,21 +142,13 @@ bool affordable_crypt(std::string_view hash) {
     return number(hash.substr(10, hash.find('$', 10) - 10)) <= params::max_sha_crypt_rounds;
   if (hash.starts_with("$y$")) return affordable_yescrypt(hash.substr(3));
   if (hash.starts_with("$gy$")) return affordable_yescrypt(hash.substr(4));
-  if (hash.starts_with("$7$")) {  // scrypt: N's log2 in one digit, then r and p in five each
-    if (hash.size() < 14) return false;
-    std::uint64_t r = 0, p = 0;
-    for (int i = 0; i < 5; ++i) {
-      if (itoa64_value(hash[4 + i]) < 0 || itoa64_value(hash[9 + i]) < 0) return false;
-      r |= static_cast<std::uint64_t>(itoa64_value(hash[4 + i])) << (6 * i);
-      p |= static_cast<std::uint64_t>(itoa64_value(hash[9 + i])) << (6 * i);
-    }
-    int n_log2 = itoa64_value(hash[3]);
-    if (n_log2 < 1 || n_log2 > 30 || r == 0 || r > params::max_hash_memory / 128) return false;
-    std::uint64_t memory = 128 * r << n_log2;
-    return memory <= params::max_hash_memory && p >= 1 && p <= params::max_hash_lanes &&
-           memory * p <= params::max_hash_work;
-  }
-  return true;
+  if (hash.starts_with("$7$")) return affordable_scrypt(hash.substr(3));
+  // Fixed costs: SHA-256/512 crypt's 5,000 rounds, MD5 crypt, Sun MD5
+  // without rounds, NT hash, and DES (traditional, bigcrypt, and BSDi's
+  // "_", at most 2^24 rounds: 3.75 s here).
+  for (std::string_view fixed : {"$5$", "$6$", "$1$", "$md5$", "$3$"})
+    if (hash.starts_with(fixed)) return true;
+  return !hash.starts_with('$');
 }
 
 // crypt(3) strings: DES, MD5, SHA-256, SHA-512, bcrypt, yescrypt, ... as
@@ -159,8 +186,7 @@ Check check_argon2(std::string_view encoded, std::string_view password, argon2_t
   auto [after_t, t_error] = std::from_chars(after_m + 3, end, passes);
   if (t_error != std::errc() || !std::string_view(after_t, end).starts_with(",p=")) return Check::unsupported;
   if (std::from_chars(after_t + 3, end, lanes).ec != std::errc()) return Check::unsupported;
-  if (kib > params::max_hash_memory / 1024 || lanes > params::max_hash_lanes ||
-      passes > params::max_hash_work / 1024 / std::max<std::uint64_t>(kib, 1))
+  if (kib > params::max_hash_memory / 1024 || !affordable_memory_hard(kib * 1024, passes, lanes))
     return Check::too_costly;
   std::string text(encoded);
   switch (argon2_verify(text.c_str(), password.data(), password.size(), type)) {
@@ -235,6 +261,8 @@ Check check_password(std::string_view field, std::string_view password, bool all
 }
 
 std::optional<std::string> hash_password(std::string_view password, std::string_view scheme) {
+  // check_password never matches a password with NUL: neither may a field.
+  if (password.find('\0') != std::string_view::npos) return std::nullopt;
   std::string name(scheme);
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::toupper(c); });
   if (name == "ARGON2I" || name == "ARGON2ID") {
@@ -254,7 +282,6 @@ std::optional<std::string> hash_password(std::string_view password, std::string_
                        : name == "BLF-CRYPT"    ? "$2y$"
                                                 : "";
   if (prefix && !*prefix) return std::nullopt;
-  if (password.find('\0') != std::string_view::npos) return std::nullopt;
   char setting[CRYPT_GENSALT_OUTPUT_SIZE];
   if (!crypt_gensalt_rn(prefix, 0, nullptr, 0, setting, sizeof setting)) return std::nullopt;
   auto data = std::make_unique<crypt_data>();

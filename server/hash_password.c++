@@ -14,8 +14,8 @@
 namespace popd::server {
 namespace {
 
-// One line of standard input, without its line end; nullopt at its end
-// or past params::max_password.
+// One line of standard input, without its line end (the rest of the
+// input if it has none); nullopt past params::max_password.
 std::optional<std::string> read_line() {
   std::string line;
   char c;
@@ -48,7 +48,7 @@ int hash_password_command(const std::string& scheme) {
   if (::isatty(STDIN_FILENO)) {
     password = ask("Password: ");
     auto again = ask("Again: ");
-    if (password && again && *password != *again) {
+    if (!password || !again || *password != *again) {
       std::fputs("popd: the passwords differ\n", stderr);
       return 1;
     }

@@ -186,31 +186,81 @@ std::optional<Login> request_lock(int channel, bool& dotlock_held) {
   ::_exit(session_status);
 }
 
+constexpr const char* unavailable = "Authentication is unavailable, try again later";
+
+// A login checked, before any session step: the account, or the refusal's
+// outcome, reply text and reason for the log.
+struct Checked {
+  std::optional<Account> account;
+  Outcome outcome = Outcome::rejected;
+  std::string text;
+  std::string why;
+};
+
+Checked refused(Outcome outcome, std::string text, std::string why) {
+  return Checked{std::nullopt, outcome, std::move(text), std::move(why)};
+}
+
 // A virtual user's account: the entry's uid and gid, or --mail-user's;
-// the entry's home, or --home's. nullopt: `why` says what is missing.
-std::optional<Account> virtual_account(const Options& options, const auth::PasswdEntry& entry, std::string& why) {
-  std::optional<Account> mail_user;
-  if (!options.mail_user.empty() && !(mail_user = Account::named(options.mail_user))) {
-    why = "no --mail-user account " + options.mail_user;
-    return std::nullopt;
-  }
+// the entry's home, or --home's.
+Checked virtual_account(const Options& options, const auth::PasswdEntry& entry) {
   Account account{entry.user, 0, 0, entry.home};
   if (entry.uid && entry.gid) {
     account.uid = *entry.uid;
     account.gid = *entry.gid;
-  } else if (mail_user && !entry.uid && !entry.gid) {
+  } else if (entry.uid || entry.gid) {
+    return refused(Outcome::temporary, unavailable, "the entry has a uid or a gid without the other");
+  } else if (options.mail_user.empty()) {
+    return refused(Outcome::temporary, unavailable, "the entry has no uid and gid, and there is no --mail-user");
+  } else if (auto mail_user = Account::named(options.mail_user)) {
     account.uid = mail_user->uid;
     account.gid = mail_user->gid;
   } else {
-    why = "the entry has no uid and gid, and there is no --mail-user";
-    return std::nullopt;
+    return refused(Outcome::temporary, unavailable, "no --mail-user account " + options.mail_user);
   }
   if (account.home.empty()) account.home = expand_path(options.home_template, entry.user, "");
-  if (account.home.empty() || account.home[0] != '/') {
-    why = "the entry has no home, and there is no --home";
-    return std::nullopt;
-  }
+  if (account.home.empty()) return refused(Outcome::temporary, unavailable, "the entry has no home, and there is no --home");
+  if (account.home[0] != '/') return refused(Outcome::temporary, unavailable, "the home is not absolute: " + account.home);
+  return Checked{std::move(account), Outcome::accepted, {}, {}};
+}
+
+// --userdb passwd-file: the name (lowered in place, as Dovecot looks names
+// up by default, %Lu) and password against the file.
+Checked check_virtual_user(const Options& options, std::string& user, std::string_view password) {
+  for (char& c : user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  // Never a path from a name that could leave its directory.
+  if (!auth::valid_virtual_name(user)) return refused(Outcome::rejected, "", "not a virtual user's name");
+  bool per_domain = options.passwd_file.find("%d") != std::string::npos;
+  if (per_domain && user.find('@') == std::string::npos) return refused(Outcome::rejected, "", "no domain in the name");
+  auto checked = auth::check_virtual_user(expand_path(options.passwd_file, user, ""), per_domain, user, password,
+                                          options.allow_weak_schemes);
+  for (const std::string& warning : checked.warnings) syslog(LOG_WARNING, "passwd-file: %s", printable(warning).c_str());
+  using Result = auth::VirtualLogin::Result;
+  if (checked.result == Result::unavailable) return refused(Outcome::temporary, unavailable, checked.why);
+  if (checked.result == Result::rejected) return refused(Outcome::rejected, "", checked.why);
+  Checked account = virtual_account(options, checked.entry);
+  // Root's group would give the session root's group files.
+  if (account.account && account.account->gid == 0)
+    return refused(Outcome::rejected, "", "gid 0 may not serve a virtual user");
   return account;
+}
+
+// PAM: authenticate and check the account; `pam` keeps the transaction.
+Checked check_pam_user(const std::string& user, std::string_view password, auth::PamTransaction& pam) {
+  int status = pam.authenticate(password);
+  if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
+      status == PAM_CRED_INSUFFICIENT)
+    return refused(Outcome::rejected, "", pam.error());
+  if (status != PAM_SUCCESS) return refused(Outcome::temporary, unavailable, pam.error());
+  // An expired or locked account gets the words of a wrong password: the
+  // reply must not tell a guesser that the password was right.
+  status = pam.check_account();
+  if (status != PAM_SUCCESS) return refused(Outcome::rejected, "", pam.error());
+  // Copied now: PAM modules that run later may look up other users.
+  std::string mapped = pam.user();
+  auto account = auth::Account::named(mapped.empty() ? user : mapped);
+  if (!account) return refused(Outcome::forbidden, "No such system account", "no passwd entry");
+  return Checked{std::move(account), Outcome::accepted, {}, {}};
 }
 
 }  // namespace
@@ -219,7 +269,7 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
   // PAM's own delay is taken over (see PamTransaction).
   auto began = std::chrono::steady_clock::now();
   std::string user(user_name);
-  auto fail = [&](Outcome outcome, std::string text, const char* why) {
+  auto fail = [&](Outcome outcome, std::string text, const std::string& why) {
     syslog(LOG_NOTICE, "login failed: user=%s rhost=%s reason=%s", escaped(user).c_str(), or_local(peer_),
            printable(why).c_str());
     std::this_thread::sleep_until(began + options_.failure_delay);
@@ -228,45 +278,18 @@ SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_
   auto cannot = [] { return Started{Role::refused, cannot_start()}; };
 
   std::unique_ptr<auth::PamTransaction> pam;
-  std::optional<Account> account;
+  Checked checked;
   if (!options_.passwd_file.empty()) {
-    // In lower case, as Dovecot looks names up by default (%Lu).
-    for (char& c : user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    // Never a path from a name that could leave its directory.
-    if (!auth::valid_virtual_name(user)) return fail(Outcome::rejected, "", "not a virtual user's name");
-    bool per_domain = options_.passwd_file.find("%d") != std::string::npos;
-    if (per_domain && user.find('@') == std::string::npos) return fail(Outcome::rejected, "", "no domain in the name");
-    auto checked = auth::check_virtual_user(expand_path(options_.passwd_file, user, ""), per_domain, user, password,
-                                            options_.allow_weak_schemes);
-    for (const std::string& warning : checked.warnings) syslog(LOG_WARNING, "passwd-file: %s", printable(warning).c_str());
-    using Result = auth::VirtualLogin::Result;
-    if (checked.result == Result::unavailable)
-      return fail(Outcome::temporary, "Authentication is unavailable, try again later", checked.why.c_str());
-    if (checked.result == Result::rejected) return fail(Outcome::rejected, "", checked.why.c_str());
-    std::string why;
-    if (!(account = virtual_account(options_, checked.entry, why)))
-      return fail(Outcome::temporary, "Authentication is unavailable, try again later", why.c_str());
+    checked = check_virtual_user(options_, user, password);
   } else {
     pam = std::make_unique<auth::PamTransaction>(options_.pam_service, user, peer_);
-    int status = pam->authenticate(password);
-    if (status == PAM_AUTH_ERR || status == PAM_USER_UNKNOWN || status == PAM_MAXTRIES ||
-        status == PAM_CRED_INSUFFICIENT)
-      return fail(Outcome::rejected, "", pam->error().c_str());
-    if (status != PAM_SUCCESS)
-      return fail(Outcome::temporary, "Authentication is unavailable, try again later", pam->error().c_str());
-    // An expired or locked account gets the words of a wrong password: the
-    // reply must not tell a guesser that the password was right.
-    status = pam->check_account();
-    if (status != PAM_SUCCESS) return fail(Outcome::rejected, "", pam->error().c_str());
-    // Copied now: PAM modules that run later may look up other users.
-    std::string mapped = pam->user();
-    account = auth::Account::named(mapped.empty() ? user : mapped);
-    if (!account) return fail(Outcome::forbidden, "No such system account", "no passwd entry");
+    checked = check_pam_user(user, password, *pam);
   }
+  if (!checked.account) return fail(checked.outcome, checked.text, checked.why);
+  std::optional<Account>& account = checked.account;
   // Before any session step: root and system accounts never get one, and
   // the reply is again a wrong password's.
   if (account->uid == 0) return fail(Outcome::rejected, "", "uid 0 may not log in");
-  if (!pam && account->gid == 0) return fail(Outcome::rejected, "", "gid 0 may not serve a virtual user");
   if (account->uid < first_valid_uid_) return fail(Outcome::rejected, "", "uid below --first-valid-uid");
   if (!auth::running_as_root() && account->uid != ::getuid())
     return fail(Outcome::forbidden, "This server serves only the user it runs as", "not the invoking user");

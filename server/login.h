@@ -1,4 +1,5 @@
-// Logging a user in: PAM, the privilege switch and opening the maildrop.
+// Logging a user in: PAM or a passwd-file, the privilege switch and
+// opening the maildrop.
 // The protocol engine sees only the Authenticator interface.
 #pragma once
 
@@ -31,9 +32,10 @@ class SystemLogin final : public protocol::Authenticator {
     Role role;
     protocol::Login login;  // refused: the reply
   };
-  // Authenticates with PAM, checks the account, opens the PAM session and
-  // forks the session process. A failure is answered failure_delay after
-  // the attempt began, whatever PAM spent: the timing tells nothing.
+  // Authenticates (PAM, or the passwd-file of --userdb), checks the
+  // account, opens the PAM session and forks the session process. A
+  // failure is answered failure_delay after the attempt began, whatever
+  // the check spent: the timing tells nothing.
   Started start(std::string_view user, std::string_view password);
   // The monitor's part: makes the dotlock when the session asks, keeps it
   // fresh, waits for the session (and `other_child`, ended with it, killed

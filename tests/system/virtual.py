@@ -104,7 +104,10 @@ def test_virtual_users_read_their_mail(env):
         return skip("needs root")
     users = Users(env, [f"ann@example.org:{field('SHA512-CRYPT', 'ann pw')}",
                         f"bob@example.org:{field('ARGON2ID', 'bob pw')}:{BOB_UID}:{BOB_UID}::{env.dir}/vmail/example.org/bob",
-                        "# a comment", ""])
+                        "# a comment", "",
+                        # Names that would leave their directory: in the file, so that only the name rule refuses them.
+                        f"../ann@example.org:{field('SHA512-CRYPT', 'ann pw')}",
+                        f"ann@example.org/..:{field('SHA512-CRYPT', 'ann pw')}"])
     ann = users.home("ann@example.org")
     with open(ann + "/mbox", "w") as f:
         f.write("".join(make_mbox(3)[1]))
@@ -211,12 +214,13 @@ def test_the_file_must_be_roots_alone(env):
         return skip("needs root")
     good = field("SHA512-CRYPT", "pw")
     users = Users(env, [f"ann@example.org:{good}", "bad@example.org", f"root@example.org:{good}:0:0::/root",
-                        f"sys@example.org:{good}:5:5::/tmp"])
+                        f"sys@example.org:{good}:5:5::/tmp", f"wheel@example.org:{good}:{ALICE_UID}:0::/tmp"])
     users.home("ann@example.org")
     check("+OK 0 0" in users.session("ann@example.org", "pw"), "ann's login")
     check("-ERR [AUTH]" in users.session("bad@example.org", "pw"), "a malformed entry: as an unknown user")
-    for user in ("root@example.org", "sys@example.org"):
-        out = users.session(user, "pw")
+    for user, args in (("root@example.org", ("--first-valid-uid", "1")), ("sys@example.org", ()),
+                       ("wheel@example.org", ())):
+        out = users.session(user, "pw", args=args)
         check("-ERR [AUTH]" in out and "+OK 0" not in out, f"{user}: {out}")
     users.write([f"ann@example.org:{good}"], mode=0o646)
     check("-ERR [SYS/TEMP]" in users.session("ann@example.org", "pw"), "a file others can write")
@@ -244,7 +248,10 @@ def test_no_groups_but_the_accounts_gid(env):
         f.write("".join(make_mbox(2)[1]))
     os.chown(secret + "/mbox", ALICE_UID, ALICE_GID)
     out = users.session("ann", "pw", args=("--home", secret))
-    check("-ERR" in out and "+OK 2 " not in out, out)
+    check("+OK Send your password" in out and "-ERR [SYS/" in out and "+OK 2 " not in out, out)
+    users.write([f"ann:{field('SHA512-CRYPT', 'pw')}:{ALICE_UID}:4242"])  # the control: the group's own gid
+    out = users.session("ann", "pw", args=("--home", secret))
+    check("+OK 2 " in out, f"with the entry's gid 4242: {out}")
 
 
 def test_weak_schemes_only_when_allowed(env):
@@ -277,6 +284,12 @@ def test_one_file_per_domain(env):
     # missing file's, so that a client cannot list the domains.
     check("-ERR [AUTH]" in users.session("ann", "pw1"), "no domain")
     check("-ERR [AUTH]" in users.session("ann@three.example", "pw1"), "a domain without a file")
+    # %d in a directory's name: a domain without a directory, the same.
+    os.makedirs(f"{users.dir}/one.example.d")
+    shutil.copy(f"{users.dir}/one.example", f"{users.dir}/one.example.d/users")
+    users.path = users.dir + "/%d.d/users"
+    check("+OK 0 0" in users.session("ann@one.example", "pw1"), "one.example.d/users")
+    check("-ERR [AUTH]" in users.session("ann@three.example", "pw1"), "a domain without a directory")
 
 
 def test_unknown_users_cost_what_known_ones_do(env):

@@ -83,5 +83,14 @@ TEST_CASE("options: virtual users") {
     CAPTURE(std::string(args[1]));
     CHECK(std::holds_alternative<Exit>(parse_options(3, args.data())));
   }
+  for (auto args : {std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/%x/users", "--home", "/v"},
+                    std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/%h/users", "--home", "/v"},
+                    std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/users", "--home", "v/%n"},
+                    std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/users", "--home", "/v/%h"}}) {
+    CAPTURE(std::string(args[2]) + " " + args[4]);
+    CHECK(std::holds_alternative<Exit>(parse_options(5, args.data())));
+  }
+  CHECK(std::holds_alternative<Options>(parse_options(
+      5, std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/%d/users", "--home", "/v/%d/%n"}.data())));
   CHECK(std::holds_alternative<Options>(parse_options(3, std::array<const char*, 3>{"popd", "--userdb", "pam"}.data())));
 }

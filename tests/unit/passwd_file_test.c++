@@ -106,5 +106,22 @@ TEST_CASE("a passwd-file: found, unknown, malformed, and only a file root alone 
     CHECK(missing.result == PasswdLookup::Result::failed);
     CHECK(missing.missing);
     CHECK(missing.error.find("No such file") != std::string::npos);
+    PasswdLookup no_directory = find_user(dir.path + "/none/users", "bob");
+    CHECK(no_directory.result == PasswdLookup::Result::failed);
+    CHECK(no_directory.missing);  // a domain's directory (%d) that is not there
+    CHECK(!find_user(dir.path + "/users/users", "bob").missing);
+  }
+  SUBCASE("the dummy: the most common cost, bcrypt's cost counted apart") {
+    write_file(path,
+               "a:$2y$04$aaaaaaaaaaaaaaaaaaaaauhash-of-a\n"
+               "b:$2y$15$bbbbbbbbbbbbbbbbbbbbbuhash-of-b\n"
+               "c:$2y$15$cccccccccccccccccccccuhash-of-c\n"
+               "d:$6$dddddddd$hash-of-d\n"
+               "e:$6$eeeeeeee$hash-of-e\n"
+               "f:$6$ffffffff$hash-of-f\n");
+    CHECK(find_user(path, "zed").dummy_password.starts_with("$6$"));
+    write_file(path, "a:$2y$04$aaaaaaaaaaaaaaaaaaaaauhash-of-a\nb:$2y$15$bbbbbbbbbbbbbbbbbbbbbuhash-of-b\n"
+                     "c:$2y$15$cccccccccccccccccccccuhash-of-c\nd:$6$dddddddd$hash-of-d\n");
+    CHECK(find_user(path, "zed").dummy_password.starts_with("$2y$15$"));
   }
 }

@@ -99,17 +99,24 @@ TEST_CASE("a hash whose cost exceeds params.h's bounds is refused before it is c
            "$7$J6..../....Ks9ZuxA3LRpLU1h.rF2cQ.$x",                               // scrypt, 2 GiB
            "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$WDJxJoCtUJVBPzXfn27gOA$x",   // 4 GiB
            "{ARGON2ID}$argon2id$v=19$m=65536,t=100,p=1$WDJxJoCtUJVBPzXfn27gOA$x",   // 6 GiB worked
-           "{ARGON2I}$argon2i$v=19$m=65536,t=3,p=17$WDJxJoCtUJVBPzXfn27gOA$x"}) {  // 17 lanes
+           "{ARGON2I}$argon2i$v=19$m=65536,t=3,p=17$WDJxJoCtUJVBPzXfn27gOA$x",     // 17 lanes
+           // Found by an attacker's review, each minutes to hours of the monitor's time:
+           "{ARGON2ID}$argon2id$v=19$m=16,t=262144,p=2$c29tZXNhbHRzYWx0$x",         // threads, 4 a pass
+           "$sha1$4294967295$abcdefgh$x", "$md5,rounds=4294963199$abcdefgh$x",      // unbounded rounds
+           "$y$/FT.0$Ks9ZuxA3LRpLU1h.rF2cQ.$x",                                    // WORM: 1 GiB, 4 times
+           "$7$GU....2....Ks9ZuxA3LRpLU1h.rF2cQ.$x",                               // scrypt: 1 GiB, 4 times
+           "{ARGON2ID}$argon2id$v=19$m=1048576,t=4,p=1$c29tZXNhbHRzYWx0$x"}) {      // 1 GiB, 4 passes
     CAPTURE(std::string(field));
     CHECK(check_password(field, right, true) == Check::too_costly);
   }
 }
 
 TEST_CASE("costs within the bounds are computed, with every parameter yescrypt encodes") {
-  // Made by Python's crypt.crypt (libxcrypt) with "pw": t = 40 over 4 MiB,
-  // and p = 7.
-  for (const char* field : {"$y$j7T/b$Ks9ZuxA3LRpLU1h.rF2cQ.$04MEekQ9uYrNU2UwzHTEc68GR/J6patUQzZVhXaxxX0",
-                            "$y$j7T.3$Ks9ZuxA3LRpLU1h.rF2cQ.$RjH9/JvH.loNQRFo2SMTxDONPoIpP2RbFAH0p1aRJA9"}) {
+  // Made by Python's crypt.crypt (libxcrypt) with "pw": t = 10 over 4 MiB,
+  // p = 7, and the WORM flavor with p = 4.
+  for (const char* field : {"$y$j7T/7$Ks9ZuxA3LRpLU1h.rF2cQ.$IR1keJctzT67nQZWfogKe50YqR.LLeyviX5gK7Zu1y5",
+                            "$y$j7T.3$Ks9ZuxA3LRpLU1h.rF2cQ.$RjH9/JvH.loNQRFo2SMTxDONPoIpP2RbFAH0p1aRJA9",
+                            "$y$/7T.0$Ks9ZuxA3LRpLU1h.rF2cQ.$D1.k4xQ/KDBATB6MYda6snmhJ5DLBwIaAF3tZg2ddJ7"}) {
     CAPTURE(std::string(field));
     CHECK(check_password(field, "pw", false) == Check::match);
     CHECK(check_password(field, "pw2", false) == Check::mismatch);
