@@ -9,6 +9,7 @@
 #include "params.h"
 #include "protocol/base64.h"
 #include "protocol/stuffing.h"
+#include "protocol/workarounds.h"
 
 namespace popd::protocol {
 namespace {
@@ -136,49 +137,6 @@ class StuffingSink final : public MessageSink {
   Output& out_;
   bool at_line_start_ = true;
   std::string& converted_;
-};
-
-// --workaround: passes a message on to `next` as legacy clients need it
-// (Features says which). finish() after the message's last line.
-class WorkaroundSink final : public MessageSink {
- public:
-  WorkaroundSink(MessageSink& next, const Features& features, std::string& scratch)
-      : next_(next), no_nuls_(features.outlook_no_nuls), end_of_header_(features.oe_ns_eoh), scratch_(scratch) {}
-  void text(std::string_view part) override {
-    line_has_text_ = line_has_text_ || !part.empty();
-    next_.text(without_nuls(part));
-  }
-  void end_line() override {
-    in_header_ = in_header_ && line_has_text_;
-    line_has_text_ = false;
-    next_.end_line();
-  }
-  void lines(std::string_view block) override {
-    // Only the header's lines are looked at one by one, for its end.
-    for (std::size_t at = 0; in_header_ && at < block.size();) {
-      in_header_ = block[at] != '\n' && block.substr(at, 2) != "\r\n";
-      std::size_t newline = block.find('\n', at);
-      if (newline == std::string_view::npos) break;
-      at = newline + 1;
-    }
-    next_.lines(without_nuls(block));
-  }
-  void finish() {
-    if (end_of_header_ && in_header_) next_.end_line();
-  }
-
- private:
-  std::string_view without_nuls(std::string_view bytes) {
-    if (!no_nuls_ || bytes.find('\0') == std::string_view::npos) return bytes;
-    scratch_.assign(bytes);
-    std::replace(scratch_.begin(), scratch_.end(), '\0', '\x80');
-    return scratch_;
-  }
-
-  MessageSink& next_;
-  bool no_nuls_, end_of_header_;
-  std::string& scratch_;
-  bool in_header_ = true, line_has_text_ = false;
 };
 
 }  // namespace

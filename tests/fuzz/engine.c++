@@ -1,5 +1,5 @@
 // libFuzzer target: the protocol engine on arbitrary client bytes, before
-// and after login, with STLS and SASL reachable.
+// and after login, with STLS, SASL and the workarounds reachable.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,7 +17,9 @@ struct NullOutput final : Output {
 };
 
 struct SmallMaildrop final : Maildrop {
-  std::vector<std::string> messages{"Subject: a\n\nbody\n.\n", "Subject: b\n\n..x\n\n\n"};
+  // The last is all header, with a NUL: what the workarounds change.
+  std::vector<std::string> messages{"Subject: a\n\nbody\n.\n", "Subject: b\n\n..x\n\n\n",
+                                    std::string("Subject: c\0\nX: y\n", 17)};
   std::size_t count() const override { return messages.size(); }
   std::uint64_t size(std::size_t i) const override { return messages[i].size(); }
   std::string uid(std::size_t i) const override { return "u" + std::to_string(i); }
@@ -54,12 +56,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   Accepting auth;
   NullOutput out;
-  Features features{.stls = (data[0] & 1) != 0, .require_tls = (data[0] & 2) != 0};
+  Features features{.stls = (data[0] & 1) != 0,
+                    .require_tls = (data[0] & 2) != 0,
+                    .outlook_no_nuls = (data[0] & 4) != 0,
+                    .oe_ns_eoh = (data[0] & 8) != 0};
   Engine engine(auth, out, features);
   engine.greet();
   // The rest arrives in pieces whose sizes the first byte varies.
   std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::size_t piece = 1 + (data[0] >> 2);
+  std::size_t piece = 1 + (data[0] >> 4);
   while (!input.empty() && !engine.closed()) {
     engine.receive(input.substr(0, piece));
     input.remove_prefix(std::min(piece, input.size()));
