@@ -67,6 +67,8 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --max-session SECONDS  total time a connection may last (default 86400)
   --login-timeout SECONDS
                          time a connection may take to log in (default 60)
+  --login-delay SECONDS  a user's logins at least this far apart (LOGIN-DELAY;
+                         default 0: none)
   --failure-delay SECONDS
                          delay before answering a failed login (default 2;
                          fractions allowed)
@@ -134,6 +136,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--first-valid-uid", nullptr},
                            {"--max-session", nullptr},
                            {"--login-timeout", nullptr},
+                           {"--login-delay", nullptr},
                            {"--failure-delay", nullptr}};
 
   struct Flag {
@@ -207,7 +210,11 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
     // Limits are whole seconds (they become poll timeouts and deadlines);
     // only the failure delay takes fractions, for tests and busy hosts.
     double seconds = 0;
-    if (name == "--timeout" || name == "--max-session" || name == "--login-timeout") {
+    if (name == "--login-delay") {
+      if (!parse_seconds(value, 0, seconds) || seconds != static_cast<int>(seconds))
+        return bad("--login-delay needs a whole number of seconds from 0 to 86400");
+      options.login_delay_seconds = static_cast<int>(seconds);
+    } else if (name == "--timeout" || name == "--max-session" || name == "--login-timeout") {
       if (!parse_seconds(value, 1, seconds) || seconds != static_cast<int>(seconds))
         return bad(std::string(name) + " needs a whole number of seconds from 1 to 86400");
       (name == "--timeout"       ? options.timeout_seconds

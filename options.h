@@ -36,6 +36,8 @@ struct Options {
   int timeout_seconds = 600;
   int max_session_seconds = 86400;  // total connection time
   int login_timeout_seconds = 60;   // connection time before a login
+  // RFC 2449's LOGIN-DELAY: a user's next login no sooner (server/login_delay.h); 0, none.
+  int login_delay_seconds = 0;
   std::chrono::milliseconds failure_delay{2000};
   io::TlsSettings tls;        // tls.certificate set: STLS offered
   bool tls_implicit = false;  // POP3S: TLS from the first byte

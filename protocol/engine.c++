@@ -263,7 +263,10 @@ void Engine::capa() {
       "PIPELINING\r\n"
       "RESP-CODES\r\n"
       "AUTH-RESP-CODE\r\n"
-      "EXPIRE NEVER\r\n"
+      "EXPIRE NEVER\r\n");
+  // RFC 2449: the least time between logins, in seconds.
+  if (features_.login_delay > 0) out_.write("LOGIN-DELAY " + std::to_string(features_.login_delay) + "\r\n");
+  out_.write(
       "IMPLEMENTATION popd\r\n"
       ".\r\n");
 }
@@ -412,6 +415,7 @@ void Engine::apply_login(const Login& login) {
     case O::rejected: return login_failed("[AUTH] Authentication failed");
     case O::forbidden: err("[SYS/PERM] " + login.text); break;
     case O::in_use: err("[IN-USE] " + login.text); break;
+    case O::too_soon: err("[LOGIN-DELAY] " + login.text); break;
     case O::temporary:
       if (login.counts_as_failure()) return login_failed("[SYS/TEMP] " + login.text);
       err("[SYS/TEMP] " + login.text);
@@ -549,7 +553,7 @@ void Engine::top(std::string_view args) {
 
 void Engine::send_message(std::size_t index, std::optional<std::uint64_t> body_lines) {
   StuffingSink stuffing(out_, converted_);
-  WorkaroundSink workarounds(stuffing, features_, workaround_scratch_);
+  WorkaroundSink workarounds(stuffing, features_.outlook_no_nuls, features_.oe_ns_eoh, workaround_scratch_);
   bool any = features_.outlook_no_nuls || features_.oe_ns_eoh;
   if (!maildrop_->send(index, body_lines, any ? static_cast<MessageSink&>(workarounds) : stuffing)) {
     // The multi-line reply cannot be completed truthfully: end the session

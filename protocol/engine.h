@@ -41,6 +41,8 @@ struct Features {
   // --workaround oe-ns-eoh: a message whose header has no empty line after
   // it gets one, which Outlook Express and Netscape Mail need.
   bool oe_ns_eoh = false;
+  // --login-delay: CAPA's LOGIN-DELAY, in seconds; 0, none.
+  int login_delay = 0;
 };
 
 class Engine {

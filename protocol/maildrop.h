@@ -73,6 +73,7 @@ struct Login {
                   // log in (expired, locked, root): [AUTH], counts as a failure
     forbidden,    // not allowed here (policy, mailbox permissions): [SYS/PERM]
     in_use,       // maildrop locked by another session: [IN-USE]
+    too_soon,     // sooner after the last login than --login-delay: [LOGIN-DELAY]
     temporary,    // server-side trouble that may pass: [SYS/TEMP]
     handed_off,   // another process answers from here on (privilege separation)
   };

@@ -1,22 +1,22 @@
-// --workaround: a message as legacy clients need it (Features says
-// which), between the maildrop and the byte-stuffing.
+// --workaround: a message as legacy clients need it, between the maildrop
+// and the byte-stuffing.
 #pragma once
 
 #include <string>
 #include <string_view>
 
-#include "protocol/engine.h"
 #include "protocol/maildrop.h"
 
 namespace popd::protocol {
 
-// Passes a message on to `next`, changed as the features ask; finish()
-// after the message's last line.
+// Passes a message on to `next`: with `no_nuls` (outlook-no-nuls) each NUL
+// as 0x80, with `end_of_header` (oe-ns-eoh) an empty line after a header
+// that has none. finish() after the message's last line.
 class WorkaroundSink final : public MessageSink {
  public:
   // `scratch` is kept by the engine across messages.
-  WorkaroundSink(MessageSink& next, const Features& features, std::string& scratch)
-      : next_(next), no_nuls_(features.outlook_no_nuls), end_of_header_(features.oe_ns_eoh), scratch_(scratch) {}
+  WorkaroundSink(MessageSink& next, bool no_nuls, bool end_of_header, std::string& scratch)
+      : next_(next), no_nuls_(no_nuls), end_of_header_(end_of_header), scratch_(scratch) {}
   void text(std::string_view part) override;
   void end_line() override;
   void lines(std::string_view block) override;

@@ -25,6 +25,7 @@
 #include "server/descriptors.h"
 #include "server/handover.h"
 #include "server/log.h"
+#include "server/login_delay.h"
 #include "sys/lifetime.h"
 
 namespace popd::server {
@@ -356,18 +357,38 @@ void SystemLogin::enter_session(int keep) {
   }
 }
 
+std::string SystemLogin::user_path(const std::string& path_template) const {
+  return expand_path(path_template, account_->name, account_->home);
+}
+
 Login SystemLogin::open_mailbox() {
   const auth::Account& account = *account_;
   // Looked at again as the user: root may not see a root-squashed home.
   shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox_);
   bool dotlock_held = false;
+  // Before the mailbox is locked or read: that is what the delay spares.
+  std::string last_login = user_path(options_.index) + ".last-login";
+  auto now = std::chrono::system_clock::now();
+  if (options_.login_delay_seconds > 0) {
+    auto left = login_delay_left(last_login, account.uid, std::chrono::seconds(options_.login_delay_seconds), now);
+    if (!left.note.empty()) syslog(LOG_WARNING, "session: user=%s: %s", escaped(user_).c_str(), printable(left.note).c_str());
+    if (left.wait.count() > 0)
+      return finish_open(Outcome::too_soon, "Logged in too recently: try again in " + std::to_string(left.wait.count()) +
+                                                " seconds", "", nullptr);
+  }
   if (auto refused = request_lock(lock_channel_.get(), dotlock_held)) return *refused;
   lock_channel_.reset();
-  auto expand = [&](const std::string& path_template) {
-    return expand_path(path_template, account.name, account.home);
-  };
+  Login login = open_store(dotlock_held);
+  std::string error;
+  if (login.outcome == Outcome::accepted && options_.login_delay_seconds > 0 &&
+      !record_login(last_login, account.uid, now, error))
+    syslog(LOG_WARNING, "session: user=%s: %s", escaped(user_).c_str(), printable(error).c_str());
+  return login;
+}
+
+Login SystemLogin::open_store(bool dotlock_held) {
   // The one place a mailbox format is chosen.
-  mailbox::StateFiles files{expand(options_.journal), expand(options_.index), expand(options_.uidvalidity)};
+  mailbox::StateFiles files{user_path(options_.journal), user_path(options_.index), user_path(options_.uidvalidity)};
   if (mailbox::format_at(options_.mailbox_format, mailbox_) == mailbox::Format::maildir) {
     auto opened = mailbox::maildir::Maildir::open(mailbox_, files, {options_.uidl_scheme, options_.maildir_mark_seen});
     return finish_open(opened.outcome, opened.text, opened.notes, std::move(opened.maildir));

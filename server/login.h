@@ -75,6 +75,10 @@ class SystemLogin final : public protocol::Authenticator {
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
   std::unique_ptr<mailbox::Store> store_;
 
+  // A per-user path (--journal, --index, ...) for the logged-in account.
+  std::string user_path(const std::string& path_template) const;
+  // The mailbox in its format, locked (the dotlock already, if held), and the answer.
+  protocol::Login open_store(bool dotlock_held);
   // The session's answer once the mailbox was opened, or refused (logged either way).
   protocol::Login finish_open(protocol::Login::Outcome outcome, const std::string& text, const std::string& notes,
                          std::unique_ptr<mailbox::Store> store);

@@ -44,5 +44,40 @@ def test_workaround_oe_ns_eoh(env):
     check(status == 2 and out == "", f"an unknown workaround: {status} {out!r}")
 
 
+def test_login_delay(env):
+    """--login-delay 600: CAPA says LOGIN-DELAY 600; a second login at once
+    is refused with [LOGIN-DELAY] before the mailbox is read, another
+    user's is not; once the time has passed (the record set back, as a
+    clock moved on) the user gets in again. A record that is not the
+    user's own file does not count."""
+    messages, records = make_mbox(3)
+    env.write_mailbox("".join(records).encode())
+    args = ["--login-delay", "600"]
+    capa, _ = env.run("CAPA\r\nQUIT\r\n", args=args)
+    check("\r\nLOGIN-DELAY 600\r\n" in capa, capa)
+    first, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+    check("+OK 3 " in first, first)
+    stamp = env.dir + "/home/alice/.popd-index.last-login"
+    check(os.path.exists(stamp), "the record of the login")
+    again, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+    check("-ERR [LOGIN-DELAY] " in again and "+OK 3 " not in again, again)
+    env.write_mailbox(b"", user="bob")
+    bob, _ = env.run("USER bob\r\nPASS bobpw\r\nSTAT\r\nQUIT\r\n", args=args)
+    check("+OK 0 0" in bob, f"another user: {bob}")
+    without, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n")
+    check("+OK 3 " in without, f"without --login-delay: {without}")
+    past = os.stat(stamp).st_mtime - 601
+    os.utime(stamp, (past, past))
+    later, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+    check("+OK 3 " in later, f"600 s later: {later}")
+    if IS_ROOT:  # a record another user made there: ignored
+        os.unlink(stamp)
+        with open(stamp, "w"):
+            pass
+        os.chown(stamp, BOB_UID, BOB_UID)
+        squatted, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+        check("+OK 3 " in squatted, f"with bob's file as the record: {squatted}")
+
+
 if __name__ == "__main__":
     run_tests([v for k, v in list(globals().items()) if k.startswith("test_")], "policy", ONLY)

@@ -149,6 +149,20 @@ TEST_CASE("CAPA lists the required capabilities in both states") {
   }
 }
 
+TEST_CASE("--login-delay: CAPA says LOGIN-DELAY in both states; a refusal is [LOGIN-DELAY] and closes") {
+  Fixture f(Features{.login_delay = 900});
+  CHECK(f.talk("CAPA\r\n").find("\r\nLOGIN-DELAY 900\r\n") != std::string::npos);
+  f.login();
+  CHECK(f.talk("CAPA\r\n").find("\r\nLOGIN-DELAY 900\r\n") != std::string::npos);
+  Fixture none;
+  CHECK(none.talk("CAPA\r\n").find("LOGIN-DELAY") == std::string::npos);
+
+  Fixture soon;
+  soon.engine.apply_login(Login{Login::Outcome::too_soon, "try again in 5 seconds", nullptr, true});
+  CHECK(soon.out.text == "-ERR [LOGIN-DELAY] try again in 5 seconds\r\n");
+  CHECK(soon.engine.closed());
+}
+
 TEST_CASE("login, STAT, LIST, UIDL") {
   Fixture f;
   f.login();
