@@ -67,6 +67,10 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --max-session SECONDS  total time a connection may last (default 86400)
   --login-timeout SECONDS
                          time a connection may take to log in (default 60)
+  --expire DAYS          delete mail at QUIT this many days after it was first
+                         retrieved (EXPIRE; default never)
+  --max-per-ip N         concurrent connections from one client address (the
+                         real one behind a PROXY header; default 0: any)
   --login-delay SECONDS  a user's logins at least this far apart (LOGIN-DELAY;
                          default 0: none)
   --failure-delay SECONDS
@@ -137,6 +141,8 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--max-session", nullptr},
                            {"--login-timeout", nullptr},
                            {"--login-delay", nullptr},
+                           {"--expire", nullptr},
+                           {"--max-per-ip", nullptr},
                            {"--failure-delay", nullptr}};
 
   struct Flag {
@@ -197,6 +203,24 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
         else
           return bad("--workaround takes outlook-no-nuls and oe-ns-eoh, comma-separated");
       }
+      continue;
+    }
+    if (name == "--max-per-ip") {
+      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), options.max_per_ip);
+      if (error != std::errc() || end != value.data() + value.size() || options.max_per_ip < 0 ||
+          options.max_per_ip > 10000)
+        return bad("--max-per-ip needs a number from 0 to 10000");
+      continue;
+    }
+    if (name == "--expire") {
+      int days = 0;
+      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), days);
+      if (value == "never")
+        options.expire_days = -1;
+      else if (error != std::errc() || end != value.data() + value.size() || days < 0 || days > 36500)
+        return bad("--expire needs a number of days from 0 to 36500, or never");
+      else
+        options.expire_days = days;
       continue;
     }
     if (name == "--first-valid-uid") {

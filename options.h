@@ -38,6 +38,12 @@ struct Options {
   int login_timeout_seconds = 60;   // connection time before a login
   // RFC 2449's LOGIN-DELAY: a user's next login no sooner (server/login_delay.h); 0, none.
   int login_delay_seconds = 0;
+  // RFC 2449's EXPIRE: mail goes this many days after it was first
+  // retrieved (mailbox/expiry.h); -1, never.
+  int expire_days = -1;
+  // Concurrent connections from one client address, counted by the
+  // monitor (server/per_ip.h) in PRIVSEP_DIR-per-ip; 0, no limit.
+  int max_per_ip = 0;
   std::chrono::milliseconds failure_delay{2000};
   io::TlsSettings tls;        // tls.certificate set: STLS offered
   bool tls_implicit = false;  // POP3S: TLS from the first byte

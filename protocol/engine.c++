@@ -262,8 +262,8 @@ void Engine::capa() {
       "UIDL\r\n"
       "PIPELINING\r\n"
       "RESP-CODES\r\n"
-      "AUTH-RESP-CODE\r\n"
-      "EXPIRE NEVER\r\n");
+      "AUTH-RESP-CODE\r\n");
+  out_.write(features_.expire_days < 0 ? "EXPIRE NEVER\r\n" : "EXPIRE " + std::to_string(features_.expire_days) + "\r\n");
   // RFC 2449: the least time between logins, in seconds.
   if (features_.login_delay > 0) out_.write("LOGIN-DELAY " + std::to_string(features_.login_delay) + "\r\n");
   out_.write(

@@ -23,6 +23,7 @@ struct SessionStats {
   std::uint64_t kept_bytes = 0;
   bool commit_failed = false;
   bool too_many_failures = false;      // the connection closed after failed logins
+  std::string uidl;                    // set by the server: "HASH/NEW" (mailbox/uidl_change.h)
 };
 
 // User names go to PAM, syslog and file names: printable, no slash, no
@@ -43,6 +44,8 @@ struct Features {
   bool oe_ns_eoh = false;
   // --login-delay: CAPA's LOGIN-DELAY, in seconds; 0, none.
   int login_delay = 0;
+  // --expire: CAPA's EXPIRE, in days; -1, NEVER.
+  int expire_days = -1;
 };
 
 class Engine {

@@ -64,7 +64,8 @@ protocol::Features features(const Options& options, const io::TlsContext* tls, c
 protocol::Features session_features(const Options& options) {
   return {.outlook_no_nuls = options.outlook_no_nuls,
           .oe_ns_eoh = options.oe_ns_eoh,
-          .login_delay = options.login_delay_seconds};
+          .login_delay = options.login_delay_seconds,
+          .expire_days = options.expire_days};
 }
 
 Ending run_engine(protocol::Engine& engine, io::Connection& connection, const io::TlsContext* tls,

@@ -60,11 +60,11 @@ void log_session_end(const std::string& user, const std::string& peer, bool tls,
   auto n = [](std::uint64_t value) { return static_cast<unsigned long long>(value); };
   syslog(LOG_INFO,
          "session end: user=%s rhost=%s tls=%s auth=%s retr=%llu/%llu top=%llu dele=%llu kept=%llu/%llu "
-         "duration=%.3f result=%s",
+         "duration=%.3f result=%s uidl=%s",
          user.empty() ? "-" : escaped(user).c_str(), or_local(peer), tls ? "yes" : "no",
          stats.auth.empty() ? "-" : stats.auth.c_str(), n(stats.retrieved_messages), n(stats.retrieved_bytes),
          n(stats.top_messages), n(stats.deleted_messages), n(stats.kept_messages), n(stats.kept_bytes),
-         duration.count(), result_of(ending, stats));
+         duration.count(), result_of(ending, stats), stats.uidl.empty() ? "-" : stats.uidl.c_str());
 }
 
 }  // namespace popd::server

@@ -19,7 +19,9 @@
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "params.h"
+#include "mailbox/expiry.h"
 #include "mailbox/format.h"
+#include "mailbox/uidl_change.h"
 #include "mailbox/maildir/maildir.h"
 #include "mailbox/mbox/spool.h"
 #include "server/descriptors.h"
@@ -408,6 +410,12 @@ Login SystemLogin::finish_open(Outcome outcome, const std::string& text, const s
            printable(text).c_str());
     return Login{outcome, text, nullptr, true};
   }
+  if (options_.expire_days >= 0) {
+    auto expiring = std::make_unique<mailbox::ExpiringStore>(std::move(store), user_path(options_.index) + ".retrieved",
+                                                             account_->uid, std::chrono::days(options_.expire_days));
+    expiring_ = expiring.get();
+    store = std::move(expiring);
+  }
   store_ = std::move(store);
   return Login{Outcome::accepted, "", store_.get()};
 }
@@ -424,10 +432,23 @@ Login SystemLogin::login(std::string_view user, std::string_view password) {
 }
 
 void SystemLogin::end_session() {
+  if (expiring_ && expiring_->expired() > 0)
+    syslog(LOG_INFO, "expire: user=%s expired=%zu", escaped(user_).c_str(), expiring_->expired());
+  if (expiring_ && !expiring_->note().empty())
+    syslog(LOG_WARNING, "expire: user=%s: %s", escaped(user_).c_str(), printable(expiring_->note()).c_str());
+  expiring_ = nullptr;
   std::string error;
   if (store_ && !store_->save_index(error))
     syslog(LOG_DEBUG, "session: user=%s: %s", escaped(user_).c_str(), printable(error).c_str());
   store_.reset();
+}
+
+std::string SystemLogin::uidl_change() {
+  if (!store_) return {};
+  auto change = mailbox::record_uidl_change(*store_, user_path(options_.index) + ".uidls", account_->uid);
+  if (!change.note.empty())
+    syslog(LOG_WARNING, "session: user=%s: %s", escaped(user_).c_str(), printable(change.note).c_str());
+  return change.hash + "/" + (change.added ? std::to_string(*change.added) : "-");
 }
 
 void SystemLogin::tick() {

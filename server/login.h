@@ -10,6 +10,7 @@
 #include "auth/account.h"
 #include "auth/pam.h"
 #include "sys/fd.h"
+#include "mailbox/expiry.h"
 #include "mailbox/store.h"
 #include "options.h"
 #include "protocol/maildrop.h"
@@ -58,6 +59,10 @@ class SystemLogin final : public protocol::Authenticator {
   void end_session();
   const std::string& user() const { return user_; }
   const std::string& peer() const { return peer_; }
+  // For the session's log line, "HASH/NEW" of the unique-id listing
+  // (mailbox/uidl_change.h), recorded for the next session; empty if no
+  // mailbox is open.
+  std::string uidl_change();
   // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
   void tick();
 
@@ -74,6 +79,7 @@ class SystemLogin final : public protocol::Authenticator {
   pid_t child_ = 0;                            // the monitor's: the session process
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
   std::unique_ptr<mailbox::Store> store_;
+  mailbox::ExpiringStore* expiring_ = nullptr;  // store_ itself, with --expire
 
   // A per-user path (--journal, --index, ...) for the logged-in account.
   std::string user_path(const std::string& path_template) const;

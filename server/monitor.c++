@@ -19,6 +19,7 @@
 #include "server/descriptors.h"
 #include "server/handover.h"
 #include "server/log.h"
+#include "server/per_ip.h"
 #include "server/login.h"
 #include "server/preauth.h"
 #include "server/session.h"
@@ -87,6 +88,18 @@ int run_monitor(const Options& options) {
   if (!client) return 1;
   const std::string& peer = *client;
   std::string error;
+  std::optional<ConnectionSlot> slot;
+  if (options.max_per_ip > 0) {
+    slot = take_connection_slot(options.privsep_dir + "-per-ip", peer, options.max_per_ip, error);
+    if (!slot && error.empty()) {
+      syslog(LOG_NOTICE, "too many connections: rhost=%s has %d (--max-per-ip); connection closed", or_local(peer),
+             options.max_per_ip);
+      if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] too many connections\r\n");
+      return 0;
+    }
+    if (!slot) syslog(LOG_ERR, "--max-per-ip: %s; the connection is let through", error.c_str());
+    error.clear();
+  }
   auto account = unprivileged_account(options, error);
   if (!account || !prepare_directory(options.privsep_dir, error)) {
     syslog(LOG_ERR, "privilege separation: %s", error.c_str());

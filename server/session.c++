@@ -24,8 +24,10 @@ void serve_user(protocol::Engine& engine, io::Connection& connection, SystemLogi
   connection.on_tick([&login] { login.tick(); });
   Ending ending = run_engine(engine, connection, tls, peer);
   // The user PAM accepted, else the last name the client tried.
+  protocol::SessionStats stats = engine.stats();
+  stats.uidl = login.uidl_change();
   log_session_end(login.user().empty() ? engine.user() : login.user(), peer, connection.tls_active() || tls_relayed,
-                  engine.stats(), ending);
+                  stats, ending);
   // The index is written and the locks go once the client has its last
   // reply and the end of the connection, before it lingers.
   connection.close_gracefully([&login] { login.end_session(); });

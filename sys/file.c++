@@ -90,6 +90,19 @@ bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
   }
 }
 
+bool replace_file(const std::string& path, std::string_view text, bool sync, std::string& error) {
+  std::string temporary = path + ".new";
+  ::unlink(temporary.c_str());
+  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd || !write_all(fd.get(), text) || (sync && ::fsync(fd.get()) != 0) ||
+      ::rename(temporary.c_str(), path.c_str()) != 0) {
+    error = temporary + ": " + error_text(errno);
+    if (fd) ::unlink(temporary.c_str());
+    return false;
+  }
+  return true;
+}
+
 OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
   OwnFile file;
   file.fd.reset(::open(path.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));

@@ -472,6 +472,7 @@ def test_syslog(env):
             f.write(f"{dead.pid}\n")
         os.chown(path + ".lock", ALICE_UID, ALICE_GID)
         env.run(login("alice", "wrongpassword") + login() + "RETR 1\r\nDELE 2\r\nQUIT\r\n")
+        env.run(login() + "QUIT\r\n")  # the same listing: the same hash, no id new
         log.settimeout(2)
         lines = []
         try:
@@ -487,8 +488,11 @@ def test_syslog(env):
         check(f"took over the stale lock {path}.lock" in text, text)
         size = len(client_form(messages[0]))
         kept = len(client_form(messages[0])) + len(client_form(messages[2]))
-        check(re.search(rf"session end: user=alice rhost=local tls=no auth=user retr=1/{size} top=0 dele=1 "
-                        rf"kept=2/{kept} duration=\d+\.\d{{3}} result=quit$", text, re.M), text)
+        first = re.search(rf"session end: user=alice rhost=local tls=no auth=user retr=1/{size} top=0 dele=1 "
+                          rf"kept=2/{kept} duration=\d+\.\d{{3}} result=quit uidl=([0-9a-f]{{8}})/-$", text, re.M)
+        check(first, text)
+        check(re.search(rf"session end: user=alice .* dele=0 kept=2/{kept} .* result=quit uidl={first[1]}/0$",
+                        text, re.M), text)
         check("wrongpassword" not in text and "secret" not in text, "a password reached syslog")
     finally:
         log.close()

@@ -6,7 +6,10 @@ connection limits, EXPIRE, and what the log and --explain tell.
 Usage: tests/system/policy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import os
+import signal
+import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
@@ -77,6 +80,121 @@ def test_login_delay(env):
         os.chown(stamp, BOB_UID, BOB_UID)
         squatted, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
         check("+OK 3 " in squatted, f"with bob's file as the record: {squatted}")
+
+
+def age_records(path, days):
+    """Moves every first-retrieval time in the records back `days`: what
+    the clock moving on would do."""
+    lines = open(path).read().splitlines(keepends=True)
+    check_equal(lines[0], "popd retrieved 1\n", "the records' header")
+    with open(path, "w") as f:
+        f.write(lines[0] + "".join(f"{int(l.split(' ', 1)[0]) - days * 86400} {l.split(' ', 1)[1]}" for l in lines[1:]))
+
+
+def test_expire(env):
+    """--expire 7: CAPA says EXPIRE 7; RETR records when each message was
+    first retrieved beside the index; 6 days on nothing goes, 7 days on
+    the retrieved messages go at QUIT, in the commit, and the others stay
+    byte for byte; a session without QUIT deletes nothing."""
+    messages, records = make_mbox(4, seed=34)
+    env.write_mailbox("".join(records).encode())
+    args = ["--expire", "7"]
+    capa, _ = env.run("CAPA\r\nQUIT\r\n", args=args)
+    check("\r\nEXPIRE 7\r\n" in capa and "EXPIRE NEVER" not in capa, capa)
+    check("EXPIRE NEVER" in env.run("CAPA\r\nQUIT\r\n")[0], "the default: NEVER")
+    out, _ = env.run(LOGIN + "RETR 1\r\nTOP 3 0\r\nRETR 2\r\nQUIT\r\n", args=args)
+    check("(0 messages deleted)" in out, out)
+    retrieved = env.dir + "/home/alice/.popd-index.retrieved"
+    check_equal(len(open(retrieved).read().splitlines()), 3, "two records and the header")
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records).encode(), "the spool, untouched")
+    age_records(retrieved, 6)
+    env.run(LOGIN + "RETR 1\r\nQUIT\r\n", args=args)  # a second retrieval keeps the first's time
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records).encode(), "six days on")
+    age_records(retrieved, 1)
+    out, _ = env.run(LOGIN + "STAT\r\n", args=args)  # no QUIT: no commit
+    check("+OK 4 " in out, out)
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records).encode(), "seven days on, no QUIT")
+    out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+    check("+OK 4 " in out and "signing off" in out, out)
+    check_equal(open(env.mailbox(), "rb").read(), "".join(records[2:]).encode(), "seven days on: 1 and 2 gone")
+    check_equal(open(retrieved).read(), "popd retrieved 1\n", "their records gone too")
+    out, _ = env.run(LOGIN + "UIDL\r\nQUIT\r\n", args=args)
+    check(out.count("\r\n1 ") == 1 and "\r\n3 " not in out, f"two left: {out}")
+
+
+def test_expire_maildir(env):
+    """The same in a Maildir: expiry works on the store, whatever its format."""
+    maildir = env.dir + "/home/alice/Maildir"
+    for folder in ("", "/cur", "/new", "/tmp"):
+        os.makedirs(maildir + folder, exist_ok=True)
+        os.chown(maildir + folder, ALICE_UID, ALICE_GID) if IS_ROOT else None
+    for i in range(3):
+        path = f"{maildir}/new/{1700000000 + i}.M{i}P1.host"
+        with open(path, "w") as f:
+            f.write(f"Subject: {i}\n\nbody {i}\n")
+        os.chown(path, ALICE_UID, ALICE_GID) if IS_ROOT else None
+    args = ["--expire", "0", "--mailbox", "maildir:%h/Maildir"]
+    out, _ = env.run(LOGIN + "RETR 2\r\nQUIT\r\n", args=args)  # EXPIRE 0: gone at this QUIT
+    check("body 1" in out and "signing off" in out, out)
+    check_equal(sorted(os.listdir(maildir + "/new") + os.listdir(maildir + "/cur")),
+                ["1700000000.M0P1.host", "1700000002.M2P1.host"], "the retrieved message gone")
+
+
+def popd_pids():
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == POPD:
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_max_per_ip_behind_haproxy(env):
+    """--max-per-ip 3 behind HAProxy (send-proxy-v2): of 20 concurrent
+    clients, 10 from each of two addresses, 3 of each get the greeting and
+    7 get -ERR [SYS/TEMP] too many connections, though HAProxy's address
+    is the same for all; once every process is killed (kill -9), one of
+    them mid-session, each address has its 3 slots again."""
+    if not IS_ROOT:
+        print("     (skipped: needs root)")
+        return
+    from deploy import haproxy
+    env.write_mailbox("".join(make_mbox(2)[1]).encode())
+
+    def connect(port, sources):
+        """(source, socket, reader, greeting) of clients connected all at once."""
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0))
+                   for source in sources]
+        readers = [c.makefile("rb") for c in clients]
+        return [(s, c, r, r.readline().decode()) for s, c, r in zip(sources, clients, readers)]
+
+    def count(clients, source, greeting):
+        return sum(1 for s, _, _, g in clients if s == source and g.startswith(greeting))
+
+    sources = ["127.0.0.2", "127.0.0.3"] * 10
+    with SocketServer(env, ["--proxy-protocol", "--max-per-ip", "3"]) as popd, haproxy(env, popd.port) as (_, v2):
+        clients = connect(v2, sources)
+        for source in ("127.0.0.2", "127.0.0.3"):
+            got = [g for s, _, _, g in clients if s == source]
+            check_equal(count(clients, source, "+OK POP3 server ready"), 3, f"{source}: {got}")
+            check_equal(count(clients, source, "-ERR [SYS/TEMP] too many connections"), 7, f"{source}: {got}")
+        # One of those let in logs in: a session, killed mid-way below.
+        _, client, reader, _ = next(c for c in clients if c[0] == "127.0.0.2" and c[3].startswith("+OK"))
+        client.sendall(LOGIN.encode())
+        reader.readline()
+        check(reader.readline().startswith(b"+OK maildrop has 2"), "a login behind the limit")
+        for pid in popd_pids():
+            os.kill(pid, signal.SIGKILL)
+        for _, client, _, _ in clients:
+            client.close()
+        time.sleep(0.5)
+        clients = connect(v2, sources[:8])
+        for source in ("127.0.0.2", "127.0.0.3"):
+            check_equal(count(clients, source, "+OK POP3 server ready"), 3, f"after kill -9: {clients}")
+        for _, client, _, _ in clients:
+            client.close()
 
 
 if __name__ == "__main__":
