@@ -45,6 +45,9 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
                          %h/.popd-uidvalidity)
   --list-uids MAILBOX    print each message's number and unique-id as UIDL
                          would, reading MAILBOX only, and exit
+  --explain USER         print what a login of USER would do (the account,
+                         the mailbox and its files, the first unique-ids,
+                         what would refuse it), changing nothing, and exit
   --shared-spool         other hosts lock the spool too: a dotlock is stale
                          only by age (found by itself on NFS, SMB, FUSE, ...)
   --maildir-mark-seen    at QUIT, move what RETR sent to cur/ with the S
@@ -121,6 +124,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--uidl-scheme", &scheme},
                            {"--uidvalidity", &options.uidvalidity},
                            {"--list-uids", &options.list_uids},
+                           {"--explain", &options.explain_user},
                            {"--journal", &options.journal},
                            {"--index", &options.index},
                            {"--pam-service", &options.pam_service},

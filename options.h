@@ -23,6 +23,8 @@ struct Options {
   std::string uidvalidity = "%h/.popd-uidvalidity";  // mailbox/uids.h
   // popd --list-uids MAILBOX: print the unique-ids and exit.
   std::string list_uids;
+  // popd --explain USER: print what a login of USER would do, and exit.
+  std::string explain_user;
   std::string pam_service = "popd";
   // --userdb passwd-file:PATH: virtual users from Dovecot's passwd-file
   // (auth/passwd_file.h) instead of PAM; PATH may hold %d, the domain.

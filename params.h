@@ -225,6 +225,11 @@ inline constexpr std::size_t max_user_name = 128;
 // AUTH PLAIN's line of max_sasl_line octets of base64 carries 1,536.
 inline constexpr std::size_t max_password = max_sasl_line / 4 * 3;
 
+// A connection --max-per-ip refuses: how long the monitor waits, after
+// its -ERR and its end, for the peer to close first, so that a proxy in
+// front gets the reply rather than a reset. The slot is not held meanwhile.
+inline constexpr std::chrono::milliseconds refusal_linger{1000};
+
 // Anonymous mappings at least this large are placed on a 2 MiB boundary
 // and advised for transparent huge pages (sys/huge_pages.h). In popd only
 // the memory-hard password hash maps that much: yescrypt, Debian 12's

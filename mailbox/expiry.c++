@@ -13,13 +13,14 @@ namespace {
 constexpr std::string_view header = "popd retrieved 1\n";
 
 // The records file as it is, if it is the user's own; empty if none.
-std::string read_records(const std::string& path, uid_t owner, std::string& note) {
+std::string read_records(const std::string& path, uid_t owner, std::string& note, Clock::time_point& written) {
   sys::OwnFile file = sys::open_own_file(path, O_RDONLY, owner);
   if (!file.fd) {
     if (file.error != ENOENT || !file.refused.empty())
       note = path + ": " + (file.refused.empty() ? sys::error_text(file.error) : file.refused) + ": not read";
     return {};
   }
+  written = Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(file.st.st_mtim.tv_sec)));
   std::string text(static_cast<std::size_t>(file.st.st_size), '\0');
   if (!sys::pread_all(file.fd.get(), text.data(), text.size(), 0)) {
     note = path + ": " + sys::error_text(errno);
@@ -32,6 +33,7 @@ std::string read_records(const std::string& path, uid_t owner, std::string& note
 
 std::map<std::string, Clock::time_point> parse_retrieved(std::string_view text, Clock::time_point now) {
   std::map<std::string, Clock::time_point> records;
+  std::int64_t now_seconds = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   if (!text.starts_with(header)) return records;
   text.remove_prefix(header.size());
   while (!text.empty()) {
@@ -42,11 +44,11 @@ std::map<std::string, Clock::time_point> parse_retrieved(std::string_view text, 
     std::int64_t seconds = 0;
     auto [after, error] = std::from_chars(line.data(), line.data() + line.size(), seconds);
     std::string_view uid = line.substr(static_cast<std::size_t>(after - line.data()));
-    if (error != std::errc() || seconds < 0 || !uid.starts_with(' ')) continue;
+    // Compared in seconds: a huge number must not wrap around to 1970.
+    if (error != std::errc() || seconds < 0 || seconds > now_seconds || !uid.starts_with(' ')) continue;
     uid.remove_prefix(1);
-    Clock::time_point when{std::chrono::seconds(seconds)};
-    if (uid.empty() || when > now) continue;
-    records.emplace(uid, when);
+    if (uid.empty()) continue;
+    records.emplace(uid, Clock::time_point(std::chrono::seconds(seconds)));
   }
   return records;
 }
@@ -75,7 +77,17 @@ bool ExpiringStore::send(std::size_t index, std::optional<std::uint64_t> body_li
 
 bool ExpiringStore::commit(const std::vector<bool>& deleted, std::string& error) {
   auto now = Clock::now();
-  std::string before = read_records(path_, owner_, note_);
+  Clock::time_point written{};
+  std::string before = read_records(path_, owner_, note_, written);
+  // The clock is behind the last write: the times it would record now, or
+  // compare, are not to be trusted; this commit neither expires nor records.
+  if (now < written) {
+    note_ = path_ + ": written in the future (the clock was set back): nothing expired or recorded";
+    expired_ = 0;
+    bool committed = inner_->commit(deleted, error);
+    retrieved_.assign(count(), false);
+    return committed;
+  }
   auto old = parse_retrieved(before, now);
   std::map<std::string, Clock::time_point> records;  // of the messages there now
   std::vector<std::string> going;                    // ... that this commit deletes

@@ -62,6 +62,18 @@ std::optional<UidScheme> uid_scheme_named(std::string_view name) {
   return std::nullopt;
 }
 
+const char* name_of(UidScheme scheme) {
+  switch (scheme) {
+    case UidScheme::popd: return "popd";
+    case UidScheme::popa3d: return "popa3d";
+    case UidScheme::dovecot: return "dovecot";
+    case UidScheme::uw_imap: return "uw-imap";
+    case UidScheme::x_uidl: return "x-uidl";
+    case UidScheme::courier: return "courier";
+  }
+  return "popd";
+}
+
 bool needs_validity(UidScheme scheme) { return scheme == UidScheme::dovecot || scheme == UidScheme::uw_imap; }
 
 OldId::OldId(UidScheme scheme) : scheme_(scheme) {

@@ -22,6 +22,8 @@ enum class UidScheme {
 };
 
 std::optional<UidScheme> uid_scheme_named(std::string_view name);
+// The name --uidl-scheme gives it.
+const char* name_of(UidScheme scheme);
 // Whether an id of this scheme needs the mailbox's UIDVALIDITY.
 bool needs_validity(UidScheme scheme);
 

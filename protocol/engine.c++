@@ -434,18 +434,18 @@ void Engine::quit() {
     state_ = State::closed;
     return;
   }
-  std::uint64_t marked = std::count(deleted_.begin(), deleted_.end(), true);
-  for (std::size_t i = 0; i < deleted_.size(); ++i)
-    if (!deleted_[i]) ++stats_.kept_messages, stats_.kept_bytes += maildrop_->size(i);
   std::string error;
+  std::size_t before = maildrop_->count();
   if (!maildrop_->commit(deleted_, error)) {
     err("[SYS/TEMP] Deletions not committed: " + error);
     stats_.commit_failed = true;
-    stats_.kept_messages = stats_.kept_bytes = 0;  // stats() counts them all
   } else {
+    // What is left, as the maildrop numbers it now: the client's deletions
+    // and any the maildrop adds (--expire's) are counted alike.
     committed_ = true;
-    stats_.deleted_messages = marked;
-    ok("popd signing off (" + std::to_string(marked) + " messages deleted)");
+    for (std::size_t i = 0; i < maildrop_->count(); ++i) ++stats_.kept_messages, stats_.kept_bytes += maildrop_->size(i);
+    stats_.deleted_messages = before - maildrop_->count();
+    ok("popd signing off (" + std::to_string(stats_.deleted_messages) + " messages deleted)");
   }
   state_ = State::closed;
 }

@@ -23,6 +23,7 @@ struct SessionStats {
   std::uint64_t kept_bytes = 0;
   bool commit_failed = false;
   bool too_many_failures = false;      // the connection closed after failed logins
+  bool too_many_connections = false;   // refused by --max-per-ip
   std::string uidl;                    // set by the server: "HASH/NEW" (mailbox/uidl_change.h)
 };
 

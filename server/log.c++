@@ -44,7 +44,7 @@ const char* result_of(Ending ending, const protocol::SessionStats& stats) {
       return stats.commit_failed ? "commit-failed" : stats.too_many_failures ? "auth-failed" : "quit";
     case Ending::timeout: return "timeout";
     case Ending::time_limit: return "time-limit";
-    case Ending::closed: return "closed";
+    case Ending::closed: return stats.too_many_connections ? "too-many-connections" : "closed";
     case Ending::signal: return "signal";
     case Ending::tls_failed: return "tls-failed";
     case Ending::lost: return "lost";

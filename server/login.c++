@@ -15,6 +15,7 @@
 
 #include "auth/pam.h"
 #include "auth/privileges.h"
+#include "auth/password.h"
 #include "auth/virtual_user.h"
 #include "sys/fd.h"
 #include "sys/file.h"
@@ -227,10 +228,14 @@ Checked virtual_account(const Options& options, const auth::PasswdEntry& entry) 
   return Checked{std::move(account), Outcome::accepted, {}, {}};
 }
 
+void lower(std::string& name) {
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
+
 // --userdb passwd-file: the name (lowered in place, as Dovecot looks names
 // up by default, %Lu) and password against the file.
 Checked check_virtual_user(const Options& options, std::string& user, std::string_view password) {
-  for (char& c : user) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  lower(user);
   // Never a path from a name that could leave its directory.
   if (!auth::valid_virtual_name(user)) return refused(Outcome::rejected, "", "not a virtual user's name");
   bool per_domain = options.passwd_file.find("%d") != std::string::npos;
@@ -267,6 +272,30 @@ Checked check_pam_user(const std::string& user, std::string_view password, auth:
 }
 
 }  // namespace
+
+std::optional<Account> account_of(const Options& options, std::string user, std::string& source, std::string& why) {
+  if (options.passwd_file.empty()) {
+    auto account = Account::named(user);
+    if (!account) why = "no system account " + user;
+    source = "the system's accounts (NSS), after PAM";
+    return account;
+  }
+  lower(user);
+  if (!auth::valid_virtual_name(user)) {
+    why = "not a virtual user's name";
+    return std::nullopt;
+  }
+  std::string path = expand_path(options.passwd_file, user, "");
+  auto lookup = auth::find_user(path, user);
+  if (lookup.result != auth::PasswdLookup::Result::found) {
+    why = lookup.error.empty() ? path + ": no entry for " + user : lookup.error;
+    return std::nullopt;
+  }
+  source = path + ":" + std::to_string(lookup.entry.line) + " (scheme " + auth::scheme_of(lookup.entry.password) + ")";
+  Checked checked = virtual_account(options, lookup.entry);
+  why = checked.why;
+  return checked.account;
+}
 
 SystemLogin::Started SystemLogin::start(std::string_view user_name, std::string_view password) {
   // PAM's own delay is taken over (see PamTransaction).

@@ -17,6 +17,12 @@
 
 namespace popd::server {
 
+// The account a login of `user` would get, without its password: from
+// --userdb's passwd-file, else the system's; `source` says where from,
+// `why` why there is none (popd --explain).
+std::optional<auth::Account> account_of(const Options& options, std::string user, std::string& source,
+                                        std::string& why);
+
 class SystemLogin final : public protocol::Authenticator {
  public:
   SystemLogin(const Options& options, std::string peer)

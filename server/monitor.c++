@@ -88,17 +88,25 @@ int run_monitor(const Options& options) {
   if (!client) return 1;
   const std::string& peer = *client;
   std::string error;
-  std::optional<ConnectionSlot> slot;
+  // Held by this process, which outlives the connection's others; they
+  // close it right after their fork (close_all_but, close_range).
+  SlotTaken slot;
   if (options.max_per_ip > 0) {
-    slot = take_connection_slot(options.privsep_dir + "-per-ip", peer, options.max_per_ip, error);
-    if (!slot && error.empty()) {
+    slot = take_connection_slot(options.privsep_dir + "-per-ip", peer, options.max_per_ip);
+    if (slot.full) {
       syslog(LOG_NOTICE, "too many connections: rhost=%s has %d (--max-per-ip); connection closed", or_local(peer),
              options.max_per_ip);
       if (!options.tls_implicit) sys::write_all(STDOUT_FILENO, "-ERR [SYS/TEMP] too many connections\r\n");
+      // The reply first, then the end, and a moment for the peer to read
+      // both: a proxy in front may otherwise see a reset and drop the reply.
+      ::shutdown(STDOUT_FILENO, SHUT_WR);
+      sys::wait_readable(STDIN_FILENO, std::chrono::steady_clock::now() + params::refusal_linger);
+      protocol::SessionStats refused;
+      refused.too_many_connections = true;
+      log_session_end("", peer, false, refused, Ending::closed);
       return 0;
     }
-    if (!slot) syslog(LOG_ERR, "--max-per-ip: %s; the connection is let through", error.c_str());
-    error.clear();
+    if (!slot.error.empty()) syslog(LOG_ERR, "--max-per-ip: %s; the connection is let through", slot.error.c_str());
   }
   auto account = unprivileged_account(options, error);
   if (!account || !prepare_directory(options.privsep_dir, error)) {

@@ -1,9 +1,11 @@
 // --max-per-ip: at most N concurrent connections from one client address,
 // the real one (after a PROXY protocol header), where a spawner's
 // per-source limits count a load balancer's address once. Processes
-// share no memory in the inetd model, so each connection holds one of N
-// lock files for its address (flock) for its whole life: a process that
-// dies, even by kill -9, gives its slot back with its descriptors.
+// share no memory in the inetd model, so each connection's monitor holds
+// one of N lock files for its address (flock) for its whole life: a
+// process that dies, even by kill -9, gives its slot back with its
+// descriptors. The files stay (empty; removing one safely would need a
+// lock of its own); systemd-tmpfiles ages out those unused for a day.
 #pragma once
 
 #include <optional>
@@ -13,24 +15,14 @@
 
 namespace popd::server {
 
-// One slot, held while this lives; its file is removed when it ends.
-class ConnectionSlot {
- public:
-  ConnectionSlot(sys::UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
-  ConnectionSlot(ConnectionSlot&&) = default;
-  ConnectionSlot& operator=(ConnectionSlot&&) = default;
-  ~ConnectionSlot();
-
- private:
-  sys::UniqueFd fd_;
-  std::string path_;
+struct SlotTaken {
+  sys::UniqueFd slot;  // held: the connection may go on
+  bool full = false;   // else: all `limit` are held by other connections ...
+  std::string error;   // ... or none could be taken (the caller lets it through)
 };
 
-// A free slot of `limit` for `address` in `directory` (made root's, 0700,
-// if missing); nullopt with `error` empty when all are taken, or with
-// `error` when none could be taken (then the caller lets the connection
-// through: the limit must not lock everyone out).
-std::optional<ConnectionSlot> take_connection_slot(const std::string& directory, const std::string& address,
-                                                   int limit, std::string& error);
+// A free slot of `limit` for `address` in `directory` (made popd's own,
+// 0700, if missing).
+SlotTaken take_connection_slot(const std::string& directory, const std::string& address, int limit);
 
 }  // namespace popd::server

@@ -18,6 +18,7 @@
 #include "params.h"
 #include "server/client.h"
 #include "server/descriptors.h"
+#include "server/explain.h"
 #include "server/hash_password.h"
 #include "server/log.h"
 #include "server/login.h"
@@ -29,56 +30,10 @@
 
 namespace popd::server {
 
-int list_uids(const Options& options) {
-  // Only reads: no PAM, no lock that would hold up a delivery, no index.
-  std::string path = options.list_uids;
-  mailbox::Format format = mailbox::take_format(path);
-  if (mailbox::format_at(format, path) == mailbox::Format::maildir) {
-    std::string out, error;
-    if (!mailbox::maildir::list_uids(path, options.uidl_scheme, out, error)) {
-      std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), error.c_str());
-      return 1;
-    }
-    return sys::write_all(STDOUT_FILENO, out) ? 0 : 1;
-  }
-  sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  struct stat st;
-  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(),
-                 fd ? "not a regular file" : sys::error_text(errno).c_str());
-    return 1;
-  }
-  try {
-    mailbox::FileSource source(fd.get(), st.st_size);
-    mailbox::Mbox box = mailbox::parse(source, options.uidl_scheme);
-    // A UIDVALIDITY kept after its message was deleted is the owner's.
-    const passwd* owner = ::getpwuid(st.st_uid);
-    std::string refused;
-    if (owner && mailbox::needs_validity(box.scheme) && !box.validity &&
-        (box.validity = mailbox::read_validity(expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir),
-                                               st.st_uid, refused)))
-      box.renumber();
-    if (!refused.empty()) {
-      std::fprintf(stderr, "popd: %s\n", refused.c_str());
-      return 1;
-    }
-    std::string out;
-    for (std::size_t i = 0; i < box.messages.size(); ++i) {
-      out += std::to_string(i + 1) + " " + box.uid(i) + "\n";
-      if (out.size() >= params::output_buffer) sys::write_all(STDOUT_FILENO, std::exchange(out, {}));
-    }
-    return sys::write_all(STDOUT_FILENO, out) ? 0 : 1;
-  } catch (const mailbox::NotMbox& e) {
-    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), e.what());
-  } catch (const std::system_error& e) {
-    std::fprintf(stderr, "popd: %s: %s\n", path.c_str(), e.what());
-  }
-  return 1;
-}
-
 int serve(const Options& options) {
   if (options.hash_password) return hash_password_command(options.password_scheme);
   if (!options.list_uids.empty()) return list_uids(options);
+  if (!options.explain_user.empty()) return explain(options);
   settle_standard_descriptors();
   // Once, on the socket every process of the connection shares.
   io::send_without_delay(STDOUT_FILENO);

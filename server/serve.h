@@ -1,4 +1,5 @@
-// What popd does once its options are read: list unique-ids, or serve the
+// What popd does once its options are read: list unique-ids or explain a
+// login (server/explain.h), hash a password, or serve the
 // connection on standard input and output in one of two process layouts
 // (DESIGN): started as root, privilege separation (server/monitor.h);
 // started as a user, one process that serves that user alone.
@@ -9,9 +10,5 @@
 namespace popd::server {
 
 int serve(const Options& options);
-
-// popd --list-uids MAILBOX: each message's number and unique-id, as UIDL
-// would list them, on standard output.
-int list_uids(const Options& options);
 
 }  // namespace popd::server

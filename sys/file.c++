@@ -91,9 +91,8 @@ bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
 }
 
 bool replace_file(const std::string& path, std::string_view text, bool sync, std::string& error) {
-  std::string temporary = path + ".new";
-  ::unlink(temporary.c_str());
-  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  std::string temporary = path + ".XXXXXX";
+  UniqueFd fd(::mkostemp(temporary.data(), O_CLOEXEC));  // 0600, made anew
   if (!fd || !write_all(fd.get(), text) || (sync && ::fsync(fd.get()) != 0) ||
       ::rename(temporary.c_str(), path.c_str()) != 0) {
     error = temporary + ": " + error_text(errno);

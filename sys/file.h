@@ -52,7 +52,8 @@ struct OwnFile {
 OwnFile open_own_file(const std::string& path, int flags, uid_t owner);
 
 // Replaces the file at `path` whole with `text`, as the calling user: it
-// is written beside it (PATH.new, made anew, never through a link),
+// is written beside it (PATH.XXXXXX, a name of its own that another user
+// of a shared directory cannot take first),
 // synced if `sync`, and renamed over it, so that it is the old file or
 // the new one, never a torn one. false with `error` if it could not.
 bool replace_file(const std::string& path, std::string_view text, bool sync, std::string& error);

@@ -1,6 +1,8 @@
 // --expire: the records of first retrieval, and the deletions they add.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -63,6 +65,27 @@ TEST_CASE("the records: written and read back; damaged lines and future times le
   CHECK(parse_retrieved("popd retrieved 1\n1700000000 abc\n17 \n-5 d\nx e\n99999999999 f\n1700000000 g", now) ==
         std::map<std::string, Clock::time_point>{{"abc", t}});  // "g" lacks its line end
   CHECK(parse_retrieved("1700000000 abc\n", now).empty());  // no header: not ours
+  // Far in the future, too far for nanoseconds: left out, not wrapped round to 1970.
+  CHECK(parse_retrieved("popd retrieved 1\n18446744074 x\n9223372036854775807 y\n", now).empty());
+}
+
+TEST_CASE("expire: a clock set back since the records were written expires and records nothing") {
+  TempDir dir;
+  std::string path = dir.path + "/.popd-index.retrieved";
+  auto inner = std::make_unique<IdStore>();
+  inner->ids = {"a", "b"};
+  IdStore* ids = inner.get();
+  ExpiringStore store(std::move(inner), path, ::geteuid(), std::chrono::days(0));
+  write_file(path, "popd retrieved 1\n1700000000 a\n");
+  auto future = std::chrono::system_clock::to_time_t(Clock::now() + std::chrono::days(30));
+  struct timespec times[2] = {{future, 0}, {future, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, path.c_str(), times, 0) == 0);
+  std::string error;
+  REQUIRE(store.commit({false, true}, error));  // the client's deletion alone
+  CHECK(store.expired() == 0);
+  CHECK(ids->ids == std::vector<std::string>{"a"});
+  CHECK(read_file(path) == "popd retrieved 1\n1700000000 a\n");
+  CHECK(!store.note().empty());
 }
 
 TEST_CASE("expire: what was retrieved goes after the days, with the client's deletions, in one commit") {

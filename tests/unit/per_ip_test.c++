@@ -5,7 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <optional>
+#include <csignal>
 #include <string>
 #include <vector>
 
@@ -15,51 +15,54 @@
 using namespace popd::server;
 using namespace popd::testing;
 
-TEST_CASE("per-ip slots: N for an address, the next refused; others' addresses apart; a slot ended is free") {
+TEST_CASE("per-ip slots: N for an address, the next refused; other addresses apart; a slot closed is free") {
   TempDir dir;
-  std::string slots = dir.path + "/per-ip", error;
-  std::vector<ConnectionSlot> held;
+  std::string slots = dir.path + "/per-ip";
+  std::vector<SlotTaken> held;
   for (int i = 0; i < 3; ++i) {
-    auto slot = take_connection_slot(slots, "192.0.2.1", 3, error);
-    REQUIRE(slot);
-    held.push_back(std::move(*slot));
+    held.push_back(take_connection_slot(slots, "192.0.2.1", 3));
+    REQUIRE(held.back().slot);
   }
-  CHECK(!take_connection_slot(slots, "192.0.2.1", 3, error));
-  CHECK(error.empty());  // full, not broken
-  CHECK(take_connection_slot(slots, "2001:db8::1", 3, error));
-  held.erase(held.begin() + 1);
-  auto again = take_connection_slot(slots, "192.0.2.1", 3, error);
-  CHECK(again);
-  CHECK(!take_connection_slot(slots, "192.0.2.1", 3, error));
+  SlotTaken full = take_connection_slot(slots, "192.0.2.1", 3);
+  CHECK(!full.slot);
+  CHECK(full.full);
+  CHECK(full.error.empty());
+  CHECK(take_connection_slot(slots, "2001:db8::1", 3).slot);
+  held[1].slot.reset();
+  CHECK(take_connection_slot(slots, "192.0.2.1", 3).slot);
+  struct stat st;
+  REQUIRE(::stat(slots.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
 }
 
 TEST_CASE("per-ip slots: a process killed with its slot gives it back") {
   TempDir dir;
-  std::string slots = dir.path + "/per-ip", error;
+  std::string slots = dir.path + "/per-ip";
   int ready[2];
   REQUIRE(::pipe(ready) == 0);
   pid_t child = ::fork();
   if (child == 0) {
-    auto slot = take_connection_slot(slots, "192.0.2.9", 1, error);
-    (void)!::write(ready[1], slot ? "y" : "n", 1);
+    SlotTaken taken = take_connection_slot(slots, "192.0.2.9", 1);
+    (void)!::write(ready[1], taken.slot ? "y" : "n", 1);
     ::pause();
     ::_exit(0);
   }
   char got = 0;
   REQUIRE(::read(ready[0], &got, 1) == 1);
   CHECK(got == 'y');
-  CHECK(!take_connection_slot(slots, "192.0.2.9", 1, error));
+  CHECK(take_connection_slot(slots, "192.0.2.9", 1).full);
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
-  CHECK(take_connection_slot(slots, "192.0.2.9", 1, error));
+  CHECK(take_connection_slot(slots, "192.0.2.9", 1).slot);
   ::close(ready[0]);
   ::close(ready[1]);
 }
 
-TEST_CASE("per-ip slots: a directory others can write is refused with a reason") {
+TEST_CASE("per-ip slots: a directory others can write is refused with a reason, not as full") {
   TempDir dir;
-  std::string error;
   REQUIRE(::chmod(dir.path.c_str(), 0777) == 0);
-  CHECK(!take_connection_slot(dir.path, "192.0.2.1", 3, error));
-  CHECK(!error.empty());
+  SlotTaken taken = take_connection_slot(dir.path, "192.0.2.1", 3);
+  CHECK(!taken.slot);
+  CHECK(!taken.full);
+  CHECK(!taken.error.empty());
 }
