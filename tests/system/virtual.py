@@ -296,7 +296,9 @@ def test_unknown_users_cost_what_known_ones_do(env):
     """With no failure delay to hide it, a wrong password for a known user
     and any password for an unknown one are answered within 50 ms of each
     other (medians of 10), with Argon2id hashes that take far longer than
-    that to check."""
+    that to check. `make check -j` runs other tests beside this one: a
+    round the machine's load skewed is measured again, up to three times;
+    a leak (no dummy hash: the whole hash's time) fails every round."""
     if not IS_ROOT:
         return skip("needs root")
     users = Users(env, [f"user{i}@example.org:{field('ARGON2ID', 'pw')}" for i in range(5)])
@@ -308,13 +310,18 @@ def test_unknown_users_cost_what_known_ones_do(env):
         return (time.perf_counter() - start) * 1000
 
     timed("user1@example.org")  # once unmeasured: libraries and files into the cache
-    times = {"user1@example.org": [], "nobody@example.org": []}
-    for _ in range(10):  # alternating, so that the machine's drift falls on both
-        for user in times:
-            times[user].append(timed(user))
-    known, unknown = (sorted(times[user])[5] for user in times)
-    check(abs(known - unknown) < 50, f"known {known:.0f} ms, unknown {unknown:.0f} ms")
-    print(f"     wrong password: known user {known:.0f} ms, unknown user {unknown:.0f} ms (medians of 10)")
+    rounds = []
+    for _ in range(3):
+        times = {"user1@example.org": [], "nobody@example.org": []}
+        for _ in range(10):  # alternating, so that the machine's drift falls on both
+            for user in times:
+                times[user].append(timed(user))
+        known, unknown = (sorted(times[user])[5] for user in times)
+        rounds.append(f"known {known:.0f} ms, unknown {unknown:.0f} ms")
+        if abs(known - unknown) < 50:
+            break
+    check(abs(known - unknown) < 50, "; ".join(rounds))
+    print(f"     wrong password, medians of 10: {'; then '.join(rounds)}")
 
 
 DOVECOT = """protocols = pop3
