@@ -74,7 +74,7 @@ $(BUILD)/pam_lookup.so: tests/pam/lookup.c++
 FUZZ_TARGETS = engine mbox base64 proxy
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   = -std=c++20 -g -O1 -iquote . -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++ protocol/workarounds.c++
+fuzz_sources_engine = protocol/engine.c++ protocol/base64.c++ protocol/stuffing.c++ protocol/workarounds.c++ protocol/trace.c++
 fuzz_sources_mbox   = mailbox/mbox/mbox.c++ mailbox/mbox/mbox_uids.c++ mailbox/mbox/line_scanner.c++ mailbox/message_memory.c++ mailbox/digest.c++ mailbox/uids.c++ sys/file.c++
 fuzz_sources_base64 = protocol/base64.c++
 fuzz_sources_proxy  = io/proxy.c++ sys/file.c++

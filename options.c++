@@ -76,6 +76,9 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
                          real one behind a PROXY header; default 0: any)
   --login-delay SECONDS  a user's logins at least this far apart (LOGIN-DELAY;
                          default 0: none)
+  --trace-dir DIR        write transcripts of sessions, passwords left out,
+                         into DIR (%u, %n, %d) where it exists, say
+                         /var/log/popd-trace/%u (default none)
   --failure-delay SECONDS
                          delay before answering a failed login (default 2;
                          fractions allowed)
@@ -139,6 +142,7 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
                            {"--userdb", &userdb},
                            {"--mail-user", &options.mail_user},
                            {"--home", &options.home_template},
+                           {"--trace-dir", &options.trace_dir},
                            {"--workaround", nullptr},
                            {"--timeout", nullptr},
                            {"--first-valid-uid", nullptr},
@@ -194,6 +198,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       for (std::string* path : paths)
         if (option->target == path && !valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %n, %d, %h and %% may follow %");
+      // The monitor expands it before any account is looked up: no %h.
+      if (option->target == &options.trace_dir &&
+          (!value.starts_with('/') || !valid_path_template(value) || value.find("%h") != std::string_view::npos))
+        return bad("--trace-dir needs an absolute directory; only %u, %n, %d and %% may follow %");
       continue;
     }
     if (name == "--workaround") {

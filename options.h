@@ -46,6 +46,9 @@ struct Options {
   // Concurrent connections from one client address, counted by the
   // monitor (server/per_ip.h) in PRIVSEP_DIR-per-ip; 0, no limit.
   int max_per_ip = 0;
+  // Session transcripts, passwords left out (server/trace.h): a directory
+  // template with %u, %n and %d; a session is traced where it exists.
+  std::string trace_dir;
   std::chrono::milliseconds failure_delay{2000};
   io::TlsSettings tls;        // tls.certificate set: STLS offered
   bool tls_implicit = false;  // POP3S: TLS from the first byte

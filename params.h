@@ -264,4 +264,13 @@ inline constexpr std::uint64_t max_sha_crypt_rounds = 10'000'000;
 // login, and 64 MiB holds about half a million entries.
 inline constexpr std::uint64_t max_passwd_file = 64 << 20;
 
+// --trace-dir (server/trace.h). The pre-auth process holds its part of a
+// transcript in memory and sends it whole to the monitor before each
+// login request: the greeting, CAPA, STLS and a few attempts fit many
+// times over, and a client that talks on without logging in is not worth
+// more memory. A trace file stops growing at the second bound, noted in
+// it: retrieving a 1 GB mailbox must not fill the disk with its copy.
+inline constexpr std::size_t max_preauth_trace = 64 << 10;
+inline constexpr std::uint64_t max_trace_bytes = 64 << 20;
+
 }  // namespace popd::params

@@ -23,6 +23,8 @@ struct Account {
   // The entry for `name` (getpwnam_r); nullopt if there is none or the
   // lookup failed.
   static std::optional<Account> named(const std::string& name);
+  // The same by uid (getpwuid_r).
+  static std::optional<Account> with_uid(uid_t uid);
 
   bool operator==(const Account&) const = default;
 };

@@ -141,8 +141,12 @@ class StuffingSink final : public MessageSink {
 
 }  // namespace
 
-Engine::Engine(Authenticator& authenticator, Output& output, Features features)
-    : authenticator_(authenticator), out_(output), features_(features) {}
+Engine::Engine(Authenticator& authenticator, Output& output, Features features, Trace* trace)
+    : authenticator_(authenticator),
+      trace_(trace),
+      traced_(trace ? std::optional<TracedOutput>(std::in_place, output, *trace) : std::nullopt),
+      out_(traced_ ? *traced_ : output),
+      features_(features) {}
 
 void Engine::ok(std::string_view text) {
   out_.write(text.empty() ? "+OK" : "+OK ");
@@ -213,6 +217,7 @@ void Engine::step() {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
 
   Sasl sasl = std::exchange(sasl_, Sasl::none);
+  if (trace_) trace_->client(redacted({input_.data() + consumed_, raw_length}, sasl != Sasl::none));
   if (raw_length > (sasl != Sasl::none ? params::max_sasl_line : params::max_command_line))
     err("Command line too long");
   else if (line.find('\0') != std::string_view::npos)

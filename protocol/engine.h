@@ -4,11 +4,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "protocol/maildrop.h"
+#include "protocol/trace.h"
 
 namespace popd::protocol {
 
@@ -53,7 +55,8 @@ class Engine {
  public:
   enum class State { authorization, transaction, closed };
 
-  Engine(Authenticator& authenticator, Output& output, Features features = {});
+  // With a trace, every client line (redacted) and reply is shown to it.
+  Engine(Authenticator& authenticator, Output& output, Features features = {}, Trace* trace = nullptr);
 
   void greet();
   // Appends client bytes to the input buffer.
@@ -125,6 +128,8 @@ class Engine {
   void err(std::string_view text);
 
   Authenticator& authenticator_;
+  Trace* trace_;
+  std::optional<TracedOutput> traced_;  // before out_, which may be it
   Output& out_;
   Features features_;
   bool tls_requested_ = false;

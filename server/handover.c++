@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,8 +15,10 @@ namespace {
 
 using protocol::Login;
 
-// The largest message: a login request.
-constexpr std::size_t max_message = params::max_user_name + 1 + params::max_sasl_line + 64;
+// The largest message: a login request, or a transcript (which may end
+// in a note that it stopped at its limit).
+constexpr std::size_t max_message =
+    std::max(params::max_user_name + 1 + params::max_sasl_line + 64, 1 + params::max_preauth_trace + 256);
 constexpr std::size_t max_fds = 2;
 
 }  // namespace
@@ -117,6 +120,14 @@ EndReport decode_end_report(std::string_view message) {
   if (!known) return {};
   return {static_cast<Ending>(message[1]), message[2] == '1'};
 }
+
+std::string encode_trace(std::string_view transcript) {
+  return std::string(1, static_cast<char>(Tag::trace)).append(transcript);
+}
+
+bool is_trace(std::string_view message) { return message.starts_with(static_cast<char>(Tag::trace)); }
+
+std::string_view trace_of(std::string_view message) { return message.substr(1); }
 
 std::string encode_handover(bool direct, Mechanism mechanism, std::string_view pending) {
   std::string message(1, static_cast<char>(direct ? Tag::direct : Tag::relay));

@@ -7,6 +7,8 @@
 //                    (outcome, close flag, text; with handed_off the
 //                    socket to the session rides along), and at the end
 //                    of a connection that never logged in, an end report.
+//                    With --trace-dir, the transcript so far before each
+//                    request and the end report (server/trace.h).
 //   hand-over        pre-auth -> session, a stream socket the monitor made
 //                    for them: a header (mode, mechanism, the length of the
 //                    input the client pipelined after its login), that
@@ -35,6 +37,7 @@ namespace popd::server::handover {
 
 enum class Tag : char {
   end_report = '\x01',  // monitor channel: no user name starts with it
+  trace = '\x02',       // ... nor with this
   direct = 'D',         // hand-over: the client's own descriptors
   relay = 'R',          // hand-over: TLS stays with the pre-auth process
   lock = 'L',           // lock channel: take the dotlock for me
@@ -77,6 +80,12 @@ struct EndReport {
 };
 // A report that does not check out reads as a lost connection.
 EndReport decode_end_report(std::string_view message);
+
+// The pre-auth process's transcript, redacted (not trusted: it is only
+// written to a trace file).
+std::string encode_trace(std::string_view transcript);
+bool is_trace(std::string_view message);
+std::string_view trace_of(std::string_view message);
 
 // --- the hand-over
 struct Header {

@@ -379,7 +379,7 @@ void SystemLogin::supervise(pid_t other_child) {
 void SystemLogin::enter_session(int keep) {
   // Nothing of the monitor's but what the caller keeps and the lock
   // channel: not PAM's descriptors, not the channel to the pre-auth process.
-  close_all_but({keep, lock_channel_.get()});
+  close_all_but({keep, lock_channel_.get(), trace_fd_});
   std::string error;
   if (!auth::become_user(*account_, error)) {
     // Still root, or someone else: touch nothing, answer nothing.

@@ -71,6 +71,10 @@ class SystemLogin final : public protocol::Authenticator {
   std::string uidl_change();
   // Periodic upkeep while the session waits: keeps the mailbox lock fresh.
   void tick();
+  // The trace file (server/trace.h) the session process keeps and writes
+  // to: enter_session() leaves it open.
+  void keep_trace(int fd) { trace_fd_ = fd; }
+  int trace_fd() const { return trace_fd_; }
 
  private:
   const Options& options_;
@@ -84,6 +88,7 @@ class SystemLogin final : public protocol::Authenticator {
   std::unique_ptr<auth::PamTransaction> pam_;  // the monitor's
   pid_t child_ = 0;                            // the monitor's: the session process
   sys::UniqueFd lock_channel_;                 // the end of the process start() returned in
+  int trace_fd_ = -1;                          // not owned
   std::unique_ptr<mailbox::Store> store_;
   mailbox::ExpiringStore* expiring_ = nullptr;  // store_ itself, with --expire
 

@@ -23,6 +23,7 @@
 #include "server/login.h"
 #include "server/preauth.h"
 #include "server/session.h"
+#include "server/trace.h"
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "sys/lifetime.h"
@@ -130,7 +131,8 @@ int run_monitor(const Options& options) {
 
   SystemLogin login(options, peer);
   int failures = 0;
-  std::string last_user, report;
+  std::string last_user, report, transcript;
+  TraceFiles traces(options, peer);
   // The pre-auth process ends an unauthenticated connection at the login
   // deadline itself; one that does not (a bug, or an attacker in it) is
   // killed a little later, so that this root process does not stay.
@@ -144,6 +146,10 @@ int run_monitor(const Options& options) {
     return std::nullopt;
   };
   while (auto request = next_message()) {
+    if (handover::is_trace(*request)) {
+      transcript = handover::trace_of(*request);
+      continue;
+    }
     if (handover::is_end_report(*request)) {
       report = *request;
       break;
@@ -159,6 +165,9 @@ int run_monitor(const Options& options) {
       if (!handover::send(monitor.get(), handover::encode_reply(result))) break;
       continue;
     }
+    // Before the session forks: it appends to this user's file.
+    traces.record(asked.user, transcript);
+    login.keep_trace(traces.fd());
     // The socket the pre-auth process hands the connection over on.
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) break;
@@ -196,6 +205,7 @@ int run_monitor(const Options& options) {
     auto message = next_message();
     if (!message) break;
     if (handover::is_end_report(*message)) report = *message;
+    if (handover::is_trace(*message)) transcript = handover::trace_of(*message);
     explicit_bzero(message->data(), message->size());
   }
   if (overdue) {
@@ -207,6 +217,7 @@ int run_monitor(const Options& options) {
   int status = 0;
   while (::waitpid(pre_auth, &status, 0) < 0 && errno == EINTR) {
   }
+  traces.record(last_user, transcript);
   log_unauthenticated_end(report, last_user, failures, peer);
   return 0;
 }

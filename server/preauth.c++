@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <string.h>  // explicit_bzero
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "server/handover.h"
 #include "server/log.h"
 #include "server/sandbox.h"
+#include "server/trace.h"
 #include "sys/file.h"
 #include "sys/lifetime.h"
 
@@ -22,12 +24,18 @@ namespace {
 
 using protocol::Login;
 
+// With --trace-dir, the transcript so far goes to the monitor first.
+void send_trace(int channel, const SessionTrace* trace) {
+  if (trace) handover::send(channel, handover::encode_trace(trace->held()));
+}
+
 // Asks the monitor; on success the monitor hands over the session socket.
 class MonitorAuthenticator final : public protocol::Authenticator {
  public:
-  explicit MonitorAuthenticator(int channel) : channel_(channel) {}
+  MonitorAuthenticator(int channel, const SessionTrace* trace) : channel_(channel), trace_(trace) {}
 
   Login login(std::string_view user, std::string_view password) override {
+    send_trace(channel_, trace_);
     std::string request = handover::encode_login_request(user, password);
     bool sent = handover::send(channel_, request);
     explicit_bzero(request.data(), request.size());
@@ -43,6 +51,7 @@ class MonitorAuthenticator final : public protocol::Authenticator {
 
  private:
   int channel_;
+  const SessionTrace* trace_;
   sys::UniqueFd session_;
 };
 
@@ -108,8 +117,10 @@ int run_pre_auth(int channel, const Options& options, const Unprivileged& accoun
   }
   auto connection = open_client(options, tls, peer);
   if (!connection) return 1;
-  MonitorAuthenticator authenticator(channel);
-  protocol::Engine engine(authenticator, *connection, features(options, tls, *connection));
+  std::optional<SessionTrace> trace;
+  if (!options.trace_dir.empty()) trace.emplace();
+  MonitorAuthenticator authenticator(channel, trace ? &*trace : nullptr);
+  protocol::Engine engine(authenticator, *connection, features(options, tls, *connection), trace ? &*trace : nullptr);
   engine.greet();
   Ending ending = run_engine(engine, *connection, tls, peer);
   sys::logged_in();  // the relay, if any, runs for the session
@@ -118,6 +129,7 @@ int run_pre_auth(int channel, const Options& options, const Unprivileged& accoun
     return 0;
   }
   // No session followed: the monitor logs the end.
+  send_trace(channel, trace ? &*trace : nullptr);
   handover::send(channel, handover::encode_end_report(ending, connection->tls_active()));
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -24,6 +25,7 @@
 #include "server/login.h"
 #include "server/monitor.h"
 #include "server/session.h"
+#include "server/trace.h"
 #include "sys/fd.h"
 #include "sys/file.h"
 #include "sys/lifetime.h"
@@ -55,7 +57,14 @@ int serve(const Options& options) {
   auto connection = open_client(options, tls->get(), peer);
   if (!connection) return 1;
   SystemLogin login(options, peer);
-  protocol::Engine engine(login, *connection, features(options, tls->get(), *connection));
+  // The only account this process serves is the one it runs as.
+  TraceFile file;
+  std::optional<SessionTrace> trace;
+  if (auto me = auth::Account::with_uid(::getuid()); me && !options.trace_dir.empty())
+    file = create_trace_file(options, me->name, peer);
+  if (file.fd) trace.emplace(file.fd.get());
+  login.keep_trace(file.fd.get());
+  protocol::Engine engine(login, *connection, features(options, tls->get(), *connection), trace ? &*trace : nullptr);
   engine.greet();
   serve_user(engine, *connection, login, tls->get(), peer, false);
   return 0;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <vector>
 
 #include "io/ring.h"
@@ -13,6 +14,7 @@
 #include "server/handover.h"
 #include "server/log.h"
 #include "server/login.h"
+#include "server/trace.h"
 #include "sys/file.h"
 
 namespace popd::server {
@@ -112,7 +114,10 @@ int run_session_process(SystemLogin& system_login, sys::UniqueFd socket_end, con
     }
     connection.reply_through(std::move(*replies), std::move(received->fds[1]));
   }
-  protocol::Engine engine(system_login, connection, session_features(options));
+  // Appended to the file the monitor began with the pre-auth part.
+  std::optional<SessionTrace> trace;
+  if (system_login.trace_fd() >= 0) trace.emplace(system_login.trace_fd());
+  protocol::Engine engine(system_login, connection, session_features(options), trace ? &*trace : nullptr);
   engine.set_mechanism(handover::mechanism_name(received->mechanism));
   engine.apply_login(login);
   engine.receive(received->pending);

@@ -1,5 +1,6 @@
 // libFuzzer target: the protocol engine on arbitrary client bytes, before
-// and after login, with STLS, SASL and the workarounds reachable.
+// and after login, with STLS, SASL and the workarounds reachable, and
+// traced as --trace-dir does: every reply byte passes through the trace.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,6 +15,15 @@ namespace {
 struct NullOutput final : Output {
   std::size_t bytes = 0;
   void write(std::string_view data) override { bytes += data.size(); }
+};
+
+// Counts what a trace is shown; the client's lines must be whole lines.
+struct CountingTrace final : Trace {
+  std::size_t server_bytes = 0;
+  void client(std::string_view line) override {
+    if (!line.ends_with('\n')) __builtin_trap();
+  }
+  void server(std::string_view bytes) override { server_bytes += bytes.size(); }
 };
 
 struct SmallMaildrop final : Maildrop {
@@ -60,7 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     .require_tls = (data[0] & 2) != 0,
                     .outlook_no_nuls = (data[0] & 4) != 0,
                     .oe_ns_eoh = (data[0] & 8) != 0};
-  Engine engine(auth, out, features);
+  CountingTrace trace;
+  Engine engine(auth, out, features, &trace);
   engine.greet();
   // The rest arrives in pieces whose sizes the first byte varies.
   std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
@@ -74,5 +85,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       engine.tls_started();
     }
   }
+  if (trace.server_bytes != out.bytes) __builtin_trap();
   return 0;
 }

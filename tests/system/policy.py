@@ -5,6 +5,7 @@ connection limits, EXPIRE, and what the log and --explain tell.
 
 Usage: tests/system/policy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
+import base64
 import os
 import signal
 import socket
@@ -222,6 +223,158 @@ def test_max_per_ip_behind_haproxy(env):
             check_equal(count(again, source, "+OK POP3 server ready"), 3, f"after kill -9: {again}")
         for _, client, _, _ in clients + again:
             client.close()
+
+
+def traces(directory):
+    """{path: text} of the trace files under `directory`."""
+    found = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                found[os.path.join(root, name)] = f.read().decode("latin-1")
+    return found
+
+
+def sides(trace):
+    """What the client sent and what it got, rebuilt from a transcript."""
+    sent, got = "", ""
+    for line in trace.splitlines(keepends=True)[1:]:  # after the header
+        if line.startswith("C: "):
+            sent += line[3:]
+        elif line.startswith("S: "):
+            got += line[3:]
+    return sent, got
+
+
+def test_trace_dir(env):
+    """--trace-dir DIR/%u traces the users whose directory exists: each
+    session's file holds every byte the client got and every line it sent,
+    but the password, PLAIN's response and LOGIN's two are ***; the file is
+    root's, mode 0600, even though the session (which appends to it) runs
+    as the user. A failed login is traced too; bob, without a directory,
+    is not."""
+    messages, records = make_mbox(2)
+    env.write_mailbox("".join(records).encode())
+    env.write_mailbox(b"", user="bob")
+    top = env.dir + "/trace"
+    os.mkdir(top, 0o700)
+    os.mkdir(top + "/alice", 0o700)
+    args = ["--trace-dir", top + "/%u"]
+    plain = base64.b64encode(b"\0alice\0secret").decode()
+    script = (f"CAPA\r\nUSER alice\r\nPASS wrong one\r\nAUTH PLAIN\r\n{plain}\r\n"
+              "STAT\r\nRETR 1\r\nTOP 2 1\r\nQUIT\r\n")
+    out, _ = env.run(script, args=args)
+    check("+OK maildrop has 2" in out, out)
+    files = traces(top)
+    check_equal(len(files), 1, f"one file: {list(files)}")
+    path, trace = next(iter(files.items()))
+    check(path.startswith(top + "/alice/alice-") and path.endswith(".trace"), path)
+    st = os.stat(path)
+    if IS_ROOT:
+        check_equal((st.st_uid, st.st_mode & 0o7777), (0, 0o600), "owner and mode")
+    check(trace.startswith("# popd trace: user=alice "), trace[:100])
+    sent, got = sides(trace)
+    check_equal(got, out, "every byte the client got")
+    check_equal(sent, "CAPA\r\nUSER alice\r\nPASS ***\r\nAUTH PLAIN\r\n***\r\nSTAT\r\nRETR 1\r\nTOP 2 1\r\n"
+                "QUIT\r\n", "what the client sent, redacted")
+    for secret in ("secret", "wrong one", plain):
+        check(secret not in trace, f"{secret!r} in the trace")
+
+    # AUTH LOGIN, the name as initial response; then a failure alone.
+    login = base64.b64encode(b"alice").decode()
+    out, _ = env.run(f"AUTH LOGIN {login}\r\n{base64.b64encode(b'secret').decode()}\r\nSTAT\r\nQUIT\r\n", args=args)
+    check("+OK 2 " in out, out)
+    failed, _ = env.run("USER alice\r\nPASS nope\r\nQUIT\r\n", args=args)
+    files = traces(top)
+    check_equal(len(files), 3, f"three files: {list(files)}")
+    sent = sorted(sides(t)[0] for t in files.values())
+    check_equal(sent[0], "AUTH LOGIN ***\r\n***\r\nSTAT\r\nQUIT\r\n", "AUTH LOGIN")
+    check_equal(sent[2], "USER alice\r\nPASS ***\r\nQUIT\r\n", "a failed login")
+    check(any(sides(t)[1] == failed for t in files.values()), "the failed session's replies")
+
+    out, _ = env.run("USER bob\r\nPASS bobpw\r\nSTAT\r\nQUIT\r\n", args=args)
+    check("+OK 0 0" in out, out)
+    check_equal(len(traces(top)), 3, "bob, without a directory, untraced")
+
+
+def test_trace_dir_refuses_what_others_can_change(env):
+    """A trace directory another user could change is not used (the
+    session goes on untraced); a template without %-sequences is made, and
+    holds every user's sessions; a relative one is refused at start."""
+    env.write_mailbox(b"")
+    top = env.dir + "/trace"
+    os.mkdir(top, 0o700)
+    os.mkdir(top + "/alice", 0o700)
+    os.chmod(top + "/alice", 0o777)
+    out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=["--trace-dir", top + "/%u"])
+    check("+OK 0 0" in out, out)
+    check_equal(traces(top), {}, "a world-writable directory")
+    if IS_ROOT:
+        os.chmod(top + "/alice", 0o700)
+        os.chown(top + "/alice", BOB_UID, BOB_UID)
+        env.run(LOGIN + "QUIT\r\n", args=["--trace-dir", top + "/%u"])
+        check_equal(traces(top), {}, "another user's directory")
+        os.rmdir(top + "/alice")
+        os.symlink(top + "/elsewhere", top + "/alice")
+        os.mkdir(top + "/elsewhere", 0o700)
+        env.run(LOGIN + "QUIT\r\n", args=["--trace-dir", top + "/%u"])
+        check_equal(traces(top), {}, "a symbolic link")
+    everyone = top + "/all"
+    env.run(LOGIN + "QUIT\r\n", args=["--trace-dir", everyone])
+    env.write_mailbox(b"", user="bob")
+    env.run("USER bob\r\nPASS bobpw\r\nQUIT\r\n", args=["--trace-dir", everyone])
+    check_equal(oct(os.stat(everyone).st_mode & 0o7777), oct(0o700), "made, root's alone")
+    check_equal(sorted(os.path.basename(p).split("-")[0] for p in traces(everyone)), ["alice", "bob"], "both")
+    out, status = env.run("QUIT\r\n", args=["--trace-dir", "trace/%u"])
+    check(status == 2 and out == "", f"a relative directory: {status} {out!r}")
+
+
+def test_trace_dir_without_root(env):
+    """Run as the user (one process, no monitor), the file is the user's
+    own, mode 0600, and the transcript the same."""
+    if not IS_ROOT:
+        return skip("needs root to run as alice")
+    env.write_mailbox(b"")
+    top = env.dir + "/home/alice/trace"
+    os.mkdir(top, 0o700)
+    os.chown(top, ALICE_UID, ALICE_GID)
+    out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=["--trace-dir", top], as_alice=True)
+    check("+OK 0 0" in out, out)
+    files = traces(top)
+    check_equal(len(files), 1, f"{list(files)}")
+    path, trace = next(iter(files.items()))
+    st = os.stat(path)
+    check_equal((st.st_uid, st.st_mode & 0o7777), (ALICE_UID, 0o600), "owner and mode")
+    check_equal(sides(trace), ("USER alice\r\nPASS ***\r\nSTAT\r\nQUIT\r\n", out), "the transcript")
+
+
+def test_trace_dir_through_tls(env):
+    """poplib over STLS, under systemd-socket-activate: the session's part
+    comes through the TLS relay, and the transcript shows the plaintext
+    of both sides, the password as ***."""
+    import poplib
+    from security import client_context, tls_files
+    messages, records = make_mbox(3)
+    env.write_mailbox("".join(records).encode())
+    top = env.dir + "/trace"
+    os.mkdir(top, 0o700)
+    with SocketServer(env, tls_files(env) + ["--trace-dir", top]) as server:
+        pop = poplib.POP3("127.0.0.1", server.port, timeout=20)
+        pop.stls(client_context())
+        pop.user("alice")
+        pop.pass_("secret")
+        _, lines, _ = pop.retr(2)
+        pop.quit()
+    check_equal(b"\r\n".join(lines) + b"\r\n", client_form(messages[1]).encode(), "RETR 2")
+    files = traces(top)
+    check_equal(len(files), 1, f"{list(files)}")
+    trace = next(iter(files.values()))
+    sent, got = sides(trace)
+    check_equal(sent, "CAPA\r\nSTLS\r\nUSER alice\r\nPASS ***\r\nRETR 2\r\nQUIT\r\n", "what poplib sent")
+    check("\r\n.\r\n+OK Begin TLS negotiation\r\n+OK Send your password\r\n" in got, got[:400])
+    check(got.endswith("+OK popd signing off (0 messages deleted)\r\n"), got[-200:])
+    check(client_form(messages[1]).replace("\r\n.", "\r\n..") in got, "the message, as sent")
+    check("secret" not in trace, "the password")
 
 
 if __name__ == "__main__":

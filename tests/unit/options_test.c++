@@ -94,3 +94,37 @@ TEST_CASE("options: virtual users") {
       5, std::array<const char*, 5>{"popd", "--userdb", "passwd-file:/etc/%d/users", "--home", "/v/%d/%n"}.data())));
   CHECK(std::holds_alternative<Options>(parse_options(3, std::array<const char*, 3>{"popd", "--userdb", "pam"}.data())));
 }
+
+TEST_CASE("options: what administrators coming from Dovecot look for (issue 34)") {
+  auto defaults = std::get<Options>(parse({}));
+  CHECK(defaults.expire_days == -1);
+  CHECK(defaults.max_per_ip == 0);
+  CHECK(defaults.login_delay_seconds == 0);
+  CHECK_FALSE(defaults.outlook_no_nuls);
+  CHECK_FALSE(defaults.oe_ns_eoh);
+  CHECK(defaults.trace_dir.empty());
+
+  auto set = std::get<Options>(parse({"--expire", "0", "--max-per-ip=10000", "--login-delay", "900",
+                                      "--workaround", "oe-ns-eoh,outlook-no-nuls", "--trace-dir", "/t/%d/%n"}));
+  CHECK(set.expire_days == 0);
+  CHECK(set.max_per_ip == 10000);
+  CHECK(set.login_delay_seconds == 900);
+  CHECK(set.outlook_no_nuls);
+  CHECK(set.oe_ns_eoh);
+  CHECK(set.trace_dir == "/t/%d/%n");
+  CHECK(std::get<Options>(parse({"--expire=36500"})).expire_days == 36500);
+  CHECK(std::get<Options>(parse({"--expire", "30", "--expire", "never"})).expire_days == -1);
+
+  const std::string expire = "popd: --expire needs a number of days from 0 to 36500, or never";
+  for (const char* bad : {"36501", "-1", "7d", "NEVER", " 7"}) CHECK(refusal({"--expire", bad}) == expire);
+  for (const char* bad : {"10001", "-1", "3.5"})
+    CHECK(refusal({"--max-per-ip", bad}) == "popd: --max-per-ip needs a number from 0 to 10000");
+  for (const char* bad : {"1.5", "86401", "-1"})
+    CHECK(refusal({"--login-delay", bad}) == "popd: --login-delay needs a whole number of seconds from 0 to 86400");
+  for (const char* bad : {"outlook", "oe-ns-eoh,,outlook-no-nuls", "OE-NS-EOH"})
+    CHECK(refusal({"--workaround", bad}) == "popd: --workaround takes outlook-no-nuls and oe-ns-eoh, comma-separated");
+  // Expanded by the monitor before any account is looked up: no %h, and
+  // never relative to wherever popd was started.
+  const std::string trace = "popd: --trace-dir needs an absolute directory; only %u, %n, %d and %% may follow %";
+  for (const char* bad : {"trace/%u", "/t/%h", "/t/%x", "/t/%"}) CHECK(refusal({"--trace-dir", bad}) == trace);
+}
