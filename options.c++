@@ -73,7 +73,8 @@ and output, as started by xinetd or systemd socket activation (Accept=yes).
   --expire DAYS          delete mail at QUIT this many days after it was first
                          retrieved (EXPIRE; default never)
   --max-per-ip N         concurrent connections from one client address (the
-                         real one behind a PROXY header; default 0: any)
+                         real one behind a PROXY header; IPv6: its /64;
+                         default 0: any)
   --login-delay SECONDS  a user's logins at least this far apart (LOGIN-DELAY;
                          default 0: none)
   --trace-dir DIR        write transcripts of sessions, passwords left out,
@@ -198,9 +199,10 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       for (std::string* path : paths)
         if (option->target == path && !valid_path_template(value))
           return bad("bad path template for " + std::string(name) + ": only %u, %n, %d, %h and %% may follow %");
-      // The monitor expands it before any account is looked up: no %h.
+      // The monitor expands it before any account is looked up: no %h
+      // (two homes expand it alike unless it has one; "%%h" has none).
       if (option->target == &options.trace_dir &&
-          (!value.starts_with('/') || !valid_path_template(value) || value.find("%h") != std::string_view::npos))
+          (!value.starts_with('/') || !valid_path_template(value) || expand_path(value, "", "%") != expand_path(value, "", "")))
         return bad("--trace-dir needs an absolute directory; only %u, %n, %d and %% may follow %");
       continue;
     }

@@ -6,40 +6,50 @@
 namespace popd::protocol {
 namespace {
 
-bool equal_ignoring_case(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
-         });
+std::string upper(std::string_view word) {
+  std::string result(word);
+  for (char& c : result) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return result;
 }
 
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
-// Where the `words`th word of `text` ends (after its leading blanks).
-std::size_t after_words(std::string_view text, int words) {
-  std::size_t at = 0;
-  for (int i = 0; i < words; ++i) {
-    while (at < text.size() && is_blank(text[at])) ++at;
-    while (at < text.size() && !is_blank(text[at])) ++at;
-  }
-  return at;
+// The commands whose words are all shown: those popd answers, and LAST,
+// which old clients still send.
+bool shown_whole(std::string_view verb) {
+  for (std::string_view command : {"USER", "CAPA", "STLS", "QUIT", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET",
+                                   "TOP", "UIDL", "LAST"})
+    if (verb == command) return true;
+  return false;
 }
 
 }  // namespace
 
+// The line as the engine reads it: its end is the last "\n" or "\r\n"
+// alone, and its verb runs to the first blank (engine.c++ dispatch).
 std::string redacted(std::string_view line, bool sasl_response) {
-  std::size_t content = line.find_first_of("\r\n");
-  std::string_view end = content == std::string_view::npos ? "" : line.substr(content);
-  std::string_view text = line.substr(0, content);
+  std::size_t end_size = line.ends_with("\r\n") ? 2 : line.ends_with('\n') ? 1 : 0;
+  std::string_view end = line.substr(line.size() - end_size);
+  std::string_view text = line.substr(0, line.size() - end_size);
   if (sasl_response) return std::string(text == "*" ? "*" : "***").append(end);
-  std::string_view verb = text.substr(0, after_words(text, 1));
-  // The words that stay: PASS's none, APOP's name, AUTH's mechanism.
-  int kept = equal_ignoring_case(verb, "PASS") ? 0
-             : equal_ignoring_case(verb, "APOP") || equal_ignoring_case(verb, "AUTH") ? 1
-                                                                                       : -1;
-  if (kept < 0) return std::string(line);
-  std::size_t keep = after_words(text, 1 + kept);
+  std::size_t verb_end = 0;
+  while (verb_end < text.size() && !is_blank(text[verb_end])) ++verb_end;
+  std::string verb = upper(text.substr(0, verb_end));
+  // A control byte inside (a lone CR) may join another command's words.
+  bool plain = std::none_of(text.begin(), text.end(), [](char c) { return (c >= 0 && c < ' ' && c != '\t') || c == 127; });
+  if (shown_whole(verb) && plain) return std::string(line);
+  // Anything else may be a secret: SASL responses a client pipelined
+  // after an AUTH that failed, a password sent with a blank before PASS.
+  std::size_t keep = shown_whole(verb) ? verb_end : 0;
+  if (verb == "PASS") {
+    keep = verb_end;
+  } else if (verb == "APOP" || verb == "AUTH") {  // the name, the mechanism
+    keep = verb_end;
+    while (keep < text.size() && is_blank(text[keep])) ++keep;
+    while (keep < text.size() && !is_blank(text[keep])) ++keep;
+  }
   std::string shown(text.substr(0, keep));
-  if (text.find_first_not_of(" \t", keep) != std::string_view::npos) shown += " ***";
+  if (keep < text.size()) shown += keep > 0 ? " ***" : "***";
   return shown.append(end);
 }
 

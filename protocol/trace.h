@@ -22,10 +22,12 @@ class Trace {
   ~Trace() = default;
 };
 
-// A client line as a transcript may show it: PASS's argument, APOP's
-// digest, AUTH's initial response, and all of a SASL response (the line
-// the client sends after a "+ " challenge) become ***; a SASL
-// cancellation ("*") stays. The line end is kept as it came.
+// A client line as a transcript may show it. Only the commands popd
+// answers are shown whole; PASS's argument, APOP's digest and AUTH's
+// initial response become ***, and so does every other line (it may be a
+// SASL response the client pipelined after an AUTH that failed), and all
+// of a SASL response (a line after a "+ " challenge) but a cancellation
+// ("*"). The line end is kept as it came.
 std::string redacted(std::string_view line, bool sasl_response);
 
 // Passes all output on, and shows it to a trace on its way.

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,9 +42,9 @@ bool unique_ids(const Options& options, std::string path, mailbox::Format format
     mailbox::FileSource source(fd.get(), st.st_size);
     mailbox::Mbox box = mailbox::parse(source, options.uidl_scheme);
     // A UIDVALIDITY kept after its message was deleted is the owner's.
-    const passwd* owner = ::getpwuid(st.st_uid);
+    auto owner = auth::Account::with_uid(st.st_uid);
     if (owner && mailbox::needs_validity(box.scheme) && !box.validity &&
-        (box.validity = mailbox::read_validity(expand_path(options.uidvalidity, owner->pw_name, owner->pw_dir),
+        (box.validity = mailbox::read_validity(expand_path(options.uidvalidity, owner->name, owner->home),
                                                st.st_uid, error)))
       box.renumber();
     if (!error.empty()) return false;
@@ -76,8 +75,8 @@ int list_uids(const Options& options) {
 namespace {
 
 std::string owner_name(uid_t uid) {
-  const passwd* pw = ::getpwuid(uid);
-  return pw ? pw->pw_name : std::to_string(uid);
+  auto account = auth::Account::with_uid(uid);
+  return account ? account->name : std::to_string(uid);
 }
 
 // "PATH: absent" or its kind, owner, mode, size and age, as ls would.
@@ -107,9 +106,15 @@ int explain(const Options& options) {
   uid_t first_valid = options.first_valid_uid.value_or(auth::system_uid_min());
   line("account: " + account->name + " uid " + std::to_string(account->uid) + " gid " + std::to_string(account->gid) +
        " home " + account->home + ", from " + source);
-  if (account->uid == 0 || account->uid < first_valid)
+  // The rest is printed even so: what the mailbox holds still helps.
+  bool refused = account->uid == 0 || account->uid < first_valid;
+  if (refused)
     line("refused: uid " + std::to_string(account->uid) + " is below --first-valid-uid " +
          std::to_string(first_valid) + " (or root's)");
+  if (!options.passwd_file.empty() && account->gid == 0) {
+    refused = true;
+    line("refused: gid 0 may not serve a virtual user");
+  }
   auto user_path = [&](const std::string& path_template) {
     return expand_path(path_template, account->name, account->home);
   };
@@ -134,7 +139,7 @@ int explain(const Options& options) {
     line("unique-ids (" + scheme + "), the first:\n" + (ids.empty() ? "  none: the mailbox is empty\n" : ids));
   else
     line("unique-ids (" + scheme + "): cannot read the mailbox: " + error);
-  return 0;
+  return refused ? 1 : 0;
 }
 
 }  // namespace popd::server

@@ -147,7 +147,7 @@ int run_monitor(const Options& options) {
   };
   while (auto request = next_message()) {
     if (handover::is_trace(*request)) {
-      transcript = handover::trace_of(*request);
+      if (!options.trace_dir.empty()) transcript = handover::trace_of(*request);
       continue;
     }
     if (handover::is_end_report(*request)) {
@@ -205,7 +205,7 @@ int run_monitor(const Options& options) {
     auto message = next_message();
     if (!message) break;
     if (handover::is_end_report(*message)) report = *message;
-    if (handover::is_trace(*message)) transcript = handover::trace_of(*message);
+    if (handover::is_trace(*message) && !options.trace_dir.empty()) transcript = handover::trace_of(*message);
     explicit_bzero(message->data(), message->size());
   }
   if (overdue) {

@@ -1,15 +1,25 @@
 #include "server/per_ip.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "sys/file.h"
 
 namespace popd::server {
+
+std::string counted_source(const std::string& address) {
+  in6_addr ip6;
+  if (::inet_pton(AF_INET6, address.c_str(), &ip6) != 1) return address;
+  std::fill(ip6.s6_addr + 8, ip6.s6_addr + 16, 0);
+  char text[INET6_ADDRSTRLEN];
+  return std::string(::inet_ntop(AF_INET6, &ip6, text, sizeof text)) + "-64";
+}
 
 SlotTaken take_connection_slot(const std::string& directory, const std::string& address, int limit) {
   SlotTaken taken;
@@ -22,9 +32,10 @@ SlotTaken take_connection_slot(const std::string& directory, const std::string& 
     taken.error = directory + " must be a directory of popd's own that only it can write";
     return taken;
   }
-  // The address is the file name: an IPv4 or IPv6 address as inet_ntop
-  // prints it (the PROXY parser's too), no '/'; "local" without a network.
-  std::string base = directory + "/" + (address.empty() ? "local" : address) + ".";
+  // The source is the file name: an IPv4 address or an IPv6 /64 as
+  // inet_ntop prints it (the PROXY parser's too), no '/'; "local" without
+  // a network.
+  std::string base = directory + "/" + (address.empty() ? "local" : counted_source(address)) + ".";
   for (int slot = 0; slot < limit; ++slot) {
     std::string path = base + std::to_string(slot);
     sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));

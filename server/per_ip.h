@@ -21,8 +21,13 @@ struct SlotTaken {
   std::string error;   // ... or none could be taken (the caller lets it through)
 };
 
-// A free slot of `limit` for `address` in `directory` (made popd's own,
-// 0700, if missing).
+// What is counted for a client address: an IPv4 address itself; for
+// IPv6 its /64 ("2001:db8:1:2::-64"), since one host or home network gets
+// a /64 and can take any address in it.
+std::string counted_source(const std::string& address);
+
+// A free slot of `limit` for the counted_source() of `address` in
+// `directory` (made popd's own, 0700, if missing).
 SlotTaken take_connection_slot(const std::string& directory, const std::string& address, int limit);
 
 }  // namespace popd::server

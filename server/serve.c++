@@ -31,6 +31,36 @@
 #include "sys/lifetime.h"
 
 namespace popd::server {
+namespace {
+
+// --trace-dir in the one-process layout: what was held goes into a file
+// of the invoking user's at the first login attempt, as the monitor's
+// would be made at the first login request.
+class TracedLogin final : public protocol::Authenticator {
+ public:
+  TracedLogin(SystemLogin& login, SessionTrace& trace, const Options& options, const std::string& peer)
+      : login_(login), trace_(trace), options_(options), peer_(peer) {}
+
+  protocol::Login login(std::string_view user, std::string_view password) override {
+    if (!file_.fd && !tried_) {
+      tried_ = true;
+      if (auto me = auth::Account::with_uid(::getuid())) file_ = create_trace_file(options_, me->name, peer_);
+      if (file_.fd) trace_.attach(file_.fd.get());
+      login_.keep_trace(file_.fd.get());
+    }
+    return login_.login(user, password);
+  }
+
+ private:
+  SystemLogin& login_;
+  SessionTrace& trace_;
+  const Options& options_;
+  const std::string& peer_;
+  TraceFile file_;
+  bool tried_ = false;
+};
+
+}  // namespace
 
 int serve(const Options& options) {
   if (options.hash_password) return hash_password_command(options.password_scheme);
@@ -58,13 +88,11 @@ int serve(const Options& options) {
   if (!connection) return 1;
   SystemLogin login(options, peer);
   // The only account this process serves is the one it runs as.
-  TraceFile file;
-  std::optional<SessionTrace> trace;
-  if (auto me = auth::Account::with_uid(::getuid()); me && !options.trace_dir.empty())
-    file = create_trace_file(options, me->name, peer);
-  if (file.fd) trace.emplace(file.fd.get());
-  login.keep_trace(file.fd.get());
-  protocol::Engine engine(login, *connection, features(options, tls->get(), *connection), trace ? &*trace : nullptr);
+  SessionTrace trace;
+  TracedLogin traced(login, trace, options, peer);
+  bool tracing = !options.trace_dir.empty();
+  protocol::Engine engine(tracing ? static_cast<protocol::Authenticator&>(traced) : login, *connection,
+                          features(options, tls->get(), *connection), tracing ? &trace : nullptr);
   engine.greet();
   serve_user(engine, *connection, login, tls->get(), peer, false);
   return 0;

@@ -4,6 +4,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <ctime>
 
@@ -76,15 +78,28 @@ std::string local_time(const char* format) {
 
 }  // namespace
 
-SessionTrace::SessionTrace(int fd) : fd_(fd) {
+SessionTrace::SessionTrace(int fd) { attach(fd); }
+
+void SessionTrace::attach(int fd) {
+  fd_ = fd;
   off_t at = ::lseek(fd, 0, SEEK_CUR);
   size_ = at > 0 ? at : 0;
+  std::string before = held();
+  text_.clear();
+  left_out_ = 0;
+  add(before);
+  flush();
+}
+
+std::string SessionTrace::held() const {
+  if (left_out_ == 0) return text_;
+  return "# popd: " + std::to_string(left_out_) + " bytes of the login phase left out here (params.h)\n" + text_;
 }
 
 SessionTrace::~SessionTrace() { flush(); }
 
-// Written at each whole line, for whoever reads along: a file shows what
-// happened up to the moment, even while a session lingers or hangs.
+// Once in a file, written at each whole line, for whoever reads along: it
+// shows what happened up to the moment, even while a session lingers.
 void SessionTrace::client(std::string_view line) {
   if (!at_line_start_) add("\n");
   add("C: ");
@@ -106,8 +121,17 @@ void SessionTrace::server(std::string_view bytes) {
 
 void SessionTrace::add(std::string_view bytes) {
   if (full_) return;
-  std::uint64_t limit = fd_ < 0 ? params::max_preauth_trace : params::max_trace_bytes;
-  if (size_ + bytes.size() > limit) {
+  if (fd_ < 0) {
+    // In memory the latest part is kept: the login, not what came first.
+    text_ += bytes;
+    if (text_.size() <= params::max_preauth_trace) return;
+    std::size_t cut = text_.find('\n', text_.size() / 2);
+    cut = cut == std::string::npos ? text_.size() / 2 : cut + 1;
+    text_.erase(0, cut);
+    left_out_ += cut;
+    return;
+  }
+  if (size_ + bytes.size() > params::max_trace_bytes) {
     full_ = true;
     text_ += "\n# popd: the transcript stops here, at its limit (params.h)\n";
     return;
@@ -126,17 +150,34 @@ void SessionTrace::flush() {
   text_.clear();
 }
 
-TraceFile create_trace_file(const Options& options, const std::string& user, const std::string& peer) {
+std::optional<std::string> trace_directory(const std::string& dir_template, const std::string& user) {
+  std::size_t at = user.find('@');
+  bool has_domain = at != std::string::npos && at + 1 < user.size();
+  // An empty %u, %n or %d would name the directory above: not traced.
+  for (std::size_t i = 0; i + 1 < dir_template.size(); ++i) {
+    if (dir_template[i] != '%') continue;
+    char sequence = dir_template[++i];
+    if ((sequence == 'u' && user.empty()) || (sequence == 'n' && at == 0) || (sequence == 'd' && !has_domain))
+      return std::nullopt;
+  }
+  return expand_path(dir_template, user, "");
+}
+
+TraceFile create_trace_file(const std::string& directory, bool make, const std::string& user,
+                            const std::string& peer) {
   TraceFile file;
-  std::string directory = expand_path(options.trace_dir, user, "");
-  bool fixed = directory == options.trace_dir;
-  sys::UniqueFd dir = open_safe_directory(directory, ::geteuid(), fixed, file.error);
+  sys::UniqueFd dir = open_safe_directory(directory, ::geteuid(), make, file.error);
   if (!dir) {
     if (!file.error.empty())
       syslog(LOG_WARNING, "trace: user=%s: %s; not traced", escaped(user).c_str(), printable(file.error).c_str());
     return file;
   }
-  std::string name = user + "-" + local_time("%Y%m%d-%H%M%S") + "-" + std::to_string(::getpid());
+  // The name a client gave, as a file name no shell or terminal trips on.
+  std::string name = user;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view("._@+=-").find(c) == std::string_view::npos)
+      c = '_';
+  name += "-" + local_time("%Y%m%d-%H%M%S") + "-" + std::to_string(::getpid());
   for (int attempt = 1; attempt < 10 && !file.fd; ++attempt) {
     std::string tried = name + (attempt > 1 ? "-" + std::to_string(attempt) : "") + ".trace";
     file.fd = sys::UniqueFd(
@@ -157,17 +198,34 @@ TraceFile create_trace_file(const Options& options, const std::string& user, con
   return file;
 }
 
+TraceFile create_trace_file(const Options& options, const std::string& user, const std::string& peer) {
+  auto directory = trace_directory(options.trace_dir, user);
+  if (!directory) return {};
+  return create_trace_file(*directory, options.trace_dir.find('%') == std::string::npos, user, peer);
+}
+
 void TraceFiles::record(const std::string& user, std::string_view transcript) {
   if (options_.trace_dir.empty() || user.empty()) return;
-  if (user != user_) {
-    user_ = user;
-    file_ = create_trace_file(options_, user, peer_);
+  auto directory = trace_directory(options_.trace_dir, user);
+  if (!directory) {
+    current_ = nullptr;
+    return;
   }
-  int fd = file_.fd.get();
-  // The offset stays at the end: the session, which shares it, appends.
-  if (fd < 0 || ::ftruncate(fd, file_.header) != 0 || ::lseek(fd, file_.header, SEEK_SET) < 0 ||
-      !sys::write_all(fd, transcript))
-    file_.fd.reset();
+  auto found = std::find_if(files_.begin(), files_.end(), [&](const Named& f) { return f.directory == *directory; });
+  if (found == files_.end()) {
+    bool make = options_.trace_dir.find('%') == std::string::npos;
+    files_.push_back(Named{*directory, create_trace_file(*directory, make, user, peer_)});
+    found = std::prev(files_.end());
+  }
+  current_ = &found->file;
+  // Each file holds the whole connection; the offset stays at the end,
+  // where the session, which shares it, appends.
+  for (Named& named : files_) {
+    int fd = named.file.fd.get();
+    if (fd >= 0 && (::ftruncate(fd, named.file.header) != 0 || ::lseek(fd, named.file.header, SEEK_SET) < 0 ||
+                    !sys::write_all(fd, transcript)))
+      named.file.fd.reset();
+  }
 }
 
 }  // namespace popd::server

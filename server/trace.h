@@ -5,14 +5,18 @@
 // Who writes what: the pre-auth process may open no file (DESIGN), so it
 // holds its part in memory and sends it to the monitor before each login
 // request and before its end report (handover.h). The monitor, as root,
-// puts it in a new file of the named user's, each time whole; a session
-// that follows inherits that file and appends the rest. The files are
-// root's, mode 0600; the session's process may append to its own, never
-// read one. Without root (one process for the invoking user) the file is
-// that user's own.
+// puts it, each time whole, into a new root-owned file in the directory
+// of the user the request names; a session that follows inherits that
+// file and appends the rest. The files are mode 0600; the session's
+// process may write to its own, never read one. Without root (one process
+// for the invoking user) the file is that user's own, made at the first
+// login attempt. What the pre-auth process sends is not checked: a
+// compromised one could write anything there, up to the bound.
 #pragma once
 
 #include <cstdint>
+#include <list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,9 +30,11 @@ namespace popd::server {
 // line, the bytes as they went (line ends too).
 class SessionTrace final : public protocol::Trace {
  public:
-  // Held in memory, up to params::max_preauth_trace (the pre-auth process).
+  // Held in memory (the pre-auth process): the latest
+  // params::max_preauth_trace bytes, and a note of how much went before.
   SessionTrace() = default;
-  // Appended to `fd` (not owned), up to params::max_trace_bytes in all.
+  // Appended to `fd` (not owned), up to params::max_trace_bytes in all
+  // (from the file's start), then a note that it stops.
   explicit SessionTrace(int fd);
   ~SessionTrace();
   SessionTrace(const SessionTrace&) = delete;
@@ -36,8 +42,10 @@ class SessionTrace final : public protocol::Trace {
 
   void client(std::string_view line) override;
   void server(std::string_view bytes) override;
-  // All of it, in memory; what is not yet written, on a file.
-  const std::string& held() const { return text_; }
+  // What is held in memory, with its note.
+  std::string held() const;
+  // From now on into `fd`, what was held first.
+  void attach(int fd);
 
  private:
   void add(std::string_view bytes);
@@ -45,38 +53,52 @@ class SessionTrace final : public protocol::Trace {
 
   int fd_ = -1;
   std::string text_;
-  std::uint64_t size_ = 0;  // of the whole transcript
+  std::uint64_t size_ = 0;      // in the file
+  std::uint64_t left_out_ = 0;  // from memory
   bool at_line_start_ = true;
   bool full_ = false;
 };
 
-// A new trace file for `user`, if --trace-dir traces that user: in the
-// template's directory expanded for the user, when it exists (a template
-// without %-sequences is made), and reached through directories that only
-// root (or the invoking user, without root) can change; an unsafe one is
-// refused, with `error`. The file starts with a line naming the session.
+// Where --trace-dir puts the files of `user` (the name the client gave):
+// the template expanded, or nullopt where %u, %n or %d would be empty.
+std::optional<std::string> trace_directory(const std::string& dir_template, const std::string& user);
+
+// A new trace file in `directory`, if it exists (made, 0700, if `make`)
+// and is reached through directories that only root (or the invoking
+// user, without root) can change; an unsafe one is refused and logged.
+// It is root's (without root, the user's), mode 0600, named
+// USER-YYYYMMDD-HHMMSS-PID.trace (-2 and so on if taken), and starts with
+// a line naming the user, the client and the time.
 struct TraceFile {
-  sys::UniqueFd fd;       // none: not traced
+  sys::UniqueFd fd;          // none: not traced
   std::string path;
   std::uint64_t header = 0;  // the bytes of that first line
-  std::string error;      // why an unsafe directory was refused
+  std::string error;         // why an unsafe directory was refused
 };
+TraceFile create_trace_file(const std::string& directory, bool make, const std::string& user,
+                            const std::string& peer);
+// The same for a user of the options' --trace-dir.
 TraceFile create_trace_file(const Options& options, const std::string& user, const std::string& peer);
 
-// The monitor's: a file for each user a connection names, the latest one
-// current; each transcript the pre-auth process sends replaces the pre-auth
-// part of that user's file. The session inherits fd().
+// The monitor's: one file in each directory the users a connection names
+// lead to, each holding the whole connection: every transcript the
+// pre-auth process sends replaces the pre-auth part of them all.
 class TraceFiles {
  public:
   TraceFiles(const Options& options, std::string peer) : options_(options), peer_(std::move(peer)) {}
   void record(const std::string& user, std::string_view transcript);
-  int fd() const { return file_.fd.get(); }
+  // The file of the user last recorded, which the session appends to; -1 if none.
+  int fd() const { return current_ ? current_->fd.get() : -1; }
 
  private:
+  struct Named {
+    std::string directory;
+    TraceFile file;
+  };
   const Options& options_;
   std::string peer_;
-  std::string user_;
-  TraceFile file_;
+  std::list<Named> files_;  // stable addresses for current_
+  TraceFile* current_ = nullptr;
 };
 
 }  // namespace popd::server

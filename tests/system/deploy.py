@@ -17,57 +17,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import support  # noqa: E402
-from support import (free_port, sh, IS_ROOT, POPD, SocketServer, check, check_equal, client_form, login, make_mbox,  # noqa: E402
-                 wait_until_listening)
+from support import (free_port, sh, IS_ROOT, POPD, SocketServer, Syslog, can_bind_dev_log, check, skip, check_equal,  # noqa: E402
+                     client_form, login, make_mbox, wait_until_listening)
 
 from support import TOP  # noqa: E402
-
-
-class Syslog:
-    """Catches what popd sends to /dev/log, where no syslog daemon owns it,
-    and reads it at once: a full queue would block popd in syslog()."""
-
-    def __init__(self):
-        self.lines = []
-
-    def __enter__(self):
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind("/dev/log")
-        self.socket.settimeout(0.2)
-        self.running = True
-        self.reader = threading.Thread(target=self._read)
-        self.reader.start()
-        return self
-
-    def _read(self):
-        while self.running:
-            try:
-                self.lines.append(self.socket.recv(8192).decode(errors="replace"))
-            except socket.timeout:
-                pass
-
-    def collect(self, until, wait=5):
-        """The lines so far, once one holds `until` (or `wait` is over)."""
-        deadline = time.time() + wait
-        while time.time() < deadline and not any(until in l for l in self.lines):
-            time.sleep(0.05)
-        time.sleep(0.3)  # the lines that come with it
-        return list(self.lines)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.reader.join()
-        self.socket.close()
-        os.unlink("/dev/log")
-
-
-def can_bind_dev_log():
-    return IS_ROOT and not os.path.exists("/dev/log")
 
 
 class FromAddress(poplib.POP3):
@@ -99,10 +56,6 @@ def closed(sock):
         return sock.recv(100) == b""
     except ConnectionResetError:
         return True
-
-
-def skip(why):
-    print(f"     (skipped: {why})")
 
 
 # --- xinetd -------------------------------------------------------------------

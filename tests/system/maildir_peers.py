@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
 from support import ONLY, run_tests  # noqa: E402
-from deploy import skip  # noqa: E402
+from support import skip  # noqa: E402
 from maildir import MESSAGES, Maildir, listed_size, replies, wire  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

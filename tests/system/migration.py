@@ -33,7 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import support  # noqa: E402
 from support import IS_ROOT, POPD, check, check_equal, from_line, login, make_mbox  # noqa: E402
-from deploy import skip  # noqa: E402
+from support import skip  # noqa: E402
 from support import free_port  # noqa: E402
 
 from support import TOP  # noqa: E402

@@ -6,7 +6,9 @@ connection limits, EXPIRE, and what the log and --explain tell.
 Usage: tests/system/policy.py PATH-TO-POPD [TEST-NAME-SUBSTRING]
 """
 import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -116,9 +118,14 @@ def test_expire(env):
     out, _ = env.run(LOGIN + "STAT\r\n", args=args)  # no QUIT: no commit
     check("+OK 4 " in out, out)
     check_equal(open(env.mailbox(), "rb").read(), "".join(records).encode(), "seven days on, no QUIT")
-    out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
-    check("+OK 4 " in out and "signing off" in out, out)
+    with Syslog() if can_bind_dev_log() else contextlib.nullcontext() as log:
+        out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=args)
+        lines = log.collect(until="session end:") if log else []
+    check("+OK 4 " in out and "signing off (2 messages deleted)" in out, out)
     check_equal(open(env.mailbox(), "rb").read(), "".join(records[2:]).encode(), "seven days on: 1 and 2 gone")
+    if log:  # else no syslog line can be caught here
+        check(any("expire: user=alice expired=2" in l for l in lines), "\n".join(lines))
+        check(any(" dele=2 kept=2/" in l for l in lines), "dele= counts them with the client's")
     check_equal(open(retrieved).read(), "popd retrieved 1\n", "their records gone too")
     out, _ = env.run(LOGIN + "UIDL\r\nQUIT\r\n", args=args)
     check(out.count("\r\n1 ") == 1 and "\r\n3 " not in out, f"two left: {out}")
@@ -145,7 +152,8 @@ def test_expire_maildir(env):
 def test_explain(env):
     """popd --explain alice: the account, the mailbox and its files, the
     first unique-ids (those UIDL gives), and it changes nothing; an
-    unknown user is refused with the reason."""
+    unknown user, or a uid below --first-valid-uid, is refused with the
+    reason and status 1."""
     messages, records = make_mbox(7, seed=35)
     env.write_mailbox("".join(records).encode())
     uidl, _ = env.run(LOGIN + "UIDL\r\nQUIT\r\n")
@@ -167,6 +175,10 @@ def test_explain(env):
     p = subprocess.run(env.command(["--explain", "nobody-here"]), capture_output=True, text=True, timeout=30,
                        env=dict(os.environ, **env.variables()))
     check(p.returncode == 1 and "refused: no system account nobody-here" in p.stdout, p.stdout)
+    p = subprocess.run(env.command(["--explain", "alice", "--first-valid-uid", str(ALICE_UID + 1)]),
+                       capture_output=True, text=True, timeout=30, env=dict(os.environ, **env.variables()))
+    check(p.returncode == 1 and "refused: uid " in p.stdout and "unique-ids (popd), the first:" in p.stdout,
+          f"a uid below --first-valid-uid: {p.returncode} {p.stdout}")
 
 
 def popd_pids():
@@ -279,6 +291,13 @@ def test_trace_dir(env):
                 "QUIT\r\n", "what the client sent, redacted")
     for secret in ("secret", "wrong one", plain):
         check(secret not in trace, f"{secret!r} in the trace")
+    if can_bind_dev_log():
+        with Syslog() as log:
+            env.run(LOGIN + "QUIT\r\n", args=args)
+            lines = log.collect(until="session end:")
+        newest = max(traces(top), key=os.path.getmtime)
+        check(any(f"trace: user=alice file={newest}" in l for l in lines), "\n".join(lines))
+        os.unlink(newest)
 
     # AUTH LOGIN, the name as initial response; then a failure alone.
     login = base64.b64encode(b"alice").decode()
@@ -295,6 +314,45 @@ def test_trace_dir(env):
     out, _ = env.run("USER bob\r\nPASS bobpw\r\nSTAT\r\nQUIT\r\n", args=args)
     check("+OK 0 0" in out, out)
     check_equal(len(traces(top)), 3, "bob, without a directory, untraced")
+
+    # SASL responses a client pipelined after an AUTH that failed reach
+    # the engine as commands: still ***, as is a password after a CR.
+    before = set(traces(top))
+    bad_name = base64.b64encode(b"alice smith").decode()
+    env.run(f"AUTH LOGIN\r\n{bad_name}\r\n{base64.b64encode(b'secret').decode()}\r\n"
+            "USER alice\r\nPASS sec\rret\r\nQUIT\r\n", args=args)
+    trace = next(t for p, t in traces(top).items() if p not in before)
+    check_equal(sides(trace)[0], "AUTH LOGIN\r\n***\r\n***\r\nUSER alice\r\nPASS ***\r\nQUIT\r\n", "pipelined")
+    check(base64.b64encode(b"secret").decode() not in trace and "ret\r" not in trace, trace)
+
+
+def test_trace_dir_names_and_users(env):
+    """A connection that names two users leaves a file in each one's
+    directory, each with the whole login phase; the session's part goes to
+    the user who logged in. An empty %d (a name without a domain) is not
+    traced in the directory above; a name's odd bytes do not reach the
+    file's name."""
+    if not IS_ROOT:
+        return skip("needs root: bob is refused when popd runs as alice")
+    env.write_mailbox(b"")
+    top = env.dir + "/trace"
+    for d in ("", "/alice", "/bob"):
+        os.mkdir(top + d, 0o700)
+    script = "USER bob\r\nPASS wrong\r\nUSER alice\r\nPASS secret\r\nSTAT\r\nQUIT\r\n"
+    out, _ = env.run(script, args=["--trace-dir", top + "/%u"])
+    check("+OK 0 0" in out, out)
+    files = traces(top)
+    check_equal(sorted(p.split("/")[-2] for p in files), ["alice", "bob"], f"{list(files)}")
+    alice = next(t for p, t in files.items() if "/alice/" in p)
+    bob = next(t for p, t in files.items() if "/bob/" in p)
+    check_equal(sides(alice), (script.replace("PASS wrong", "PASS ***").replace("PASS secret", "PASS ***"), out),
+                "alice's file: the whole connection")
+    check(sides(bob)[0].endswith("USER alice\r\nPASS ***\r\n") and "STAT" not in bob, bob)
+    shutil.rmtree(top)
+    os.mkdir(top, 0o700)
+    env.run(LOGIN + "QUIT\r\n", args=["--trace-dir", top + "/%d"])
+    env.run("USER al$(x)*\r\nPASS x\r\nQUIT\r\n", args=["--trace-dir", top])
+    check_equal([os.path.basename(p).split("-")[0] for p in traces(top)], ["al__x__"], "only the fixed template's file")
 
 
 def test_trace_dir_refuses_what_others_can_change(env):
@@ -338,14 +396,16 @@ def test_trace_dir_without_root(env):
     top = env.dir + "/home/alice/trace"
     os.mkdir(top, 0o700)
     os.chown(top, ALICE_UID, ALICE_GID)
-    out, _ = env.run(LOGIN + "STAT\r\nQUIT\r\n", args=["--trace-dir", top], as_alice=True)
+    env.run("CAPA\r\nQUIT\r\n", args=["--trace-dir", top], as_alice=True)
+    check_equal(traces(top), {}, "no login attempt: no file, as with root")
+    out, _ = env.run("CAPA\r\n" + LOGIN + "STAT\r\nQUIT\r\n", args=["--trace-dir", top], as_alice=True)
     check("+OK 0 0" in out, out)
     files = traces(top)
     check_equal(len(files), 1, f"{list(files)}")
     path, trace = next(iter(files.items()))
     st = os.stat(path)
     check_equal((st.st_uid, st.st_mode & 0o7777), (ALICE_UID, 0o600), "owner and mode")
-    check_equal(sides(trace), ("USER alice\r\nPASS ***\r\nSTAT\r\nQUIT\r\n", out), "the transcript")
+    check_equal(sides(trace), ("CAPA\r\nUSER alice\r\nPASS ***\r\nSTAT\r\nQUIT\r\n", out), "the transcript")
 
 
 def test_trace_dir_through_tls(env):

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -120,6 +121,52 @@ class Env:
         p = subprocess.run(self.command(args, as_alice), input=script.encode() if isinstance(script, str) else script,
                            capture_output=True, env=env, timeout=timeout)
         return p.stdout.decode("latin-1"), p.returncode
+
+
+def skip(why):
+    print(f"     (skipped: {why})")
+
+
+class Syslog:
+    """Catches what popd sends to /dev/log, where no syslog daemon owns it,
+    and reads it at once: a full queue would block popd in syslog()."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __enter__(self):
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind("/dev/log")
+        self.socket.settimeout(0.2)
+        self.running = True
+        self.reader = threading.Thread(target=self._read)
+        self.reader.start()
+        return self
+
+    def _read(self):
+        while self.running:
+            try:
+                self.lines.append(self.socket.recv(8192).decode(errors="replace"))
+            except socket.timeout:
+                pass
+
+    def collect(self, until, wait=5):
+        """The lines so far, once one holds `until` (or `wait` is over)."""
+        deadline = time.time() + wait
+        while time.time() < deadline and not any(until in l for l in self.lines):
+            time.sleep(0.05)
+        time.sleep(0.3)  # the lines that come with it
+        return list(self.lines)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.reader.join()
+        self.socket.close()
+        os.unlink("/dev/log")
+
+
+def can_bind_dev_log():
+    return IS_ROOT and not os.path.exists("/dev/log")
 
 
 # --- helpers -------------------------------------------------------------

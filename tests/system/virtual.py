@@ -17,7 +17,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
 from support import ONLY, run_tests  # noqa: E402
-from deploy import skip  # noqa: E402
 
 PASSWORD = "pa$$ wörd"
 SCHEMES = ("CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2I", "ARGON2ID")

@@ -15,7 +15,7 @@
 
 #include "protocol/engine.h"
 
-namespace popd::test {
+namespace popd::testing {
 
 using namespace popd::protocol;
 
@@ -163,4 +163,4 @@ inline std::string b64(std::string_view raw) {
   return out;
 }
 
-}  // namespace popd::test
+}  // namespace popd::testing

@@ -10,7 +10,7 @@
 #include "tests/unit/engine_fixture.h"
 
 using namespace popd::protocol;
-using namespace popd::test;
+using namespace popd::testing;
 
 TEST_CASE("greeting has no APOP timestamp") {
   MemoryMaildrop drop;

@@ -127,4 +127,5 @@ TEST_CASE("options: what administrators coming from Dovecot look for (issue 34)"
   // never relative to wherever popd was started.
   const std::string trace = "popd: --trace-dir needs an absolute directory; only %u, %n, %d and %% may follow %";
   for (const char* bad : {"trace/%u", "/t/%h", "/t/%x", "/t/%"}) CHECK(refusal({"--trace-dir", bad}) == trace);
+  CHECK(std::get<Options>(parse({"--trace-dir", "/t/%%h"})).trace_dir == "/t/%%h");
 }

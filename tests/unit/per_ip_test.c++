@@ -35,6 +35,20 @@ TEST_CASE("per-ip slots: N for an address, the next refused; other addresses apa
   CHECK((st.st_mode & 0777) == 0700);
 }
 
+TEST_CASE("per-ip slots: an IPv6 client is counted by its /64, IPv4 by its address") {
+  CHECK(counted_source("192.0.2.1") == "192.0.2.1");
+  CHECK(counted_source("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::-64");
+  CHECK(counted_source("2001:db8::1") == "2001:db8::-64");
+  CHECK(counted_source("::1") == "::-64");
+  TempDir dir;
+  std::string slots = dir.path + "/per-ip";
+  SlotTaken one = take_connection_slot(slots, "2001:db8:1:2::1", 2);
+  SlotTaken two = take_connection_slot(slots, "2001:db8:1:2::2", 2);
+  REQUIRE((one.slot && two.slot));
+  CHECK(take_connection_slot(slots, "2001:db8:1:2:ffff::3", 2).full);
+  CHECK(take_connection_slot(slots, "2001:db8:1:3::1", 2).slot);
+}
+
 TEST_CASE("per-ip slots: a process killed with its slot gives it back") {
   TempDir dir;
   std::string slots = dir.path + "/per-ip";
