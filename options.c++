@@ -21,6 +21,16 @@ bool parse_seconds(std::string_view text, double minimum, double& seconds) {
   return error == std::errc() && end == text.data() + text.size() && seconds >= minimum && seconds <= 86400;
 }
 
+// Parses a whole number within [minimum, maximum], all of `text`.
+template <typename Number>
+bool parse_number(std::string_view text, Number minimum, Number maximum, Number& number) {
+  Number parsed{};
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), parsed);
+  if (error != std::errc() || end != text.data() + text.size() || parsed < minimum || parsed > maximum) return false;
+  number = parsed;
+  return true;
+}
+
 }  // namespace
 
 std::string usage() {
@@ -220,27 +230,19 @@ std::variant<Options, Exit> parse_options(int argc, const char* const* argv) {
       continue;
     }
     if (name == "--max-per-ip") {
-      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), options.max_per_ip);
-      if (error != std::errc() || end != value.data() + value.size() || options.max_per_ip < 0 ||
-          options.max_per_ip > 10000)
-        return bad("--max-per-ip needs a number from 0 to 10000");
+      if (!parse_number(value, 0, 10000, options.max_per_ip)) return bad("--max-per-ip needs a number from 0 to 10000");
       continue;
     }
     if (name == "--expire") {
-      int days = 0;
-      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), days);
       if (value == "never")
         options.expire_days = -1;
-      else if (error != std::errc() || end != value.data() + value.size() || days < 0 || days > 36500)
+      else if (!parse_number(value, 0, 36500, options.expire_days))
         return bad("--expire needs a number of days from 0 to 36500, or never");
-      else
-        options.expire_days = days;
       continue;
     }
     if (name == "--first-valid-uid") {
       uid_t uid = 0;
-      auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), uid);
-      if (error != std::errc() || end != value.data() + value.size() || uid == 0 || uid == static_cast<uid_t>(-1))
+      if (!parse_number<uid_t>(value, 1, static_cast<uid_t>(-2), uid))
         return bad("--first-valid-uid needs a uid from 1 to 4294967294");
       options.first_valid_uid = uid;
       continue;

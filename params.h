@@ -260,6 +260,12 @@ inline constexpr std::uint64_t max_hash_passes = 16;
 inline constexpr std::uint64_t max_hash_lanes = 16;
 inline constexpr std::uint64_t max_bcrypt_cost = 16;
 inline constexpr std::uint64_t max_sha_crypt_rounds = 10'000'000;
+// The records a session keeps beside the index (INDEX.retrieved,
+// INDEX.uidls) are read whole; one larger than this is not read, as if
+// damaged (mail stays longer, the log says "-"). 100,000 messages take
+// about 6 MB of the larger.
+inline constexpr std::uint64_t max_state_file = 64 << 20;
+
 // A passwd-file larger than this is refused: it is read whole for every
 // login, and 64 MiB holds about half a million entries.
 inline constexpr std::uint64_t max_passwd_file = 64 << 20;

@@ -1,10 +1,8 @@
 #include "mailbox/expiry.h"
 
-#include <fcntl.h>
-
-#include <cerrno>
 #include <charconv>
 
+#include "params.h"
 #include "sys/file.h"
 
 namespace popd::mailbox {
@@ -14,19 +12,11 @@ constexpr std::string_view header = "popd retrieved 1\n";
 
 // The records file as it is, if it is the user's own; empty if none.
 std::string read_records(const std::string& path, uid_t owner, std::string& note, Clock::time_point& written) {
-  sys::OwnFile file = sys::open_own_file(path, O_RDONLY, owner);
-  if (!file.fd) {
-    if (file.error != ENOENT || !file.refused.empty())
-      note = path + ": " + (file.refused.empty() ? sys::error_text(file.error) : file.refused) + ": not read";
-    return {};
-  }
-  written = Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(file.st.st_mtim.tv_sec)));
-  std::string text(static_cast<std::size_t>(file.st.st_size), '\0');
-  if (!sys::pread_all(file.fd.get(), text.data(), text.size(), 0)) {
-    note = path + ": " + sys::error_text(errno);
-    return {};
-  }
-  return text;
+  sys::OwnText read = sys::read_own_file(path, owner, params::max_state_file);
+  note = read.note;
+  if (read.st.st_mtim.tv_sec > 0)
+    written = Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(read.st.st_mtim.tv_sec)));
+  return read.text;
 }
 
 }  // namespace

@@ -1,13 +1,12 @@
 #include "mailbox/uidl_change.h"
 
-#include <fcntl.h>
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <memory>
 
+#include "params.h"
 #include "sys/file.h"
 
 namespace popd::mailbox {
@@ -51,14 +50,9 @@ UidlChange record_uidl_change(const protocol::Maildrop& drop, const std::string&
   change.hash.assign(hex, 8);
   std::sort(hashes.begin(), hashes.end());
 
-  std::string before;
-  sys::OwnFile file = sys::open_own_file(path, O_RDONLY, owner);
-  if (file.fd) {
-    before.resize(static_cast<std::size_t>(file.st.st_size));
-    if (!sys::pread_all(file.fd.get(), before.data(), before.size(), 0)) before.clear();
-  } else if (file.error != ENOENT || !file.refused.empty()) {
-    change.note = path + ": " + (file.refused.empty() ? sys::error_text(file.error) : file.refused);
-  }
+  sys::OwnText read = sys::read_own_file(path, owner, params::max_state_file);
+  std::string& before = read.text;
+  change.note = read.note;
   if (auto old = parse_uidl_hashes(before)) {
     change.added = static_cast<std::size_t>(std::count_if(
         hashes.begin(), hashes.end(), [&](std::uint64_t h) { return !std::binary_search(old->begin(), old->end(), h); }));

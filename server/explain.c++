@@ -130,9 +130,9 @@ int explain(const Options& options) {
                                                                  : ""));
   line("index: " + describe(index));
   line("uidvalidity: " + describe(user_path(options.uidvalidity)));
-  line("last login (--login-delay): " + describe(index + ".last-login"));
-  line("first retrievals (--expire): " + describe(index + ".retrieved"));
-  line("unique-id listing (the log's uidl=): " + describe(index + ".uidls"));
+  line("last login (--login-delay): " + describe(index + last_login_record));
+  line("first retrievals (--expire): " + describe(index + retrieved_record));
+  line("unique-id listing (the log's uidl=): " + describe(index + uidls_record));
   std::string ids, error;
   std::string scheme = mailbox::name_of(options.uidl_scheme);
   if (unique_ids(options, mailbox, options.mailbox_format, 5, ids, error))

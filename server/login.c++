@@ -398,7 +398,7 @@ Login SystemLogin::open_mailbox() {
   shared_spool_ = options_.shared_spool || mailbox::on_shared_file_system(mailbox_);
   bool dotlock_held = false;
   // Before the mailbox is locked or read: that is what the delay spares.
-  std::string last_login = user_path(options_.index) + ".last-login";
+  std::string last_login = record_path(last_login_record);
   auto now = std::chrono::system_clock::now();
   if (options_.login_delay_seconds > 0) {
     auto left = login_delay_left(last_login, account.uid, std::chrono::seconds(options_.login_delay_seconds), now);
@@ -440,7 +440,7 @@ Login SystemLogin::finish_open(Outcome outcome, const std::string& text, const s
     return Login{outcome, text, nullptr, true};
   }
   if (options_.expire_days >= 0) {
-    auto expiring = std::make_unique<mailbox::ExpiringStore>(std::move(store), user_path(options_.index) + ".retrieved",
+    auto expiring = std::make_unique<mailbox::ExpiringStore>(std::move(store), record_path(retrieved_record),
                                                              account_->uid, std::chrono::days(options_.expire_days));
     expiring_ = expiring.get();
     store = std::move(expiring);
@@ -474,7 +474,7 @@ void SystemLogin::end_session() {
 
 std::string SystemLogin::uidl_change() {
   if (!store_) return {};
-  auto change = mailbox::record_uidl_change(*store_, user_path(options_.index) + ".uidls", account_->uid);
+  auto change = mailbox::record_uidl_change(*store_, record_path(uidls_record), account_->uid);
   if (!change.note.empty())
     syslog(LOG_WARNING, "session: user=%s: %s", escaped(user_).c_str(), printable(change.note).c_str());
   return change.hash + "/" + (change.added ? std::to_string(*change.added) : "-");

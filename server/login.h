@@ -23,6 +23,12 @@ namespace popd::server {
 std::optional<auth::Account> account_of(const Options& options, std::string user, std::string& source,
                                         std::string& why);
 
+// The records a session keeps beside its index (DESIGN, "Files a session
+// trusts"): INDEX followed by one of these.
+inline constexpr const char* last_login_record = ".last-login";  // --login-delay
+inline constexpr const char* retrieved_record = ".retrieved";    // --expire
+inline constexpr const char* uidls_record = ".uidls";            // the log's uidl=
+
 class SystemLogin final : public protocol::Authenticator {
  public:
   SystemLogin(const Options& options, std::string peer)
@@ -94,6 +100,8 @@ class SystemLogin final : public protocol::Authenticator {
 
   // A per-user path (--journal, --index, ...) for the logged-in account.
   std::string user_path(const std::string& path_template) const;
+  // One of the records beside the index.
+  std::string record_path(const char* record) const { return user_path(options_.index) + record; }
   // The mailbox in its format, locked (the dotlock already, if held), and the answer.
   protocol::Login open_store(bool dotlock_held);
   // The session's answer once the mailbox was opened, or refused (logged either way).

@@ -126,4 +126,25 @@ OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
   return file;
 }
 
+OwnText read_own_file(const std::string& path, uid_t owner, std::uint64_t limit) {
+  OwnText read;
+  OwnFile file = open_own_file(path, O_RDONLY, owner);
+  if (!file.fd) {
+    if (file.error != ENOENT || !file.refused.empty())
+      read.note = path + ": " + (file.refused.empty() ? error_text(file.error) : file.refused) + ": not read";
+    return read;
+  }
+  read.st = file.st;
+  if (static_cast<std::uint64_t>(file.st.st_size) > limit) {
+    read.note = path + ": larger than " + std::to_string(limit) + " bytes: not read";
+    return read;
+  }
+  read.text.resize(static_cast<std::size_t>(file.st.st_size));
+  if (!pread_all(file.fd.get(), read.text.data(), read.text.size(), 0)) {
+    read.note = path + ": " + error_text(errno) + ": not read";
+    read.text.clear();
+  }
+  return read;
+}
+
 }  // namespace popd::sys

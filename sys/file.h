@@ -51,6 +51,16 @@ struct OwnFile {
 };
 OwnFile open_own_file(const std::string& path, int flags, uid_t owner);
 
+// The whole of such a file, if it holds at most `limit` bytes: empty with
+// no note where there is none; empty with `note` (naming the path) where
+// it is not trusted, too large or unreadable.
+struct OwnText {
+  std::string text;
+  std::string note;
+  struct stat st {};  // as fstat found it, when read
+};
+OwnText read_own_file(const std::string& path, uid_t owner, std::uint64_t limit);
+
 // Replaces the file at `path` whole with `text`, as the calling user: it
 // is written beside it (PATH.XXXXXX, a name of its own that another user
 // of a shared directory cannot take first),

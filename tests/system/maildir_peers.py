@@ -21,7 +21,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from support import *  # noqa: E402,F401,F403  (the helpers every test here uses)
 from support import ONLY, run_tests  # noqa: E402
-from support import skip  # noqa: E402
 from maildir import MESSAGES, Maildir, listed_size, replies, wire  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,45 +85,29 @@ def list_uids(box, scheme):
 
 # --- Dovecot -----------------------------------------------------------------------
 
-DOVECOT = """protocols = pop3
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-passdb {{
+DOVECOT = """passdb {{
   driver = passwd-file
-  args = {d}/passwd
+  args = {work}/passwd
 }}
 userdb {{
   driver = passwd-file
-  args = {d}/passwd
+  args = {work}/passwd
 }}
 mail_location = maildir:~/Maildir
 first_valid_uid = 1000
 pop3_uidl_format = %08Xu%08Xv
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
 """
 
 
-class Dovecot:
+class Dovecot(DovecotServer):
+    """Dovecot serving alice's Maildir."""
+
     def __init__(self, env):
-        self.work = env.dir + "/dovecot"
-        os.makedirs(self.work + "/run")
-        os.chmod(self.work, 0o755)
-        with open(f"{self.work}/passwd", "w") as f:
+        work = env.dir + "/dovecot"
+        os.makedirs(work, exist_ok=True)
+        with open(f"{work}/passwd", "w") as f:
             f.write(f"alice:{{PLAIN}}secret:{ALICE_UID}:{ALICE_GID}::{env.dir}/home/alice::\n")
-        self.port = free_port()
-        with open(f"{self.work}/dovecot.conf", "w") as f:
-            f.write(DOVECOT.format(d=self.work, port=self.port))
-        self.server = subprocess.Popen(["dovecot", "-F", "-c", f"{self.work}/dovecot.conf"])
-        wait_listening(self.port)
+        super().__init__(work, DOVECOT.format(work=work))
 
     def view(self, delete=()):
         pop = poplib.POP3("127.0.0.1", self.port, timeout=30)
@@ -137,9 +120,6 @@ class Dovecot:
         pop.quit()
         return ids, sizes
 
-    def stop(self):
-        self.server.terminate()
-        self.server.wait()
 
 
 def test_dovecot_ids(env):

@@ -28,13 +28,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import support  # noqa: E402
 from support import IS_ROOT, POPD, check, check_equal, from_line, login, make_mbox  # noqa: E402
 from support import skip  # noqa: E402
-from support import free_port  # noqa: E402
+from support import DovecotServer  # noqa: E402
 
 from support import TOP  # noqa: E402
 PEERS = f"{TOP}/build/peers"
@@ -163,62 +162,34 @@ def test_popa3d(env):
 
 # --- Dovecot ---------------------------------------------------------------------
 
-DOVECOT = """protocols = pop3
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-passdb {{
+DOVECOT = """passdb {{
   driver = passwd-file
-  args = {d}/passwd
+  args = {work}/passwd
 }}
 userdb {{
   driver = passwd
 }}
-mail_location = mbox:{d}/mail/%u:INBOX=/var/mail/%u:INDEX={d}/index/%u
+mail_location = mbox:{work}/mail/%u:INBOX=/var/mail/%u:INDEX={work}/index/%u
 mail_privileged_group = mail
 # Write X-UID and X-IMAPbase at once, not only when something else changes.
 mbox_lazy_writes = no
 pop3_uidl_format = %08Xu%08Xv
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
 """
 
 
 def dovecot_uids(work):
-    os.makedirs(work)
-    for sub in ("run", "mail", "index"):
+    for sub in ("mail", "index"):
         os.makedirs(f"{work}/{sub}")
-    os.chmod(f"{work}/mail", 0o1777)
-    os.chmod(f"{work}/index", 0o1777)
-    os.chmod(work, 0o755)
+        os.chmod(f"{work}/{sub}", 0o1777)
     with open(f"{work}/passwd", "w") as f:
         f.write(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    port = free_port()
-    with open(f"{work}/dovecot.conf", "w") as f:
-        f.write(DOVECOT.format(d=work, port=port))
-    server = subprocess.Popen(["dovecot", "-F", "-c", f"{work}/dovecot.conf"])
-    try:
-        for _ in range(100):
-            try:
-                pop = poplib.POP3("127.0.0.1", port, timeout=30)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with DovecotServer(work, DOVECOT.format(work=work)) as dovecot:
+        pop = poplib.POP3("127.0.0.1", dovecot.port, timeout=30)
         pop.user(USER)
         pop.pass_(PASSWORD)
         ids = listing("\n".join(l.decode() for l in pop.uidl()[1]))
         pop.quit()
         return ids
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_dovecot(env):

@@ -286,6 +286,50 @@ def free_port():
         return s.getsockname()[1]
 
 
+# The settings every Dovecot the tests compare with shares: its files in
+# WORK, plain POP3 on PORT of the loopback, no failure delay.
+DOVECOT_COMMON = """protocols = pop3
+listen = 127.0.0.1
+base_dir = {work}/run
+state_dir = {work}/state
+log_path = {work}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_failure_delay = 0
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"""
+
+
+class DovecotServer:
+    """Dovecot's POP3 (dovecot -F) configured in `work` (made if missing)
+    with DOVECOT_COMMON and `settings`, listening on self.port."""
+
+    def __init__(self, work, settings):
+        os.makedirs(work + "/run", exist_ok=True)
+        os.chmod(work, 0o755)
+        self.port = free_port()
+        with open(work + "/dovecot.conf", "w") as f:
+            f.write(DOVECOT_COMMON.format(work=work, port=self.port) + settings)
+        self.server = subprocess.Popen(["dovecot", "-F", "-c", work + "/dovecot.conf"])
+        wait_listening(self.port)
+
+    def stop(self):
+        self.server.terminate()
+        self.server.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+
 def sh(*args, **kw):
     """Runs a command; its standard output, or a failed check with both outputs."""
     p = subprocess.run(list(args), capture_output=True, text=True, **kw)

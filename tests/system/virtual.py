@@ -323,15 +323,7 @@ def test_unknown_users_cost_what_known_ones_do(env):
     print(f"     wrong password, medians of 10: {'; then '.join(rounds)}")
 
 
-DOVECOT = """protocols = pop3
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_failure_delay = 0
-passdb {{
+DOVECOT = """passdb {{
   driver = passwd-file
   args = {users}
 }}
@@ -341,12 +333,6 @@ userdb {{
 }}
 mail_location = maildir:~/Maildir
 first_valid_uid = 1000
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
 """
 
 
@@ -428,23 +414,14 @@ def test_one_file_two_servers(env):
             (etc + "/%d", [("ann@one.example", "pw one.example"), ("ann@two.example", "pw two.example"),
                            ("ann@two.example", "pw one.example"), ("ann@three.example", "pw"), ("ann", "pw")])):
         work = env.dir + "/dovecot-" + str(len(results))
-        os.makedirs(work + "/run")
-        os.chmod(work, 0o755)
-        port = free_port()
-        with open(work + "/dovecot.conf", "w") as f:
-            f.write(DOVECOT.format(d=work, port=port, users=file_arg))
-        server = subprocess.Popen(["dovecot", "-F", "-c", work + "/dovecot.conf"])
-        try:
-            wait_listening(port)
+        with DovecotServer(work, DOVECOT.format(users=file_arg)) as dovecot:
+            port = dovecot.port
             for user, password in cases:
                 popd = env.run(f"USER {user}\r\nPASS {password}\r\nQUIT\r\n",
                                args=["--userdb", "passwd-file:" + file_arg, "--mailbox", "%h/Maildir/",
                                      "--allow-weak-schemes"])[0]
                 answers = popd.split("\r\n")  # the greeting, USER's answer, PASS's
                 results[(user, password)] = (pop_login(port, user, password), answers[2][:1])
-        finally:
-            server.terminate()
-            server.wait()
     differ = {case: got for case, got in results.items() if got[0] != got[1]}
     check_equal(differ, {}, "logins Dovecot and popd judged differently (dovecot, popd)")
     accepted = sum(1 for got in results.values() if got[0] == "+")
