@@ -472,7 +472,11 @@ void Engine::transaction(std::string_view verb, std::string_view args) {
 bool Engine::message_number(std::string_view arg, std::size_t& index) {
   std::uint64_t number = 0;
   if (!parse_number(arg, number)) {
-    err("Invalid message number: " + std::string(arg.substr(0, 20)));
+    // Echoed only as printable ASCII: no control bytes back to the client
+    // or into a trace, where the line that carried them is hidden.
+    std::string_view shown = arg.substr(0, 20);
+    bool printable = std::all_of(shown.begin(), shown.end(), [](char c) { return c >= ' ' && c < 127; });
+    err(printable ? "Invalid message number: " + std::string(shown) : std::string("Invalid message number"));
     return false;
   }
   if (number == 0 || number > deleted_.size()) {

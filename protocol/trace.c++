@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "params.h"
+
 namespace popd::protocol {
 namespace {
 
@@ -23,6 +25,17 @@ bool shown_whole(std::string_view verb) {
   return false;
 }
 
+// Where the word after `at` (and its leading blanks) ends.
+std::size_t after_word(std::string_view text, std::size_t at) {
+  while (at < text.size() && is_blank(text[at])) ++at;
+  while (at < text.size() && !is_blank(text[at])) ++at;
+  return at;
+}
+
+bool printable_ascii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return (c >= ' ' && c < 127) || c == '\t'; });
+}
+
 }  // namespace
 
 // The line as the engine reads it: its end is the last "\n" or "\r\n"
@@ -35,18 +48,21 @@ std::string redacted(std::string_view line, bool sasl_response) {
   std::size_t verb_end = 0;
   while (verb_end < text.size() && !is_blank(text[verb_end])) ++verb_end;
   std::string verb = upper(text.substr(0, verb_end));
-  // A control byte inside (a lone CR) may join another command's words.
-  bool plain = std::none_of(text.begin(), text.end(), [](char c) { return (c >= 0 && c < ' ' && c != '\t') || c == 127; });
-  if (shown_whole(verb) && plain) return std::string(line);
-  // Anything else may be a secret: SASL responses a client pipelined
-  // after an AUTH that failed, a password sent with a blank before PASS.
-  std::size_t keep = shown_whole(verb) ? verb_end : 0;
-  if (verb == "PASS") {
-    keep = verb_end;
-  } else if (verb == "APOP" || verb == "AUTH") {  // the name, the mechanism
-    keep = verb_end;
-    while (keep < text.size() && is_blank(text[keep])) ++keep;
-    while (keep < text.size() && !is_blank(text[keep])) ++keep;
+  // What may show: none of a line that is not a command of popd's (it
+  // may be a SASL response pipelined after an AUTH that failed, or a
+  // password after a blank); of a command, its verb, and where the line is
+  // clean (printable ASCII, not too long for the engine: a control byte
+  // may join a password to a word) the words that are no secret.
+  bool command = shown_whole(verb) || verb == "PASS" || verb == "APOP" || verb == "AUTH";
+  bool clean = printable_ascii(text) && line.size() <= params::max_command_line;
+  std::size_t keep = command ? verb_end : 0;
+  if (command && clean && verb != "PASS") {
+    bool one_word = verb == "USER" || verb == "APOP" || verb == "AUTH";  // the name, the mechanism
+    keep = one_word ? after_word(text, verb_end) : text.size();
+    bool more = text.find_first_not_of(" \t", keep) != std::string_view::npos;
+    if (!more) keep = text.size();
+    // USER takes one word: a second may be the password typed after it.
+    if (verb == "USER" && more) keep = verb_end;
   }
   std::string shown(text.substr(0, keep));
   if (keep < text.size()) shown += keep > 0 ? " ***" : "***";

@@ -22,12 +22,14 @@ class Trace {
   ~Trace() = default;
 };
 
-// A client line as a transcript may show it. Only the commands popd
-// answers are shown whole; PASS's argument, APOP's digest and AUTH's
-// initial response become ***, and so does every other line (it may be a
-// SASL response the client pipelined after an AUTH that failed), and all
-// of a SASL response (a line after a "+ " challenge) but a cancellation
-// ("*"). The line end is kept as it came.
+// A client line as a transcript may show it, its line end as it came:
+// - a SASL response (a line after a "+ " challenge) is ***, but "*";
+// - PASS shows its verb, APOP and AUTH one word more (the name, the
+//   mechanism), USER its one name, popd's other commands all of it;
+// - a command whose line holds a byte outside printable ASCII, is too
+//   long for the engine, or has USER more than one word shows its verb;
+// - any other line is *** (it may be a SASL response pipelined after an
+//   AUTH that failed, or a password sent after a blank).
 std::string redacted(std::string_view line, bool sasl_response);
 
 // Passes all output on, and shows it to a trace on its way.

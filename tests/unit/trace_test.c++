@@ -48,6 +48,17 @@ TEST_CASE("trace: a line ends where the engine ends it; anything not a command o
   CHECK(redacted("PASSWORD x\r\n", false) == "***\r\n");
   CHECK(redacted("XTND XMIT\r\n", false) == "***\r\n");
   CHECK(redacted("LAST\r\n", false) == "LAST\r\n");
+  // A byte that is not printable ASCII joined to a kept word.
+  CHECK(redacted("AUTH PLAIN\rAGFsaWNlAHNlY3JldA==\r\n", false) == "AUTH ***\r\n");
+  CHECK(redacted(std::string("AUTH PLAIN\0AGFs\r\n", 17), false) == "AUTH ***\r\n");
+  CHECK(redacted("AUTH PLAIN\xa0" "AGFsaWNl\r\n", false) == "AUTH ***\r\n");
+  CHECK(redacted("APOP alice\rsecret\r\n", false) == "APOP ***\r\n");
+  CHECK(redacted("LIST 1\rc2VjcmV0\r\n", false) == "LIST ***\r\n");
+  // A password typed after the name, or past the engine's line limit.
+  CHECK(redacted("USER alice secret\r\n", false) == "USER ***\r\n");
+  CHECK(redacted("USER alice\tsecret\r\n", false) == "USER ***\r\n");
+  CHECK(redacted("USER alice" + std::string(300, ' ') + "\r\n", false) == "USER ***\r\n");
+  CHECK(redacted("USER alice  \r\n", false) == "USER alice  \r\n");
 }
 
 TEST_CASE("trace: the engine shows every line and reply; the secrets of each login are ***") {
@@ -140,4 +151,14 @@ TEST_CASE("trace: a file gets what was held first, then each whole line at once,
   std::string tail(200, '\0');
   tail.resize(::pread(fd.get(), tail.data(), tail.size(), st.st_size - 200));
   CHECK(tail.ends_with("C: STAT\r\n\n# popd: the transcript stops here, at its limit (params.h)\n"));
+}
+
+TEST_CASE("trace: a reply echoes no argument the trace hid (a message number with a control byte)") {
+  server::SessionTrace trace;
+  Fixture f({}, &trace);
+  f.login();
+  CHECK(f.talk("LIST x\r\n") == "-ERR Invalid message number: x\r\n");
+  CHECK(f.talk("LIST 1\rc2VjcmV0\r\n") == "-ERR Invalid message number\r\n");
+  CHECK(f.talk("DELE \x1b[31m\r\n") == "-ERR Invalid message number\r\n");
+  CHECK(trace.held().find("c2VjcmV0") == std::string::npos);
 }
