@@ -187,14 +187,8 @@ std::optional<std::uint32_t> read_validity(const std::string& path, uid_t owner,
 bool write_validity(const std::string& path, std::uint32_t validity, std::string& error) {
   std::string refused;
   if (read_validity(path, ::geteuid(), refused) == validity) return true;
-  std::string temporary = path + ".new", text = std::to_string(validity) + "\n";
-  ::unlink(temporary.c_str());
-  sys::UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd && sys::write_all(fd.get(), text) && ::fsync(fd.get()) == 0 && ::rename(temporary.c_str(), path.c_str()) == 0 &&
-      sys::sync_directory_of(path))
-    return true;
-  error = "cannot keep the UIDVALIDITY in " + path + ": " + sys::error_text(errno);
-  ::unlink(temporary.c_str());
+  if (sys::replace_file(path, std::to_string(validity) + "\n", true, error)) return true;
+  error = "cannot keep the UIDVALIDITY in " + path + ": " + error;
   return false;
 }
 

@@ -99,6 +99,10 @@ bool replace_file(const std::string& path, std::string_view text, bool sync, std
     if (fd) ::unlink(temporary.c_str());
     return false;
   }
+  if (sync && !sync_directory_of(path)) {
+    error = directory_of(path) + ": " + error_text(errno);
+    return false;
+  }
   return true;
 }
 

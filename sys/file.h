@@ -63,9 +63,10 @@ OwnText read_own_file(const std::string& path, uid_t owner, std::uint64_t limit)
 
 // Replaces the file at `path` whole with `text`, as the calling user: it
 // is written beside it (PATH.XXXXXX, a name of its own that another user
-// of a shared directory cannot take first),
-// synced if `sync`, and renamed over it, so that it is the old file or
-// the new one, never a torn one. false with `error` if it could not.
+// of a shared directory cannot take first), and renamed over it, so that
+// it is the old file or the new one, never a torn one; with `sync`, the
+// file before the rename and its directory after, so that the new one
+// survives a power cut. false with `error` if it could not.
 bool replace_file(const std::string& path, std::string_view text, bool sync, std::string& error);
 
 }  // namespace popd::sys
