@@ -58,7 +58,8 @@ UidlChange record_uidl_change(const protocol::Maildrop& drop, const std::string&
         hashes.begin(), hashes.end(), [&](std::uint64_t h) { return !std::binary_search(old->begin(), old->end(), h); }));
   }
   std::string after = format_uidl_hashes(hashes);
-  if (after == before || !change.note.empty()) return change;
+  // Another's file, or a link, is not replaced; a damaged or unreadable one is.
+  if (after == before || read.refused) return change;
   // Not synced: a record lost to a crash only makes the next log line say "-".
   std::string error;
   if (!sys::replace_file(path, after, false, error)) change.note = error;

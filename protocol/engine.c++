@@ -474,9 +474,8 @@ bool Engine::message_number(std::string_view arg, std::size_t& index) {
   if (!parse_number(arg, number)) {
     // Echoed only as printable ASCII: no control bytes back to the client
     // or into a trace, where the line that carried them is hidden.
-    std::string_view shown = arg.substr(0, 20);
-    bool printable = std::all_of(shown.begin(), shown.end(), [](char c) { return c >= ' ' && c < 127; });
-    err(printable ? "Invalid message number: " + std::string(shown) : std::string("Invalid message number"));
+    bool printable = std::all_of(arg.begin(), arg.end(), [](char c) { return c >= ' ' && c < 127; });
+    err(printable ? "Invalid message number: " + std::string(arg.substr(0, 20)) : std::string("Invalid message number"));
     return false;
   }
   if (number == 0 || number > deleted_.size()) {

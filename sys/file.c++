@@ -99,8 +99,10 @@ bool replace_file(const std::string& path, std::string_view text, bool sync, std
     if (fd) ::unlink(temporary.c_str());
     return false;
   }
-  if (sync && !sync_directory_of(path)) {
-    error = directory_of(path) + ": " + error_text(errno);
+  // A directory the user may not read (mode -wx) cannot be opened to be
+  // synced: the file is in place, as durable as that directory allows.
+  if (sync && !sync_directory_of(path) && errno != EACCES) {
+    error = path + " is written, but its directory is not synced: " + error_text(errno);
     return false;
   }
   return true;
@@ -133,6 +135,7 @@ OwnFile open_own_file(const std::string& path, int flags, uid_t owner) {
 OwnText read_own_file(const std::string& path, uid_t owner, std::uint64_t limit) {
   OwnText read;
   OwnFile file = open_own_file(path, O_RDONLY, owner);
+  read.refused = !file.refused.empty();
   if (!file.fd) {
     if (file.error != ENOENT || !file.refused.empty())
       read.note = path + ": " + (file.refused.empty() ? error_text(file.error) : file.refused) + ": not read";

@@ -57,7 +57,8 @@ OwnFile open_own_file(const std::string& path, int flags, uid_t owner);
 struct OwnText {
   std::string text;
   std::string note;
-  struct stat st {};  // as fstat found it, when read
+  bool refused = false;  // not the owner's own file (open_own_file): leave it be
+  struct stat st {};     // as fstat found it, when read
 };
 OwnText read_own_file(const std::string& path, uid_t owner, std::uint64_t limit);
 

@@ -316,7 +316,11 @@ class DovecotServer:
         with open(work + "/dovecot.conf", "w") as f:
             f.write(DOVECOT_COMMON.format(work=work, port=self.port) + settings)
         self.server = subprocess.Popen(["dovecot", "-F", "-c", work + "/dovecot.conf"])
-        wait_listening(self.port)
+        try:
+            wait_listening(self.port)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         self.server.terminate()

@@ -160,5 +160,6 @@ TEST_CASE("trace: a reply echoes no argument the trace hid (a message number wit
   CHECK(f.talk("LIST x\r\n") == "-ERR Invalid message number: x\r\n");
   CHECK(f.talk("LIST 1\rc2VjcmV0\r\n") == "-ERR Invalid message number\r\n");
   CHECK(f.talk("DELE \x1b[31m\r\n") == "-ERR Invalid message number\r\n");
+  CHECK(f.talk("LIST c2VjcmV0cGFzc3dvcmQxMjM0\x01\r\n") == "-ERR Invalid message number\r\n");
   CHECK(trace.held().find("c2VjcmV0") == std::string::npos);
 }

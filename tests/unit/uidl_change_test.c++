@@ -1,12 +1,14 @@
 // The uidl=HASH/NEW of the session's log line and its record.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <string>
 #include <vector>
 
 #include "mailbox/uidl_change.h"
+#include "params.h"
 #include "tests/unit/files.h"
 
 using namespace popd::mailbox;
@@ -65,4 +67,13 @@ TEST_CASE("uidl change: a damaged or untrusted record gives no count, never a wr
   UidlChange linked = record_uidl_change(drop, link, ::geteuid());
   CHECK(!linked.added);
   CHECK(linked.note.find("symbolic link") != std::string::npos);
+  record_uidl_change(drop, link, ::geteuid());
+  struct stat st;
+  CHECK((::lstat(link.c_str(), &st) == 0 && S_ISLNK(st.st_mode)));  // left be, never followed
+  // One too large to read is replaced, as a damaged one is.
+  REQUIRE(::truncate(path.c_str(), popd::params::max_state_file + 8) == 0);
+  UidlChange large = record_uidl_change(drop, path, ::geteuid());
+  CHECK(!large.added);
+  CHECK(large.note.find("larger than") != std::string::npos);
+  CHECK(record_uidl_change(drop, path, ::geteuid()).added == 0u);
 }
